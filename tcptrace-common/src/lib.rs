@@ -1,0 +1,151 @@
+//! The wire format between tcptrace's BPF programs and its userspace, defined once.
+//!
+//! Everything here is `#[repr(C)]` plain data: the BPF side writes it into the ring buffer
+//! or reads it from globals, userspace reads it back byte for byte.
+#![no_std]
+
+/// Kind of a connection event, as carried in [`Event::kind`].
+pub mod kind {
+    /// A client connection: `tcp_connect` (SYN sent) on the fentry/kprobe paths,
+    /// `SYN_SENT -> ESTABLISHED` on the tracepoint path.
+    pub const CONNECT: u8 = 1;
+    /// A server connection: `inet_csk_accept` returned it on the fentry/kprobe paths,
+    /// `SYN_RECV -> ESTABLISHED` on the tracepoint path.
+    pub const ACCEPT: u8 = 2;
+    /// The connection stopped being live: `tcp_close` on the fentry/kprobe paths,
+    /// `ESTABLISHED|CLOSE_WAIT -> FIN_WAIT1|LAST_ACK|CLOSE` on the tracepoint path.
+    pub const CLOSE: u8 = 3;
+}
+
+/// Address families as the kernel numbers them (`AF_INET`, `AF_INET6`).
+pub const AF_INET: u16 = 2;
+pub const AF_INET6: u16 = 10;
+
+/// TCP states as the kernel numbers them (include/net/tcp_states.h).
+pub mod tcp_state {
+    pub const ESTABLISHED: u32 = 1;
+    pub const SYN_SENT: u32 = 2;
+    pub const SYN_RECV: u32 = 3;
+    pub const FIN_WAIT1: u32 = 4;
+    pub const CLOSE: u32 = 7;
+    pub const CLOSE_WAIT: u32 = 8;
+    pub const LAST_ACK: u32 = 9;
+}
+
+pub const IPPROTO_TCP: u16 = 6;
+
+/// One connection event. 88 bytes; the ring buffer adds an 8-byte header per record.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Event {
+    /// `bpf_ktime_get_ns()`: monotonic nanoseconds since boot.
+    pub ts_ns: u64,
+    /// Kernel address of the `struct sock`: links a close to its open while both live.
+    pub sock: u64,
+    /// Inode number of the socket's network namespace (`ip netns identify`, `lsns`), 0 if unknown.
+    pub netns: u32,
+    /// Process id (the kernel's tgid) of the task that ran the hook.
+    pub tgid: u32,
+    /// Thread id (the kernel's pid) of the task that ran the hook.
+    pub pid: u32,
+    /// Local port, host byte order.
+    pub lport: u16,
+    /// Remote port, host byte order.
+    pub rport: u16,
+    /// One of [`kind`].
+    pub kind: u8,
+    /// Low byte of the address family: [`AF_INET`] or [`AF_INET6`].
+    pub family: u8,
+    pub _pad: [u8; 6],
+    /// Local address: 4 bytes used for IPv4, all 16 for IPv6 (network byte order).
+    pub laddr: [u8; 16],
+    /// Remote address, as `laddr`.
+    pub raddr: [u8; 16],
+    /// `comm` of the task that ran the hook, NUL-padded.
+    pub comm: [u8; 16],
+}
+
+/// A field inside `struct sock` that may be a bitfield on older kernels (`sk_protocol` was
+/// `:8` bits until 5.6): read 4 bytes at `offset`, shift right, mask.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BitField {
+    pub offset: u32,
+    pub shift: u32,
+    pub mask: u32,
+}
+
+/// Byte offsets inside the running kernel's `struct sock` (from its BTF), so that no
+/// offset is compiled in for one kernel. All zero when the kernel has no BTF.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SockOffsets {
+    /// `__sk_common.skc_family` (u16)
+    pub family: u32,
+    /// `__sk_common.skc_state` (u8)
+    pub state: u32,
+    /// `__sk_common.skc_num`: local port, host order (u16)
+    pub num: u32,
+    /// `__sk_common.skc_dport`: remote port, network order (u16)
+    pub dport: u32,
+    /// `__sk_common.skc_rcv_saddr` (IPv4 local address)
+    pub rcv_saddr: u32,
+    /// `__sk_common.skc_daddr` (IPv4 remote address)
+    pub daddr: u32,
+    /// `__sk_common.skc_v6_rcv_saddr` (16 bytes)
+    pub v6_rcv_saddr: u32,
+    /// `__sk_common.skc_v6_daddr` (16 bytes)
+    pub v6_daddr: u32,
+    /// `__sk_common.skc_net`: pointer to `struct net`
+    pub net: u32,
+    /// `struct net` -> `ns.inum` (u32)
+    pub net_inum: u32,
+    /// `sk_protocol`
+    pub protocol: BitField,
+    /// 1 when the offsets above were filled from BTF.
+    pub valid: u32,
+}
+
+/// Byte offsets of the fields of the classic `sock:inet_sock_set_state` tracepoint record,
+/// read from its tracefs `format` file.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TracepointOffsets {
+    pub skaddr: u32,
+    pub oldstate: u32,
+    pub newstate: u32,
+    pub sport: u32,
+    pub dport: u32,
+    pub family: u32,
+    pub protocol: u32,
+    pub saddr: u32,
+    pub daddr: u32,
+    pub saddr_v6: u32,
+    pub daddr_v6: u32,
+}
+
+/// Everything userspace tells the programs at load time, in the one global `CONFIG`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Config {
+    pub sock: SockOffsets,
+    pub tracepoint: TracepointOffsets,
+    /// Index of the return value in an fexit context on `inet_csk_accept`: the function's
+    /// argument count, which changed from 4 to 2 in Linux 6.10.
+    pub accept_ret_index: u32,
+    /// Wake the consumer only once this many bytes wait in the ring (batching); userspace
+    /// also drains on a short timer so that a quiet box still sees its events.
+    pub wakeup_bytes: u32,
+}
+
+/// Names of the maps and the global, shared by both sides.
+pub const EVENTS_MAP: &str = "EVENTS";
+pub const LOST_MAP: &str = "LOST";
+pub const CONFIG_GLOBAL: &str = "CONFIG";
+
+#[cfg(feature = "user")]
+mod user {
+    // SAFETY: plain `#[repr(C)]` integers and byte arrays with explicit padding.
+    unsafe impl aya::Pod for super::Event {}
+    unsafe impl aya::Pod for super::Config {}
+}

@@ -1,0 +1,294 @@
+//! tcptrace's kernel side. Three sets of programs are compiled into one object; userspace
+//! loads exactly one set at run time (see `tcptrace/src/backend`):
+//!
+//! 1. fentry/fexit: `tcp_connect`, `inet_csk_accept` (return), `tcp_close`;
+//! 2. kprobe/kretprobe on the same three functions;
+//! 3. the `sock:inet_sock_set_state` tracepoint (BTF-typed `tp_btf` or classic), from
+//!    which connect, accept and close are derived as state transitions.
+//!
+//! No `struct sock` offset is compiled in: userspace reads them from the running kernel's
+//! BTF (or the tracepoint's format file) and hands them over in the `CONFIG` global.
+#![no_std]
+#![no_main]
+
+use aya_ebpf::{
+    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
+    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel},
+    macros::{btf_tracepoint, fentry, fexit, kprobe, kretprobe, map, tracepoint},
+    maps::{PerCpuArray, RingBuf},
+    programs::{
+        BtfTracePointContext, FEntryContext, FExitContext, ProbeContext, RetProbeContext,
+        TracePointContext,
+    },
+};
+use tcptrace_common::{AF_INET, AF_INET6, Config, Event, IPPROTO_TCP, kind, tcp_state};
+
+/// Default ring size; userspace may change it before load (`--ring-size`).
+const RING_BYTES: u32 = 4 << 20;
+
+#[map]
+static EVENTS: RingBuf = RingBuf::with_byte_size(RING_BYTES, 0);
+
+/// Events dropped because the ring was full, per CPU (no atomics on the hot path).
+#[map]
+static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+/// Filled in by userspace at load time.
+#[unsafe(no_mangle)]
+static CONFIG: Config = unsafe { core::mem::zeroed() };
+
+#[inline(always)]
+fn config() -> Config {
+    // Volatile: the value is patched into the object after compilation, so the compiler must
+    // not fold the zeroes above into the code.
+    unsafe { core::ptr::read_volatile(&raw const CONFIG) }
+}
+
+#[inline(always)]
+fn read<T: Copy + Default>(base: *const u8, offset: u32) -> T {
+    unsafe { bpf_probe_read_kernel(base.add(offset as usize).cast::<T>()) }.unwrap_or_default()
+}
+
+#[inline(always)]
+fn read_bytes16(base: *const u8, offset: u32) -> [u8; 16] {
+    unsafe { bpf_probe_read_kernel(base.add(offset as usize).cast::<[u8; 16]>()) }
+        .unwrap_or([0; 16])
+}
+
+/// Inode of the socket's network namespace: `sk->__sk_common.skc_net.net->ns.inum`.
+#[inline(always)]
+fn netns_of(sk: *const u8, cfg: &Config) -> u32 {
+    if cfg.sock.valid == 0 {
+        return 0;
+    }
+    let net: u64 = read(sk, cfg.sock.net);
+    if net == 0 {
+        return 0;
+    }
+    read(net as *const u8, cfg.sock.net_inum)
+}
+
+/// Fills in who ran the hook, when, and which socket; the caller fills in the 4-tuple.
+#[inline(always)]
+fn new_event(kind: u8, sk: *const u8, cfg: &Config) -> Event {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    Event {
+        ts_ns: unsafe { bpf_ktime_get_ns() },
+        sock: sk as u64,
+        netns: netns_of(sk, cfg),
+        tgid: (pid_tgid >> 32) as u32,
+        pid: pid_tgid as u32,
+        kind,
+        comm: bpf_get_current_comm().unwrap_or([0; 16]),
+        ..Event::default()
+    }
+}
+
+/// Reads the 4-tuple of a socket into `ev`. Returns false for sockets that are not IPv4 or
+/// IPv6, or that have no peer (listeners).
+#[inline(always)]
+fn fill_tuple_from_sock(ev: &mut Event, sk: *const u8, cfg: &Config) -> bool {
+    let family: u16 = read(sk, cfg.sock.family);
+    ev.family = family as u8;
+    ev.lport = read(sk, cfg.sock.num);
+    ev.rport = u16::from_be(read(sk, cfg.sock.dport));
+    if family == AF_INET {
+        let l: [u8; 4] = read(sk, cfg.sock.rcv_saddr);
+        let r: [u8; 4] = read(sk, cfg.sock.daddr);
+        ev.laddr[..4].copy_from_slice(&l);
+        ev.raddr[..4].copy_from_slice(&r);
+    } else if family == AF_INET6 {
+        ev.laddr = read_bytes16(sk, cfg.sock.v6_rcv_saddr);
+        ev.raddr = read_bytes16(sk, cfg.sock.v6_daddr);
+    } else {
+        return false;
+    }
+    ev.rport != 0
+}
+
+/// Sends one event, waking the consumer only when enough data waits (batching): at a
+/// connection storm userspace is woken a few hundred times a second, not once per event.
+#[inline(always)]
+fn submit(ev: &Event, cfg: &Config) {
+    let pending = EVENTS.query(BPF_RB_AVAIL_DATA as u64);
+    let flags = if pending + size_of::<Event>() as u64 >= cfg.wakeup_bytes as u64 {
+        BPF_RB_FORCE_WAKEUP
+    } else {
+        BPF_RB_NO_WAKEUP
+    };
+    if EVENTS.output::<Event>(ev, flags as u64).is_err()
+        && let Some(lost) = LOST.get_ptr_mut(0)
+    {
+        unsafe { *lost += 1 };
+    }
+}
+
+#[inline(always)]
+fn emit_from_sock(kind: u8, sk: *const u8) {
+    if sk.is_null() {
+        return;
+    }
+    let cfg = config();
+    let mut ev = new_event(kind, sk, &cfg);
+    if fill_tuple_from_sock(&mut ev, sk, &cfg) {
+        submit(&ev, &cfg);
+    }
+}
+
+/// `tcp_close` runs when the application closes the socket. Listeners have no peer and are
+/// skipped by `fill_tuple_from_sock`; every other state is reported (a reset connection is
+/// in CLOSE by now, a failed connect too) and the ledger ignores closes of sockets it never
+/// counted.
+#[inline(always)]
+fn emit_close(sk: *const u8) {
+    emit_from_sock(kind::CLOSE, sk);
+}
+
+// ---- 1. fentry / fexit ----------------------------------------------------------------
+
+/// match-proto:v6.1:net/ipv4/tcp_output.c:int tcp_connect(struct sock *sk)
+/// Runs once the local port is chosen and the SYN is about to leave.
+#[fentry(function = "tcp_connect")]
+pub fn fentry_tcp_connect(ctx: FEntryContext) -> i32 {
+    emit_from_sock(kind::CONNECT, ctx.arg::<*const u8>(0));
+    0
+}
+
+/// match-proto:v6.1:net/ipv4/inet_connection_sock.c:struct sock *inet_csk_accept(struct sock *sk, int flags, int *err, bool kern)
+/// match-proto:v6.10:net/ipv4/inet_connection_sock.c:struct sock *inet_csk_accept(struct sock *sk, struct proto_accept_arg *arg)
+/// The return value sits right after the arguments in the fexit context, so its index is
+/// the argument count, read from BTF by userspace. Each arm below is a constant offset,
+/// as the verifier requires for context access.
+#[fexit(function = "inet_csk_accept")]
+pub fn fexit_inet_csk_accept(ctx: FExitContext) -> i32 {
+    let sk: *const u8 = match config().accept_ret_index {
+        2 => ctx.arg(2),
+        3 => ctx.arg(3),
+        4 => ctx.arg(4),
+        _ => return 0,
+    };
+    emit_from_sock(kind::ACCEPT, sk);
+    0
+}
+
+/// match-proto:v6.1:net/ipv4/tcp.c:void tcp_close(struct sock *sk, long timeout)
+#[fentry(function = "tcp_close")]
+pub fn fentry_tcp_close(ctx: FEntryContext) -> i32 {
+    emit_close(ctx.arg::<*const u8>(0));
+    0
+}
+
+// ---- 2. kprobe / kretprobe -------------------------------------------------------------
+
+#[kprobe]
+pub fn kprobe_tcp_connect(ctx: ProbeContext) -> u32 {
+    if let Some(sk) = ctx.arg::<*const u8>(0) {
+        emit_from_sock(kind::CONNECT, sk);
+    }
+    0
+}
+
+#[kretprobe]
+pub fn kretprobe_inet_csk_accept(ctx: RetProbeContext) -> u32 {
+    emit_from_sock(kind::ACCEPT, ctx.ret::<*const u8>());
+    0
+}
+
+#[kprobe]
+pub fn kprobe_tcp_close(ctx: ProbeContext) -> u32 {
+    if let Some(sk) = ctx.arg::<*const u8>(0) {
+        emit_close(sk);
+    }
+    0
+}
+
+// ---- 3. sock:inet_sock_set_state -------------------------------------------------------
+
+/// Maps a state transition to the event it means, or 0 for transitions that change
+/// nothing about liveness. Live = handshake completed and not yet closed locally, i.e. the
+/// `ss` states ESTABLISHED and CLOSE_WAIT.
+#[inline(always)]
+fn kind_of_transition(old: u32, new: u32) -> u8 {
+    if new == tcp_state::ESTABLISHED {
+        if old == tcp_state::SYN_SENT {
+            return kind::CONNECT;
+        }
+        if old == tcp_state::SYN_RECV {
+            return kind::ACCEPT;
+        }
+        return 0;
+    }
+    let was_live = old == tcp_state::ESTABLISHED || old == tcp_state::CLOSE_WAIT;
+    let now_gone = new == tcp_state::FIN_WAIT1 || new == tcp_state::LAST_ACK || new == tcp_state::CLOSE;
+    if was_live && now_gone { kind::CLOSE } else { 0 }
+}
+
+/// match-proto:v6.1:include/trace/events/sock.h:TRACE_EVENT(inet_sock_set_state, const struct sock *sk, const int oldstate, const int newstate)
+#[btf_tracepoint(function = "inet_sock_set_state")]
+pub fn tp_btf_inet_sock_set_state(ctx: BtfTracePointContext) -> i32 {
+    let sk: *const u8 = ctx.arg(0);
+    let kind = kind_of_transition(ctx.arg::<u32>(1), ctx.arg::<u32>(2));
+    if kind == 0 || sk.is_null() {
+        return 0;
+    }
+    // The tracepoint also fires for other protocols (SCTP, DCCP).
+    let cfg = config();
+    let p = cfg.sock.protocol;
+    let word: u32 = read(sk, p.offset);
+    if ((word >> p.shift) & p.mask) as u16 != IPPROTO_TCP {
+        return 0;
+    }
+    emit_from_sock(kind, sk);
+    0
+}
+
+/// The classic tracepoint: fields at offsets read from
+/// /sys/kernel/tracing/events/sock/inet_sock_set_state/format.
+#[tracepoint(category = "sock", name = "inet_sock_set_state")]
+pub fn tracepoint_inet_sock_set_state(ctx: TracePointContext) -> u32 {
+    let cfg = config();
+    let tp = cfg.tracepoint;
+    let field = |offset: u32| offset as usize;
+    let (old, new, protocol) = unsafe {
+        (
+            ctx.read_at::<u32>(field(tp.oldstate)).unwrap_or(0),
+            ctx.read_at::<u32>(field(tp.newstate)).unwrap_or(0),
+            ctx.read_at::<u16>(field(tp.protocol)).unwrap_or(0),
+        )
+    };
+    let kind = kind_of_transition(old, new);
+    if kind == 0 || protocol != IPPROTO_TCP {
+        return 0;
+    }
+    let sk: *const u8 = unsafe { ctx.read_at::<u64>(field(tp.skaddr)) }.unwrap_or(0) as *const u8;
+    let mut ev = new_event(kind, sk, &cfg);
+    let family = unsafe { ctx.read_at::<u16>(field(tp.family)) }.unwrap_or(0);
+    ev.family = family as u8;
+    unsafe {
+        ev.lport = ctx.read_at::<u16>(field(tp.sport)).unwrap_or(0);
+        ev.rport = ctx.read_at::<u16>(field(tp.dport)).unwrap_or(0);
+        if family == AF_INET {
+            let l = ctx.read_at::<[u8; 4]>(field(tp.saddr)).unwrap_or([0; 4]);
+            let r = ctx.read_at::<[u8; 4]>(field(tp.daddr)).unwrap_or([0; 4]);
+            ev.laddr[..4].copy_from_slice(&l);
+            ev.raddr[..4].copy_from_slice(&r);
+        } else if family == AF_INET6 {
+            ev.laddr = ctx.read_at::<[u8; 16]>(field(tp.saddr_v6)).unwrap_or([0; 16]);
+            ev.raddr = ctx.read_at::<[u8; 16]>(field(tp.daddr_v6)).unwrap_or([0; 16]);
+        } else {
+            return 0;
+        }
+    }
+    submit(&ev, &cfg);
+    0
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 4] = *b"GPL\0";

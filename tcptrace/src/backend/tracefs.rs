@@ -1,0 +1,125 @@
+//! The classic tracepoint needs tracefs: aya reads the tracepoint's id there, and the
+//! programs need the record layout from its `format` file.
+
+use std::{fs, io, path::{Path, PathBuf}};
+
+use tcptrace_common::TracepointOffsets;
+
+const TRACEFS: &str = "/sys/kernel/tracing";
+const DEBUGFS_TRACING: &str = "/sys/kernel/debug/tracing";
+const EVENT: &str = "events/sock/inet_sock_set_state";
+
+#[derive(Debug, thiserror::Error)]
+pub enum TracefsError {
+    #[error("tracefs is not mounted and mounting it at {TRACEFS} failed ({0}); mount it with `mount -t tracefs nodev {TRACEFS}`")]
+    Mount(nix::Error),
+    #[error("the kernel has no sock:inet_sock_set_state tracepoint (needs Linux 4.16 or later)")]
+    NoTracepoint,
+    #[error("cannot read {path}: {source}")]
+    Read { path: PathBuf, source: io::Error },
+    #[error("the tracepoint format lacks field `{0}`")]
+    Field(&'static str),
+}
+
+/// Where tracefs is, and whether tcptrace mounted it (it is left mounted: other tools
+/// expect it there, and unmounting under them would be worse).
+pub struct Tracefs {
+    pub root: PathBuf,
+    pub mounted_by_us: bool,
+}
+
+impl Tracefs {
+    /// Finds tracefs, mounting it at /sys/kernel/tracing if it is missing.
+    pub fn ensure() -> Result<Self, TracefsError> {
+        for root in [TRACEFS, DEBUGFS_TRACING] {
+            if Path::new(root).join("events").is_dir() {
+                return Ok(Self { root: root.into(), mounted_by_us: false });
+            }
+        }
+        nix::mount::mount(
+            Some("nodev"),
+            TRACEFS,
+            Some("tracefs"),
+            nix::mount::MsFlags::empty(),
+            None::<&str>,
+        )
+        .map_err(TracefsError::Mount)?;
+        Ok(Self { root: TRACEFS.into(), mounted_by_us: true })
+    }
+
+    /// Field offsets of the `sock:inet_sock_set_state` record on this kernel.
+    pub fn inet_sock_set_state_offsets(&self) -> Result<TracepointOffsets, TracefsError> {
+        let dir = self.root.join(EVENT);
+        if !dir.is_dir() {
+            return Err(TracefsError::NoTracepoint);
+        }
+        let path = dir.join("format");
+        let text = fs::read_to_string(&path).map_err(|source| TracefsError::Read { path, source })?;
+        parse_format(&text)
+    }
+}
+
+/// Parses lines like `field:__u16 sport;\toffset:24;\tsize:2;\tsigned:0;`.
+fn parse_format(text: &str) -> Result<TracepointOffsets, TracefsError> {
+    let offset_of = |name: &'static str| -> Result<u32, TracefsError> {
+        text.lines()
+            .filter_map(|line| {
+                let mut parts = line.trim().split(';');
+                let decl = parts.next()?.strip_prefix("field:")?;
+                // The field name is the last word of the declaration, minus any `[N]`.
+                let field = decl.split_whitespace().last()?.split('[').next()?;
+                let offset = parts.find_map(|p| p.trim().strip_prefix("offset:"))?;
+                (field == name).then(|| offset.parse().ok()).flatten()
+            })
+            .next()
+            .ok_or(TracefsError::Field(name))
+    };
+    Ok(TracepointOffsets {
+        skaddr: offset_of("skaddr")?,
+        oldstate: offset_of("oldstate")?,
+        newstate: offset_of("newstate")?,
+        sport: offset_of("sport")?,
+        dport: offset_of("dport")?,
+        family: offset_of("family")?,
+        protocol: offset_of("protocol")?,
+        saddr: offset_of("saddr")?,
+        daddr: offset_of("daddr")?,
+        saddr_v6: offset_of("saddr_v6")?,
+        daddr_v6: offset_of("daddr_v6")?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // The 6.18 layout; 4.16-era kernels lacked `protocol`, which must be an error, not a
+    // zero offset.
+    const FORMAT: &str = "name: inet_sock_set_state\nID: 2287\nformat:\n\
+\tfield:unsigned short common_type;\toffset:0;\tsize:2;\tsigned:0;\n\
+\tfield:const void * skaddr;\toffset:8;\tsize:8;\tsigned:0;\n\
+\tfield:int oldstate;\toffset:16;\tsize:4;\tsigned:1;\n\
+\tfield:int newstate;\toffset:20;\tsize:4;\tsigned:1;\n\
+\tfield:__u16 sport;\toffset:24;\tsize:2;\tsigned:0;\n\
+\tfield:__u16 dport;\toffset:26;\tsize:2;\tsigned:0;\n\
+\tfield:__u16 family;\toffset:28;\tsize:2;\tsigned:0;\n\
+\tfield:__u16 protocol;\toffset:30;\tsize:2;\tsigned:0;\n\
+\tfield:__u8 saddr[4];\toffset:32;\tsize:4;\tsigned:0;\n\
+\tfield:__u8 daddr[4];\toffset:36;\tsize:4;\tsigned:0;\n\
+\tfield:__u8 saddr_v6[16];\toffset:40;\tsize:16;\tsigned:0;\n\
+\tfield:__u8 daddr_v6[16];\toffset:56;\tsize:16;\tsigned:0;\n";
+
+    #[test]
+    fn parses_every_field_offset() {
+        let o = parse_format(FORMAT).unwrap();
+        assert_eq!((o.skaddr, o.oldstate, o.newstate), (8, 16, 20));
+        assert_eq!((o.sport, o.dport, o.family, o.protocol), (24, 26, 28, 30));
+        assert_eq!((o.saddr, o.daddr, o.saddr_v6, o.daddr_v6), (32, 36, 40, 56));
+    }
+
+    #[test]
+    fn a_missing_field_is_an_error() {
+        let old = FORMAT.replace("protocol", "proto_unused");
+        assert!(matches!(parse_format(&old), Err(TracefsError::Field("protocol"))));
+    }
+}

@@ -1,0 +1,146 @@
+//! Command-line interface (clap derive). `watch` is the default command.
+
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::backend::{AttachRequest, DEFAULT_RING_BYTES};
+
+const ABOUT: &str = "Exact, live counts of TCP connections per local port and per remote endpoint, from eBPF.";
+
+const LONG_ABOUT: &str = "\
+Exact, live counts of TCP connections per local port and per remote endpoint, from eBPF.
+
+A connection is live from its completed handshake until the local application closes it
+(the `ss` states ESTABLISHED and CLOSE_WAIT). tcptrace counts every one: connections that
+existed when it started (read from sock_diag, in every network namespace) and every connect,
+accept and close after that (kernel hooks, through a ring buffer). A server port is not
+limited to 65,535 connections: each is a 4-tuple, so one listening port can hold far more;
+a client is limited per destination by its ephemeral port range.
+
+Needs root, or CAP_BPF and CAP_PERFMON. No kernel headers and no compiler on the target.";
+
+const AFTER_HELP: &str = "\
+Examples:
+  tcptrace                                 live table, refreshed every second
+  tcptrace watch --json --top 5 | jq .live one JSON object per interval
+  tcptrace events --json --duration 10s    every connect, accept and close for 10 s
+  tcptrace --attach tracepoint             force the tracepoint path";
+
+#[derive(Debug, Parser)]
+#[command(name = "tcptrace", version, about = ABOUT, long_about = LONG_ABOUT, after_help = AFTER_HELP)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// Options of `watch`, which runs when no command is given.
+    #[command(flatten)]
+    pub watch: WatchArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Live table of the local ports and remote endpoints with the most live connections (default).
+    Watch(WatchArgs),
+    /// One line per connect, accept and close.
+    Events(EventsArgs),
+}
+
+impl Cli {
+    #[must_use]
+    pub fn command(self) -> Command {
+        self.command.unwrap_or(Command::Watch(self.watch))
+    }
+}
+
+/// Options every tracing command takes.
+#[derive(Debug, Clone, Args)]
+pub struct TraceArgs {
+    /// Kernel attach path. `auto` tries fentry, kprobe, then the tracepoint, and says why it
+    /// passed over the others.
+    #[arg(long, value_enum, default_value = "auto", env = "TCPTRACE_ATTACH")]
+    pub attach: AttachRequest,
+    /// Stop by itself after this long (e.g. 30s, 5m); runs until Ctrl-C when not given.
+    #[arg(long, value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+    /// How often to print (watch) or check for lost events (events), e.g. 500ms, 2s.
+    #[arg(long, default_value = "1s", value_parser = parse_interval)]
+    pub interval: Duration,
+    /// Size of the ring buffer in bytes: a power of two multiple of the page size. Raise it
+    /// if events are lost in connection storms.
+    #[arg(long, default_value_t = DEFAULT_RING_BYTES, value_name = "BYTES")]
+    pub ring_size: u32,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct WatchArgs {
+    #[command(flatten)]
+    pub trace: TraceArgs,
+    /// Print one JSON object per interval, one per line, instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Rows per table (local ports, remote endpoints); 0 shows all.
+    #[arg(long, default_value_t = 20, value_name = "N")]
+    pub top: usize,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct EventsArgs {
+    #[command(flatten)]
+    pub trace: TraceArgs,
+    /// Print JSON lines instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("{e} (examples: 500ms, 10s, 5m)"))
+}
+
+fn parse_interval(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if d < Duration::from_millis(10) {
+        return Err("the interval must be at least 10ms".into());
+    }
+    Ok(d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Command, clap::Error> {
+        Cli::try_parse_from(std::iter::once("tcptrace").chain(args.iter().copied())).map(Cli::command)
+    }
+
+    #[test]
+    fn no_command_means_watch_with_its_flags() {
+        let Ok(Command::Watch(w)) = parse(&["--json", "--top", "5", "--interval", "250ms"]) else {
+            panic!("expected watch");
+        };
+        assert!(w.json);
+        assert_eq!(w.top, 5);
+        assert_eq!(w.trace.interval, Duration::from_millis(250));
+        assert_eq!(w.trace.attach, AttachRequest::Auto);
+    }
+
+    #[test]
+    fn events_takes_duration_and_attach() {
+        let Ok(Command::Events(e)) = parse(&["events", "--json", "--duration", "2s", "--attach", "tracepoint-classic"]) else {
+            panic!("expected events");
+        };
+        assert_eq!(e.trace.duration, Some(Duration::from_secs(2)));
+        assert_eq!(e.trace.attach, AttachRequest::TracepointClassic);
+    }
+
+    #[test]
+    fn bad_values_are_rejected_with_a_reason() {
+        let err = parse(&["--interval", "0s"]).unwrap_err().to_string();
+        assert!(err.contains("at least 10ms"), "{err}");
+        let err = parse(&["--top", "abc"]).unwrap_err().to_string();
+        assert!(err.contains("--top"), "{err}");
+        let err = parse(&["--attach", "uprobe"]).unwrap_err().to_string();
+        assert!(err.contains("possible values"), "{err}");
+        assert!(parse(&["--duration", "soon"]).is_err());
+    }
+}

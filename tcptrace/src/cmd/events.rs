@@ -1,0 +1,39 @@
+//! `tcptrace events`: one line per connect, accept and close.
+
+use crate::{
+    cli::EventsArgs,
+    cmd::{Session, Tick, print},
+    view::events::{json_line, text_line},
+};
+
+pub async fn run(args: EventsArgs) -> anyhow::Result<()> {
+    let mut session = Session::start(&args.trace)?;
+    eprintln!("tcptrace: {}", session.tracer.describe());
+    let mut reported_lost = 0;
+    let mut open = true;
+    loop {
+        let tick = session.next().await;
+        session.consumer.drain(|ev| {
+            if open {
+                let line = if args.json { json_line(&ev) } else { text_line(&ev) };
+                open = print(&line).unwrap_or(false);
+            }
+        });
+        if !open {
+            return Ok(());
+        }
+        if matches!(tick, Tick::Report | Tick::Stop) {
+            let lost = session.tracer.lost();
+            if lost > reported_lost {
+                eprintln!(
+                    "tcptrace: {} events lost so far: the ring buffer was full (raise --ring-size)",
+                    lost
+                );
+                reported_lost = lost;
+            }
+        }
+        if matches!(tick, Tick::Stop) {
+            return Ok(());
+        }
+    }
+}

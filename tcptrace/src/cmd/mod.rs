@@ -1,0 +1,105 @@
+//! The long-running commands. Each one attaches, then loops on [`Session::next`], which
+//! turns ring wake-ups, timers, the deadline and signals into one stream of ticks.
+
+pub mod events;
+pub mod watch;
+
+use std::{
+    io::{self, Write},
+    time::{Duration, Instant},
+};
+
+use anyhow::Context as _;
+use tokio::{
+    signal::unix::{Signal, SignalKind, signal},
+    time::{Interval, MissedTickBehavior, interval, sleep_until},
+};
+
+use crate::{
+    backend::{Options, Tracer},
+    cli::TraceArgs,
+    consumer::Consumer,
+};
+
+/// How often the ring is drained when the kernel has not woken us: a quiet box still sees
+/// its events within this long, and a busy one is woken by the kernel well before.
+const DRAIN_EVERY: Duration = Duration::from_millis(100);
+
+pub enum Tick {
+    /// Drain the ring now.
+    Drain,
+    /// Drain, then report (print a snapshot, check for lost events).
+    Report,
+    /// Drain, report a last time, and stop: the duration is up, or SIGINT/SIGTERM came.
+    Stop,
+}
+
+pub struct Session {
+    pub tracer: Tracer,
+    pub consumer: Consumer,
+    pub started: Instant,
+    deadline: Option<tokio::time::Instant>,
+    drain: Interval,
+    report: Interval,
+    sigint: Signal,
+    sigterm: Signal,
+}
+
+impl Session {
+    /// Attaches the programs and says on stderr which path is live and what was passed over.
+    pub fn start(args: &TraceArgs) -> anyhow::Result<Self> {
+        let mut tracer = Tracer::attach(Options { attach: args.attach, ring_bytes: args.ring_size })?;
+        for note in &tracer.notes {
+            eprintln!("tcptrace: note: {note}");
+        }
+        let consumer = Consumer::new(tracer.take_ring()?).context("cannot poll the ring buffer")?;
+        let mut drain = interval(DRAIN_EVERY);
+        drain.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let start = tokio::time::Instant::now();
+        let mut report = tokio::time::interval_at(start + args.interval, args.interval);
+        report.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        Ok(Self {
+            tracer,
+            consumer,
+            started: Instant::now(),
+            deadline: args.duration.map(|d| start + d),
+            drain,
+            report,
+            sigint: signal(SignalKind::interrupt()).context("cannot handle SIGINT")?,
+            sigterm: signal(SignalKind::terminate()).context("cannot handle SIGTERM")?,
+        })
+    }
+
+    pub async fn next(&mut self) -> Tick {
+        let deadline = async {
+            match self.deadline {
+                Some(d) => sleep_until(d).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            biased;
+            _ = self.sigint.recv() => Tick::Stop,
+            _ = self.sigterm.recv() => Tick::Stop,
+            () = deadline => Tick::Stop,
+            _ = self.report.tick() => Tick::Report,
+            r = self.consumer.wait() => {
+                if let Err(e) = r {
+                    log::warn!("ring buffer poll failed: {e}");
+                }
+                Tick::Drain
+            }
+            _ = self.drain.tick() => Tick::Drain,
+        }
+    }
+}
+
+/// Writes to stdout; a closed pipe (`| head`) ends the command quietly rather than failing.
+pub fn print(text: &str) -> io::Result<bool> {
+    let mut out = io::stdout().lock();
+    match writeln!(out, "{text}").and_then(|()| out.flush()) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(false),
+        Err(e) => Err(e),
+    }
+}

@@ -1,0 +1,145 @@
+//! Wire events decoded into the domain: what happened to which connection, and who did it.
+
+use std::net::SocketAddr;
+
+use serde::Serialize;
+use tcptrace_common::{self as wire, kind};
+
+use crate::conn::{Conn, ip_from_bytes};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EventKind {
+    Connect,
+    Accept,
+    Close,
+}
+
+impl EventKind {
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Connect => "connect",
+            Self::Accept => "accept",
+            Self::Close => "close",
+        }
+    }
+}
+
+/// A decoded connection event.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Event {
+    pub kind: EventKind,
+    pub conn: Conn,
+    /// Kernel address of the socket: links a close to its open.
+    pub sock: u64,
+    pub ts_ns: u64,
+    /// Process id (tgid).
+    pub pid: u32,
+    /// Thread id.
+    pub tid: u32,
+    pub comm: String,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DecodeError {
+    #[error("ring buffer record of {0} bytes, expected {expected}", expected = size_of::<wire::Event>())]
+    Size(usize),
+    #[error("unknown event kind {0}")]
+    Kind(u8),
+    #[error("unknown address family {0}")]
+    Family(u8),
+}
+
+impl Event {
+    /// Decodes one ring-buffer record.
+    pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        if bytes.len() < size_of::<wire::Event>() {
+            return Err(DecodeError::Size(bytes.len()));
+        }
+        // SAFETY: the length was checked; `wire::Event` is plain old data and the read is
+        // unaligned-safe.
+        let raw: wire::Event = unsafe { bytes.as_ptr().cast::<wire::Event>().read_unaligned() };
+        Self::from_wire(&raw)
+    }
+
+    pub fn from_wire(raw: &wire::Event) -> Result<Self, DecodeError> {
+        let kind = match raw.kind {
+            kind::CONNECT => EventKind::Connect,
+            kind::ACCEPT => EventKind::Accept,
+            kind::CLOSE => EventKind::Close,
+            other => return Err(DecodeError::Kind(other)),
+        };
+        let family = u16::from(raw.family);
+        if family != wire::AF_INET && family != wire::AF_INET6 {
+            return Err(DecodeError::Family(raw.family));
+        }
+        let local = SocketAddr::new(ip_from_bytes(family, &raw.laddr), raw.lport);
+        let remote = SocketAddr::new(ip_from_bytes(family, &raw.raddr), raw.rport);
+        let comm_len = raw.comm.iter().position(|&b| b == 0).unwrap_or(raw.comm.len());
+        Ok(Self {
+            kind,
+            conn: Conn::new(raw.netns, local, remote),
+            sock: raw.sock,
+            ts_ns: raw.ts_ns,
+            pid: raw.tgid,
+            tid: raw.pid,
+            comm: String::from_utf8_lossy(&raw.comm[..comm_len]).into_owned(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raw(kind: u8, family: u16) -> wire::Event {
+        let mut e = wire::Event {
+            kind,
+            family: family as u8,
+            lport: 8080,
+            rport: 40000,
+            netns: 4_026_531_840,
+            tgid: 42,
+            pid: 43,
+            sock: 0xffff_8880_0000_1000,
+            ts_ns: 7,
+            ..wire::Event::default()
+        };
+        e.laddr[..4].copy_from_slice(&[127, 0, 0, 1]);
+        e.raddr[..4].copy_from_slice(&[127, 0, 0, 2]);
+        e.comm[..4].copy_from_slice(b"curl");
+        e
+    }
+
+    #[test]
+    fn decodes_ipv4_accept() {
+        let r = raw(kind::ACCEPT, wire::AF_INET);
+        let bytes = unsafe {
+            std::slice::from_raw_parts((&raw const r).cast::<u8>(), size_of::<wire::Event>())
+        };
+        let e = Event::decode(bytes).unwrap();
+        assert_eq!(e.kind, EventKind::Accept);
+        assert_eq!(e.conn.local, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(e.conn.remote, "127.0.0.2:40000".parse().unwrap());
+        assert_eq!((e.pid, e.tid, e.comm.as_str()), (42, 43, "curl"));
+    }
+
+    #[test]
+    fn rejects_short_records_and_unknown_kinds() {
+        assert_eq!(Event::decode(&[0u8; 10]), Err(DecodeError::Size(10)));
+        assert_eq!(Event::from_wire(&raw(9, wire::AF_INET)), Err(DecodeError::Kind(9)));
+        assert_eq!(Event::from_wire(&raw(kind::CLOSE, 1)), Err(DecodeError::Family(1)));
+    }
+
+    #[test]
+    fn mapped_ipv6_decodes_as_ipv4() {
+        let mut r = raw(kind::CONNECT, wire::AF_INET6);
+        let mapped: std::net::Ipv6Addr = "::ffff:127.0.0.3".parse().unwrap();
+        r.raddr = mapped.octets();
+        r.laddr = std::net::Ipv6Addr::LOCALHOST.octets();
+        let e = Event::from_wire(&r).unwrap();
+        assert_eq!(e.conn.remote, "127.0.0.3:40000".parse().unwrap());
+        assert_eq!(e.conn.local, "[::1]:8080".parse().unwrap());
+    }
+}

@@ -1,0 +1,32 @@
+use std::process::ExitCode;
+
+use clap::Parser as _;
+use tcptrace::cli::{Cli, Command};
+
+fn main() -> ExitCode {
+    // Bad flags exit 2 with clap's message and usage.
+    let cli = Cli::parse();
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
+        .format_target(false)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("tcptrace: error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command() {
+            Command::Watch(args) => tcptrace::cmd::watch::run(args).await,
+            Command::Events(args) => tcptrace::cmd::events::run(args).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("tcptrace: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
