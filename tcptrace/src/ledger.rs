@@ -1,0 +1,692 @@
+//! The one owner of live counts: which connections are established and not yet closed by
+//! the local application, and how they add up per local port and per remote endpoint.
+//!
+//! The per-port and per-endpoint aggregates are kept up to date on every open and close,
+//! so a view never walks the connections: it only ranks the aggregates.
+//!
+//! Memory is what limits how many connections we can follow (the goal is millions), so
+//! nothing here is allocated per connection: only flat hash maps with small `Copy` keys.
+//! IPv4 and IPv6 connections live in separate tables so that IPv4, the common case, pays
+//! for 4-byte addresses (a 16-byte connection key) rather than 16-byte ones (40 bytes).
+//! Measured with 2,000,000 connections to as many remote endpoints: about 100 bytes of
+//! heap per IPv4 connection, 250 per IPv6 one.
+
+use std::cmp::{Ordering, Reverse};
+use std::collections::hash_map::Entry;
+use std::collections::{BinaryHeap, HashMap, HashSet};
+use std::hash::Hash;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use serde::Serialize;
+
+use crate::conn::{Conn, canonical_ip};
+use crate::event::{Event, EventKind};
+
+/// Live connections on one local port (a listener's accepted connections and the
+/// connections made from that ephemeral port alike), across network namespaces.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct LocalPortRow {
+    pub port: u16,
+    pub live: u64,
+    /// Distinct remote IP addresses among the port's live connections.
+    pub remote_addrs: u64,
+}
+
+/// Live connections to one remote endpoint (IP address and port), across network
+/// namespaces.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct RemoteEndpointRow {
+    /// Serialized as its textual form (`"127.0.0.1"`, `"::1"`).
+    pub addr: IpAddr,
+    pub port: u16,
+    pub live: u64,
+    /// Distinct local port numbers among the live connections to this endpoint.
+    pub local_ports: u64,
+}
+
+/// Events applied to the ledger, per kind.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EventCounts {
+    pub connect: u64,
+    pub accept: u64,
+    pub close: u64,
+}
+
+impl EventCounts {
+    #[must_use]
+    pub fn get(&self, kind: EventKind) -> u64 {
+        match kind {
+            EventKind::Connect => self.connect,
+            EventKind::Accept => self.accept,
+            EventKind::Close => self.close,
+        }
+    }
+
+    #[must_use]
+    pub fn total(&self) -> u64 {
+        self.connect + self.accept + self.close
+    }
+}
+
+/// Live TCP connections, keyed by 4-tuple and network namespace, with their aggregates.
+#[derive(Debug, Default)]
+pub struct Ledger {
+    v4: Family<Ipv4Addr>,
+    v6: Family<Ipv6Addr>,
+    /// Local port → live connections and distinct remote addresses. Shared by both
+    /// families: a port's IPv4 and IPv6 remote addresses never coincide once
+    /// canonicalised, so their distinct counts simply add up.
+    ports: HashMap<u16, Aggregate>,
+    seen: EventCounts,
+    untracked_closes: u64,
+}
+
+impl Ledger {
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Marks `conn` live. Idempotent (a connection can be both seeded and seen by a hook
+    /// during start-up); true if it became live now.
+    pub fn open(&mut self, conn: Conn) -> bool {
+        match Key::of(&conn) {
+            Key::V4(t) => self.v4.open(t, &mut self.ports),
+            Key::V6(t) => self.v6.open(t, &mut self.ports),
+        }
+    }
+
+    /// Marks `conn` closed; true if it was live. Closing a connection the ledger never saw
+    /// (opened before the tracer started and missed by the seed) is a no-op.
+    pub fn close(&mut self, conn: &Conn) -> bool {
+        match Key::of(conn) {
+            Key::V4(t) => self.v4.close(&t, &mut self.ports),
+            Key::V6(t) => self.v6.close(&t, &mut self.ports),
+        }
+    }
+
+    /// Applies a hook event: connect and accept open the connection, close closes it.
+    pub fn apply(&mut self, ev: &Event) {
+        match ev.kind {
+            EventKind::Connect => {
+                self.seen.connect += 1;
+                self.open(ev.conn);
+            }
+            EventKind::Accept => {
+                self.seen.accept += 1;
+                self.open(ev.conn);
+            }
+            EventKind::Close => {
+                self.seen.close += 1;
+                if !self.close(&ev.conn) {
+                    self.untracked_closes += 1;
+                }
+            }
+        }
+    }
+
+    /// Number of live connections.
+    #[must_use]
+    pub fn live(&self) -> usize {
+        self.v4.conns.len() + self.v6.conns.len()
+    }
+
+    #[must_use]
+    pub fn is_live(&self, conn: &Conn) -> bool {
+        match Key::of(conn) {
+            Key::V4(t) => self.v4.conns.contains(&t),
+            Key::V6(t) => self.v6.conns.contains(&t),
+        }
+    }
+
+    /// Events applied so far, all kinds.
+    #[must_use]
+    pub fn events_seen(&self) -> u64 {
+        self.seen.total()
+    }
+
+    /// Events applied so far, per kind.
+    #[must_use]
+    pub fn event_counts(&self) -> EventCounts {
+        self.seen
+    }
+
+    /// Close events for connections that were not live: opened before the tracer started
+    /// and not seeded, or closed twice. A high number says the seed missed connections.
+    #[must_use]
+    pub fn untracked_closes(&self) -> u64 {
+        self.untracked_closes
+    }
+
+    /// The `n` local ports with the most live connections (all of them when `n` is 0),
+    /// most first, ties by port number.
+    #[must_use]
+    pub fn top_local_ports(&self, n: usize) -> Vec<LocalPortRow> {
+        let rows = self.ports.iter().map(|(&port, agg)| LocalPortRow {
+            port,
+            live: u64::from(agg.live),
+            remote_addrs: u64::from(agg.distinct),
+        });
+        top(rows, n, |r| (Reverse(r.live), r.port))
+    }
+
+    /// The `n` remote endpoints with the most live connections (all of them when `n` is
+    /// 0), most first, ties by address then port.
+    #[must_use]
+    pub fn top_remote_endpoints(&self, n: usize) -> Vec<RemoteEndpointRow> {
+        let row = |addr: IpAddr, port: u16, agg: &Aggregate| RemoteEndpointRow {
+            addr,
+            port,
+            live: u64::from(agg.live),
+            local_ports: u64::from(agg.distinct),
+        };
+        let v4 = self.v4.endpoints.iter().map(|(&(ip, port), agg)| row(ip.into(), port, agg));
+        let v6 = self.v6.endpoints.iter().map(|(&(ip, port), agg)| row(ip.into(), port, agg));
+        top(v4.chain(v6), n, |r| (Reverse(r.live), r.addr, r.port))
+    }
+}
+
+/// A connection key in the compact form the ledger stores.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct Tuple<A> {
+    netns: u32,
+    local: A,
+    remote: A,
+    lport: u16,
+    rport: u16,
+}
+
+/// A connection's key in the table of its address family.
+enum Key {
+    V4(Tuple<Ipv4Addr>),
+    V6(Tuple<Ipv6Addr>),
+}
+
+impl Key {
+    /// Both ends IPv4 go to the IPv4 table. A mixed pair cannot come from the kernel (an
+    /// IPv6 socket talking to an IPv4 peer reports both ends mapped, which canonicalise to
+    /// IPv4), but if one appears its IPv4 end is stored mapped in the IPv6 table.
+    fn of(conn: &Conn) -> Self {
+        let (local, remote) = (canonical_ip(conn.local.ip()), canonical_ip(conn.remote.ip()));
+        let (netns, lport, rport) = (conn.netns, conn.local.port(), conn.remote.port());
+        match (local, remote) {
+            (IpAddr::V4(local), IpAddr::V4(remote)) => {
+                Self::V4(Tuple { netns, local, remote, lport, rport })
+            }
+            _ => {
+                Self::V6(Tuple { netns, local: as_v6(local), remote: as_v6(remote), lport, rport })
+            }
+        }
+    }
+}
+
+fn as_v6(ip: IpAddr) -> Ipv6Addr {
+    match ip {
+        IpAddr::V4(v4) => v4.to_ipv6_mapped(),
+        IpAddr::V6(v6) => v6,
+    }
+}
+
+/// Live connections of a port or an endpoint, and how many distinct counterparts they
+/// have (remote addresses of a port, local ports of an endpoint).
+#[derive(Clone, Copy, Debug, Default)]
+struct Aggregate {
+    live: u32,
+    distinct: u32,
+}
+
+/// The connections of one address family and their per-endpoint aggregates.
+#[derive(Debug)]
+struct Family<A> {
+    conns: HashSet<Tuple<A>>,
+    /// (local port, remote address) → live connections: the distinct remote addresses of
+    /// a port are the keys that carry its number.
+    port_remotes: HashMap<(u16, A), u32>,
+    /// (remote address, remote port) → aggregate.
+    endpoints: HashMap<(A, u16), Aggregate>,
+    /// (remote address, remote port, local port) → live connections.
+    endpoint_ports: HashMap<(A, u16, u16), u32>,
+}
+
+impl<A> Default for Family<A> {
+    fn default() -> Self {
+        Self {
+            conns: HashSet::new(),
+            port_remotes: HashMap::new(),
+            endpoints: HashMap::new(),
+            endpoint_ports: HashMap::new(),
+        }
+    }
+}
+
+impl<A: Copy + Eq + Hash> Family<A> {
+    fn open(&mut self, t: Tuple<A>, ports: &mut HashMap<u16, Aggregate>) -> bool {
+        if !self.conns.insert(t) {
+            return false;
+        }
+        let new_remote = count_up(&mut self.port_remotes, (t.lport, t.remote));
+        aggregate_up(ports, t.lport, new_remote);
+        let new_port = count_up(&mut self.endpoint_ports, (t.remote, t.rport, t.lport));
+        aggregate_up(&mut self.endpoints, (t.remote, t.rport), new_port);
+        true
+    }
+
+    fn close(&mut self, t: &Tuple<A>, ports: &mut HashMap<u16, Aggregate>) -> bool {
+        if !self.conns.remove(t) {
+            return false;
+        }
+        let last_remote = count_down(&mut self.port_remotes, (t.lport, t.remote));
+        aggregate_down(ports, t.lport, last_remote);
+        let last_port = count_down(&mut self.endpoint_ports, (t.remote, t.rport, t.lport));
+        aggregate_down(&mut self.endpoints, (t.remote, t.rport), last_port);
+        true
+    }
+}
+
+/// One more connection under `key`; true if it is the first.
+fn count_up<K: Eq + Hash>(counts: &mut HashMap<K, u32>, key: K) -> bool {
+    let n = counts.entry(key).or_insert(0);
+    *n += 1;
+    *n == 1
+}
+
+/// One connection less under `key`; true if it was the last, and the key is gone.
+fn count_down<K: Eq + Hash>(counts: &mut HashMap<K, u32>, key: K) -> bool {
+    match counts.entry(key) {
+        Entry::Occupied(mut e) if *e.get() > 1 => {
+            *e.get_mut() -= 1;
+            false
+        }
+        Entry::Occupied(e) => {
+            e.remove();
+            true
+        }
+        // Every count was raised by the open of a connection that is being closed now.
+        Entry::Vacant(_) => unreachable!("ledger count closed more often than opened"),
+    }
+}
+
+fn aggregate_up<K: Eq + Hash>(aggs: &mut HashMap<K, Aggregate>, key: K, new_distinct: bool) {
+    let agg = aggs.entry(key).or_default();
+    agg.live += 1;
+    agg.distinct += u32::from(new_distinct);
+}
+
+/// Removes the entry with its last connection, so ports and endpoints that come and go do
+/// not pile up.
+fn aggregate_down<K: Eq + Hash>(aggs: &mut HashMap<K, Aggregate>, key: K, last_distinct: bool) {
+    let Entry::Occupied(mut e) = aggs.entry(key) else {
+        unreachable!("ledger aggregate closed more often than opened");
+    };
+    if e.get().live > 1 {
+        let agg = e.get_mut();
+        agg.live -= 1;
+        agg.distinct -= u32::from(last_distinct);
+    } else {
+        e.remove();
+    }
+}
+
+/// The `n` rows with the lowest `rank` (all rows when `n` is 0), lowest first. Keeps only
+/// `n` rows at a time, so a top 20 of two million endpoints does not sort two million.
+fn top<T, K: Ord>(rows: impl Iterator<Item = T>, n: usize, rank: impl Fn(&T) -> K) -> Vec<T> {
+    if n == 0 {
+        let mut all: Vec<T> = rows.collect();
+        all.sort_unstable_by_key(|r| rank(r));
+        return all;
+    }
+    // A max-heap on rank: its top is the worst row kept so far, the one to replace.
+    let mut kept: BinaryHeap<Ranked<K, T>> = BinaryHeap::with_capacity(n);
+    for row in rows {
+        let key = rank(&row);
+        if kept.len() < n {
+            kept.push(Ranked(key, row));
+        } else if let Some(mut worst) = kept.peek_mut()
+            && key < worst.0
+        {
+            *worst = Ranked(key, row);
+        }
+    }
+    kept.into_sorted_vec().into_iter().map(|r| r.1).collect()
+}
+
+/// A row ordered by its rank alone.
+struct Ranked<K, T>(K, T);
+
+impl<K: Ord, T> Ord for Ranked<K, T> {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.0.cmp(&other.0)
+    }
+}
+
+impl<K: Ord, T> PartialOrd for Ranked<K, T> {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl<K: Ord, T> PartialEq for Ranked<K, T> {
+    fn eq(&self, other: &Self) -> bool {
+        self.0 == other.0
+    }
+}
+
+impl<K: Ord, T> Eq for Ranked<K, T> {}
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+
+    use super::*;
+
+    const NS: u32 = 4_026_531_840;
+
+    fn conn(local: &str, remote: &str) -> Conn {
+        conn_in(NS, local, remote)
+    }
+
+    fn conn_in(netns: u32, local: &str, remote: &str) -> Conn {
+        Conn::new(netns, local.parse().unwrap(), remote.parse().unwrap())
+    }
+
+    fn port_row(port: u16, live: u64, remote_addrs: u64) -> LocalPortRow {
+        LocalPortRow { port, live, remote_addrs }
+    }
+
+    fn endpoint_row(addr: &str, port: u16, live: u64, local_ports: u64) -> RemoteEndpointRow {
+        RemoteEndpointRow { addr: addr.parse().unwrap(), port, live, local_ports }
+    }
+
+    fn event(kind: EventKind, c: Conn) -> Event {
+        Event { kind, conn: c, sock: 1, ts_ns: 2, pid: 3, tid: 3, comm: "t".into() }
+    }
+
+    /// Recomputes the aggregates from scratch, to check the incremental ones against.
+    fn rescan(open: &[Conn]) -> (Vec<LocalPortRow>, Vec<RemoteEndpointRow>) {
+        let mut ports: HashMap<u16, (u64, HashSet<IpAddr>)> = HashMap::new();
+        let mut endpoints: HashMap<SocketAddr, (u64, HashSet<u16>)> = HashMap::new();
+        for c in open.iter().collect::<HashSet<_>>() {
+            let p = ports.entry(c.local.port()).or_default();
+            p.0 += 1;
+            p.1.insert(c.remote.ip());
+            let e = endpoints.entry(c.remote).or_default();
+            e.0 += 1;
+            e.1.insert(c.local.port());
+        }
+        let mut ports: Vec<_> = ports
+            .into_iter()
+            .map(|(port, (live, ips))| port_row(port, live, ips.len() as u64))
+            .collect();
+        ports.sort_by_key(|r| (Reverse(r.live), r.port));
+        let mut endpoints: Vec<_> = endpoints
+            .into_iter()
+            .map(|(ep, (live, lports))| RemoteEndpointRow {
+                addr: ep.ip(),
+                port: ep.port(),
+                live,
+                local_ports: lports.len() as u64,
+            })
+            .collect();
+        endpoints.sort_by_key(|r| (Reverse(r.live), r.addr, r.port));
+        (ports, endpoints)
+    }
+
+    #[test]
+    fn empty_ledger_has_no_rows() {
+        let l = Ledger::new();
+        assert_eq!(l.live(), 0);
+        assert!(l.top_local_ports(0).is_empty());
+        assert!(l.top_remote_endpoints(10).is_empty());
+        assert_eq!(l.events_seen(), 0);
+    }
+
+    #[test]
+    fn open_is_idempotent() {
+        let mut l = Ledger::new();
+        let c = conn("10.0.0.1:8080", "10.0.0.2:40000");
+        assert!(l.open(c));
+        assert!(!l.open(c));
+        assert_eq!(l.live(), 1);
+        assert!(l.is_live(&c));
+        assert_eq!(l.top_local_ports(0), [port_row(8080, 1, 1)]);
+        assert_eq!(l.top_remote_endpoints(0), [endpoint_row("10.0.0.2", 40000, 1, 1)]);
+    }
+
+    #[test]
+    fn closing_an_unknown_connection_is_a_no_op() {
+        let mut l = Ledger::new();
+        let known = conn("10.0.0.1:8080", "10.0.0.2:40000");
+        l.open(known);
+        assert!(!l.close(&conn("10.0.0.1:8080", "10.0.0.2:40001")));
+        assert!(!l.close(&conn_in(7, "10.0.0.1:8080", "10.0.0.2:40000")));
+        assert_eq!(l.live(), 1);
+        assert_eq!(l.top_local_ports(0), [port_row(8080, 1, 1)]);
+        assert!(l.close(&known));
+        assert!(!l.close(&known));
+        assert_eq!(l.live(), 0);
+    }
+
+    #[test]
+    fn last_close_removes_port_and_endpoint() {
+        let mut l = Ledger::new();
+        let a = conn("10.0.0.1:8080", "10.0.0.2:40000");
+        let b = conn("10.0.0.1:8080", "10.0.0.3:40000");
+        l.open(a);
+        l.open(b);
+        l.close(&a);
+        l.close(&b);
+        assert!(l.top_local_ports(0).is_empty());
+        assert!(l.top_remote_endpoints(0).is_empty());
+        assert!(l.ports.is_empty() && l.v4.port_remotes.is_empty());
+        assert!(l.v4.endpoints.is_empty() && l.v4.endpoint_ports.is_empty());
+    }
+
+    #[test]
+    fn distinct_remote_addrs_per_port_go_up_and_down() {
+        let mut l = Ledger::new();
+        let a1 = conn("10.0.0.1:8080", "10.0.0.2:40000");
+        let a2 = conn("10.0.0.1:8080", "10.0.0.2:40001");
+        let b = conn("10.0.0.1:8080", "10.0.0.3:40000");
+        l.open(a1);
+        l.open(a2);
+        assert_eq!(l.top_local_ports(0), [port_row(8080, 2, 1)]);
+        l.open(b);
+        assert_eq!(l.top_local_ports(0), [port_row(8080, 3, 2)]);
+        l.close(&a1);
+        assert_eq!(l.top_local_ports(0), [port_row(8080, 2, 2)]);
+        l.close(&b);
+        assert_eq!(l.top_local_ports(0), [port_row(8080, 1, 1)]);
+    }
+
+    #[test]
+    fn distinct_local_ports_per_endpoint_go_up_and_down() {
+        let mut l = Ledger::new();
+        let db = "10.0.0.9:5432";
+        // The same local port twice: from two local addresses, and from another netns.
+        let a = conn("10.0.0.1:40000", db);
+        let a_other_ip = conn("10.0.0.5:40000", db);
+        let a_other_ns = conn_in(7, "10.0.0.1:40000", db);
+        let b = conn("10.0.0.1:40001", db);
+        for c in [a, a_other_ip, a_other_ns] {
+            l.open(c);
+        }
+        assert_eq!(l.top_remote_endpoints(0), [endpoint_row("10.0.0.9", 5432, 3, 1)]);
+        l.open(b);
+        assert_eq!(l.top_remote_endpoints(0), [endpoint_row("10.0.0.9", 5432, 4, 2)]);
+        l.close(&a);
+        l.close(&a_other_ns);
+        assert_eq!(l.top_remote_endpoints(0), [endpoint_row("10.0.0.9", 5432, 2, 2)]);
+        l.close(&a_other_ip);
+        assert_eq!(l.top_remote_endpoints(0), [endpoint_row("10.0.0.9", 5432, 1, 1)]);
+    }
+
+    #[test]
+    fn ports_and_endpoints_aggregate_across_namespaces() {
+        let mut l = Ledger::new();
+        l.open(conn_in(1, "10.0.0.1:8080", "10.0.0.2:40000"));
+        l.open(conn_in(2, "10.0.0.1:8080", "10.0.0.2:40000"));
+        assert_eq!(l.live(), 2);
+        assert_eq!(l.top_local_ports(0), [port_row(8080, 2, 1)]);
+        assert_eq!(l.top_remote_endpoints(0), [endpoint_row("10.0.0.2", 40000, 2, 1)]);
+    }
+
+    #[test]
+    fn ipv6_and_mapped_ipv4() {
+        let mut l = Ledger::new();
+        l.open(conn("[::1]:8080", "[::1]:40000"));
+        l.open(conn("[2001:db8::1]:8080", "[2001:db8::2]:40000"));
+        // A dual-stack listener's IPv4 client: the same remote address as a plain IPv4 one.
+        l.open(conn("[::ffff:10.0.0.1]:8080", "[::ffff:10.0.0.2]:40000"));
+        l.open(conn("10.0.0.1:8080", "10.0.0.2:40001"));
+        assert_eq!(l.live(), 4);
+        assert_eq!(l.v4.conns.len(), 2);
+        assert_eq!(l.top_local_ports(0), [port_row(8080, 4, 3)]);
+        assert_eq!(
+            l.top_remote_endpoints(0),
+            [
+                endpoint_row("10.0.0.2", 40000, 1, 1),
+                endpoint_row("10.0.0.2", 40001, 1, 1),
+                endpoint_row("::1", 40000, 1, 1),
+                endpoint_row("2001:db8::2", 40000, 1, 1),
+            ]
+        );
+        // A close reported in mapped form finds the connection opened in plain form.
+        let mapped = Conn {
+            netns: NS,
+            local: "[::ffff:10.0.0.1]:8080".parse().unwrap(),
+            remote: "[::ffff:10.0.0.2]:40001".parse().unwrap(),
+        };
+        assert!(l.close(&mapped));
+        assert!(l.close(&conn("[::1]:8080", "[::1]:40000")));
+        assert_eq!(l.top_local_ports(0), [port_row(8080, 2, 2)]);
+    }
+
+    #[test]
+    fn mixed_family_pair_is_counted_and_closed() {
+        let mut l = Ledger::new();
+        let c = Conn {
+            netns: NS,
+            local: "[2001:db8::1]:8080".parse().unwrap(),
+            remote: "10.0.0.2:40000".parse().unwrap(),
+        };
+        assert!(l.open(c));
+        assert_eq!(l.live(), 1);
+        assert_eq!(l.top_local_ports(0), [port_row(8080, 1, 1)]);
+        assert!(l.close(&c));
+        assert_eq!(l.live(), 0);
+    }
+
+    #[test]
+    fn ties_are_ordered_by_key() {
+        let mut l = Ledger::new();
+        for (local, remote) in [
+            ("10.0.0.1:9000", "10.0.0.7:1"),
+            ("10.0.0.1:80", "10.0.0.7:2"),
+            ("10.0.0.1:443", "10.0.0.3:1"),
+            ("10.0.0.1:443", "10.0.0.3:2"),
+            ("[::1]:22", "[::1]:2"),
+            ("10.0.0.1:22", "10.0.0.7:2"),
+        ] {
+            l.open(conn(local, remote));
+        }
+        let ports: Vec<u16> = l.top_local_ports(0).iter().map(|r| r.port).collect();
+        assert_eq!(ports, [22, 443, 80, 9000]);
+        let eps: Vec<(String, u16, u64)> = l
+            .top_remote_endpoints(0)
+            .iter()
+            .map(|r| (r.addr.to_string(), r.port, r.live))
+            .collect();
+        // Most live first; among equals by address (IPv4 before IPv6), then port.
+        let expected: Vec<(String, u16, u64)> = [
+            ("10.0.0.7", 2, 2),
+            ("10.0.0.3", 1, 1),
+            ("10.0.0.3", 2, 1),
+            ("10.0.0.7", 1, 1),
+            ("::1", 2, 1),
+        ]
+        .iter()
+        .map(|&(a, p, n)| (a.to_string(), p, n))
+        .collect();
+        assert_eq!(eps, expected);
+    }
+
+    #[test]
+    fn top_n_truncates_and_zero_means_all() {
+        let mut l = Ledger::new();
+        for port in 1..=50u16 {
+            for i in 0..port % 7 {
+                l.open(conn(&format!("10.0.0.1:{port}"), &format!("10.0.1.{i}:{}", 1000 + port)));
+            }
+        }
+        let all = l.top_local_ports(0);
+        assert_eq!(all.len(), l.ports.len());
+        for n in [1, 3, 10, all.len(), all.len() + 5] {
+            assert_eq!(l.top_local_ports(n), all[..n.min(all.len())]);
+        }
+        let all = l.top_remote_endpoints(0);
+        assert_eq!(l.top_remote_endpoints(4), all[..4]);
+    }
+
+    #[test]
+    fn incremental_aggregates_match_a_rescan() {
+        // A deterministic pseudo-random mix of opens and closes over a small key space, so
+        // that ports, addresses and endpoints collide often.
+        let mut l = Ledger::new();
+        let mut open: Vec<Conn> = Vec::new();
+        let mut x: u32 = 12345;
+        let mut next = |m: u32| {
+            x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
+            (x >> 16) % m
+        };
+        for step in 0..3000 {
+            let (lp, rip, rp, ns, v6) = (next(4), next(3), next(3), next(2), next(4) == 0);
+            let (local, remote) = if v6 {
+                (format!("[fd00::1]:{}", 80 + lp), format!("[fd00::{}]:{}", rip + 2, 5000 + rp))
+            } else {
+                (format!("10.0.0.1:{}", 80 + lp), format!("10.0.1.{rip}:{}", 5000 + rp))
+            };
+            let c = conn_in(ns, &local, &remote);
+            if next(5) < 3 {
+                assert_eq!(l.open(c), !open.contains(&c));
+                if !open.contains(&c) {
+                    open.push(c);
+                }
+            } else {
+                assert_eq!(l.close(&c), open.contains(&c));
+                open.retain(|o| *o != c);
+            }
+            if step % 50 == 0 {
+                let (ports, endpoints) = rescan(&open);
+                assert_eq!(l.top_local_ports(0), ports, "step {step}");
+                assert_eq!(l.top_remote_endpoints(0), endpoints, "step {step}");
+            }
+            assert_eq!(l.live(), open.len());
+        }
+    }
+
+    #[test]
+    fn apply_counts_events_per_kind() {
+        let mut l = Ledger::new();
+        let a = conn("10.0.0.1:40000", "10.0.0.2:443");
+        let b = conn("10.0.0.1:8080", "10.0.0.3:50000");
+        l.apply(&event(EventKind::Connect, a));
+        l.apply(&event(EventKind::Accept, b));
+        l.apply(&event(EventKind::Accept, b));
+        assert_eq!(l.live(), 2);
+        l.apply(&event(EventKind::Close, a));
+        l.apply(&event(EventKind::Close, conn("10.0.0.1:1", "10.0.0.2:2")));
+        assert_eq!(l.live(), 1);
+        assert!(l.is_live(&b));
+        let counts = l.event_counts();
+        assert_eq!((counts.connect, counts.accept, counts.close), (1, 2, 2));
+        assert_eq!(counts.get(EventKind::Accept), 2);
+        assert_eq!(l.events_seen(), 5);
+        assert_eq!(l.untracked_closes(), 1);
+    }
+
+    #[test]
+    fn compact_keys_stay_small() {
+        assert_eq!(size_of::<Tuple<Ipv4Addr>>(), 16);
+        assert_eq!(size_of::<Tuple<Ipv6Addr>>(), 40);
+    }
+}

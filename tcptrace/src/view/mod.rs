@@ -1,0 +1,88 @@
+//! Renderings of the ledger: a top-like table, JSON lines for `watch`, and an event log.
+//!
+//! A view reads a [`Snapshot`], never the ledger's connections: the ledger already keeps
+//! the aggregates, a snapshot only takes the top rows of them.
+
+use std::time::Duration;
+
+use crate::ledger::{Ledger, LocalPortRow, RemoteEndpointRow};
+
+pub mod events;
+pub mod json;
+pub mod table;
+
+/// The ledger's counts at one moment, with what the views print around them.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Snapshot {
+    /// Name of the attach path in use (fentry, kprobe, tracepoint).
+    pub backend: String,
+    /// Time since tracing started.
+    pub elapsed_s: f64,
+    /// Events applied to the ledger.
+    pub events: u64,
+    /// Events the kernel dropped because the ring buffer was full: when not 0, the counts
+    /// may be off.
+    pub lost: u64,
+    pub live: u64,
+    pub local_ports: Vec<LocalPortRow>,
+    pub remote_endpoints: Vec<RemoteEndpointRow>,
+}
+
+impl Snapshot {
+    /// Takes the `top` local ports and remote endpoints (all of them when `top` is 0).
+    #[must_use]
+    pub fn from_ledger(
+        ledger: &Ledger,
+        backend: &str,
+        elapsed: Duration,
+        lost: u64,
+        top: usize,
+    ) -> Self {
+        Self {
+            backend: backend.to_owned(),
+            elapsed_s: elapsed.as_secs_f64(),
+            events: ledger.events_seen(),
+            lost,
+            live: ledger.live() as u64,
+            local_ports: ledger.top_local_ports(top),
+            remote_endpoints: ledger.top_remote_endpoints(top),
+        }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::conn::Conn;
+
+    /// A snapshot with IPv4 and IPv6 rows, shared by the view tests.
+    pub(crate) fn sample() -> Snapshot {
+        let mut ledger = Ledger::new();
+        for (local, remote) in [
+            ("10.0.0.1:8080", "10.0.0.2:40000"),
+            ("10.0.0.1:8080", "10.0.0.3:40001"),
+            ("10.0.0.1:8080", "10.0.0.3:40002"),
+            ("[::1]:443", "[::1]:50000"),
+            ("10.0.0.1:41000", "10.0.0.9:5432"),
+        ] {
+            ledger.open(Conn::new(7, local.parse().unwrap(), remote.parse().unwrap()));
+        }
+        Snapshot::from_ledger(&ledger, "fentry", Duration::from_millis(12_345), 3, 0)
+    }
+
+    #[test]
+    fn snapshot_takes_counts_and_top_rows() {
+        let s = sample();
+        assert_eq!((s.backend.as_str(), s.events, s.lost, s.live), ("fentry", 0, 3, 5));
+        assert!((s.elapsed_s - 12.345).abs() < 1e-9);
+        assert_eq!(s.local_ports.len(), 3);
+        assert_eq!(s.local_ports[0], LocalPortRow { port: 8080, live: 3, remote_addrs: 2 });
+        assert_eq!(s.remote_endpoints.len(), 5);
+
+        let mut ledger = Ledger::new();
+        ledger.open(Conn::new(7, "10.0.0.1:1".parse().unwrap(), "10.0.0.2:2".parse().unwrap()));
+        ledger.open(Conn::new(7, "10.0.0.1:3".parse().unwrap(), "10.0.0.2:4".parse().unwrap()));
+        let s = Snapshot::from_ledger(&ledger, "kprobe", Duration::ZERO, 0, 1);
+        assert_eq!((s.live, s.local_ports.len(), s.remote_endpoints.len()), (2, 1, 1));
+    }
+}
