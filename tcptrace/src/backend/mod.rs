@@ -13,7 +13,7 @@
 pub mod btf;
 pub mod tracefs;
 
-use std::fmt;
+use std::fmt::{self, Write as _};
 
 use aya::{
     Btf, Ebpf, EbpfLoader,
@@ -138,7 +138,9 @@ impl Tracer {
         raise_memlock_limit();
 
         let mut notes = Vec::new();
+        let t0 = std::time::Instant::now();
         let kernel_btf = KernelBtf::load();
+        log::debug!("parsed kernel BTF in {:?}", t0.elapsed());
         let mut config = Config {
             // Wake the consumer when 1/16 of the ring is full; it also drains on a timer.
             wakeup_bytes: (opts.ring_bytes / 16).max(size_of::<tcptrace_common::Event>() as u32),
@@ -157,11 +159,15 @@ impl Tracer {
             config.accept_ret_index = n;
         }
         let aya_btf = Btf::from_sys_fs().ok();
+        log::debug!("offsets and aya BTF ready after {:?}", t0.elapsed());
 
         let mut passed_over = Vec::new();
         for &backend in opts.attach.candidates() {
             match try_backend(backend, config, opts.ring_bytes, aya_btf.as_ref(), &mut notes) {
-                Ok(ebpf) => return Ok(Self { ebpf, backend, passed_over, notes }),
+                Ok(ebpf) => {
+                    log::debug!("{backend} attached after {:?}", t0.elapsed());
+                    return Ok(Self { ebpf, backend, passed_over, notes });
+                }
                 Err(reason) => passed_over.push((backend, reason)),
             }
         }
@@ -177,10 +183,11 @@ impl Tracer {
     }
 
     /// Events dropped in the kernel because the ring was full, summed over CPUs.
+    #[must_use]
     pub fn lost(&self) -> u64 {
         let Some(map) = self.ebpf.map(LOST_MAP) else { return 0 };
         let Ok(lost) = PerCpuArray::<_, u64>::try_from(map) else { return 0 };
-        lost.get(&0, 0).map(|per_cpu| per_cpu.iter().sum()).unwrap_or(0)
+        lost.get(&0, 0).map_or(0, |per_cpu| per_cpu.iter().sum())
     }
 
     /// One line for the user: which path is live and why the others were not used.
@@ -190,7 +197,7 @@ impl Tracer {
         if !self.passed_over.is_empty() {
             let others: Vec<String> =
                 self.passed_over.iter().map(|(b, why)| format!("{b}: {why}")).collect();
-            s.push_str(&format!(" (passed over {})", others.join("; ")));
+            let _ = write!(s, " (passed over {})", others.join("; "));
         }
         s
     }
@@ -283,7 +290,7 @@ fn explain(backend: Backend, e: &ProgramError) -> String {
             "; fentry/fexit are not allowed on this kernel (function tracing is locked down or the lockdown LSM forbids it)"
         }
         (Backend::Fentry, Some(ENOTSUPP)) => "; this kernel has no BPF trampoline (fentry needs Linux 5.5+ on x86_64 or 6.0+ on arm64)",
-        (Backend::Kprobe, Some(libc::ENOENT | libc::EOPNOTSUPP)) | (Backend::Kprobe, None) => {
+        (Backend::Kprobe, Some(libc::ENOENT | libc::EOPNOTSUPP) | None) => {
             "; kprobes look unavailable on this kernel (CONFIG_KPROBES unset, or the function is not probeable)"
         }
         _ => "",

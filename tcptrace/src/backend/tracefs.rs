@@ -63,7 +63,7 @@ impl Tracefs {
 fn parse_format(text: &str) -> Result<TracepointOffsets, TracefsError> {
     let offset_of = |name: &'static str| -> Result<u32, TracefsError> {
         text.lines()
-            .filter_map(|line| {
+            .find_map(|line| {
                 let mut parts = line.trim().split(';');
                 let decl = parts.next()?.strip_prefix("field:")?;
                 // The field name is the last word of the declaration, minus any `[N]`.
@@ -71,7 +71,6 @@ fn parse_format(text: &str) -> Result<TracepointOffsets, TracefsError> {
                 let offset = parts.find_map(|p| p.trim().strip_prefix("offset:"))?;
                 (field == name).then(|| offset.parse().ok()).flatten()
             })
-            .next()
             .ok_or(TracefsError::Field(name))
     };
     Ok(TracepointOffsets {

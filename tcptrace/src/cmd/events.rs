@@ -26,8 +26,7 @@ pub async fn run(args: EventsArgs) -> anyhow::Result<()> {
             let lost = session.tracer.lost();
             if lost > reported_lost {
                 eprintln!(
-                    "tcptrace: {} events lost so far: the ring buffer was full (raise --ring-size)",
-                    lost
+                    "tcptrace: {lost} events lost so far: the ring buffer was full (raise --ring-size)"
                 );
                 reported_lost = lost;
             }
