@@ -122,6 +122,9 @@ pub struct Tracer {
     pub passed_over: Vec<(Backend, String)>,
     /// Things the user should know about the choice (no BTF, tracefs mounted, ...).
     pub notes: Vec<String>,
+    /// False when the programs cannot read network namespace ids (no BTF): events then
+    /// carry netns 0, and the seed must be keyed the same way to match them.
+    pub knows_netns: bool,
 }
 
 impl Tracer {
@@ -166,7 +169,8 @@ impl Tracer {
             match try_backend(backend, config, opts.ring_bytes, aya_btf.as_ref(), &mut notes) {
                 Ok(ebpf) => {
                     log::debug!("{backend} attached after {:?}", t0.elapsed());
-                    return Ok(Self { ebpf, backend, passed_over, notes });
+                    let knows_netns = config.sock.valid != 0;
+                    return Ok(Self { ebpf, backend, passed_over, notes, knows_netns });
                 }
                 Err(reason) => passed_over.push((backend, reason)),
             }

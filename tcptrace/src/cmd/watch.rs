@@ -21,7 +21,10 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
         eprintln!("tcptrace: note: not seeded: {skipped}");
     }
     let seeded_count = seeded.conns.len();
-    for conn in seeded.conns {
+    for mut conn in seeded.conns {
+        if !session.tracer.knows_netns {
+            conn.netns = 0;
+        }
         ledger.open(conn);
     }
     session.consumer.drain(|ev| ledger.apply(&ev));
