@@ -130,9 +130,6 @@ pub struct TracepointOffsets {
 pub struct Config {
     pub sock: SockOffsets,
     pub tracepoint: TracepointOffsets,
-    /// Index of the return value in an fexit context on `inet_csk_accept`: the function's
-    /// argument count, which changed from 4 to 2 in Linux 6.10.
-    pub accept_ret_index: u32,
     /// Wake the consumer only once this many bytes wait in the ring (batching); userspace
     /// also drains on a short timer so that a quiet box still sees its events.
     pub wakeup_bytes: u32,

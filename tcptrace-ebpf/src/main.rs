@@ -156,18 +156,15 @@ pub fn fentry_tcp_connect(ctx: FEntryContext) -> i32 {
 
 /// match-proto:v6.1:net/ipv4/inet_connection_sock.c:struct sock *inet_csk_accept(struct sock *sk, int flags, int *err, bool kern)
 /// match-proto:v6.10:net/ipv4/inet_connection_sock.c:struct sock *inet_csk_accept(struct sock *sk, struct proto_accept_arg *arg)
-/// The return value sits right after the arguments in the fexit context, so its index is
-/// the argument count, read from BTF by userspace. Each arm below is a constant offset,
-/// as the verifier requires for context access.
+/// The argument count changed in 6.10, so the return value is read with
+/// `bpf_get_func_ret` (Linux 5.17+), which finds it whatever the count. Reading it at an
+/// index taken from BTF does not work: LLVM folds the per-index branches into one load at
+/// a variable context offset, which the verifier rejects.
 #[fexit(function = "inet_csk_accept")]
 pub fn fexit_inet_csk_accept(ctx: FExitContext) -> i32 {
-    let sk: *const u8 = match config().accept_ret_index {
-        2 => ctx.arg(2),
-        3 => ctx.arg(3),
-        4 => ctx.arg(4),
-        _ => return 0,
-    };
-    emit_from_sock(kind::ACCEPT, sk);
+    if let Ok(sk) = ctx.ret::<*const u8>() {
+        emit_from_sock(kind::ACCEPT, sk);
+    }
     0
 }
 

@@ -67,7 +67,7 @@ impl fmt::Display for Backend {
 pub enum AttachRequest {
     /// fentry, then kprobe, then tracepoint: the first that the kernel accepts.
     Auto,
-    /// fentry/fexit (BTF trampolines; cheapest; Linux 5.5+ with function tracing allowed).
+    /// fentry/fexit (BTF trampolines; cheapest; Linux 5.17+ with function tracing allowed).
     Fentry,
     /// kprobe/kretprobe (needs CONFIG_KPROBES).
     Kprobe,
@@ -156,11 +156,6 @@ impl Tracer {
             },
             Err(e) => notes.push(format!("{e}; fentry, kprobe and tp_btf need it, network namespace ids will read 0")),
         }
-        if let Ok(btf) = &kernel_btf
-            && let Ok(n) = btf.arg_count("inet_csk_accept")
-        {
-            config.accept_ret_index = n;
-        }
         let aya_btf = Btf::from_sys_fs().ok();
         log::debug!("offsets and aya BTF ready after {:?}", t0.elapsed());
 
@@ -216,9 +211,6 @@ fn try_backend(
 ) -> Result<Ebpf, String> {
     if backend.needs_btf() && (btf.is_none() || config.sock.valid == 0) {
         return Err("needs kernel BTF (/sys/kernel/btf/vmlinux), which this kernel lacks".into());
-    }
-    if backend == Backend::Fentry && config.accept_ret_index == 0 {
-        return Err("cannot find inet_csk_accept's prototype in BTF".into());
     }
     if backend == Backend::Tracepoint {
         let tracefs = Tracefs::ensure().map_err(|e| e.to_string())?;
