@@ -12,6 +12,12 @@ pub mod kind {
     /// A server connection: `inet_csk_accept` returned it on the fentry/kprobe paths,
     /// `SYN_RECV -> ESTABLISHED` on the tracepoint path.
     pub const ACCEPT: u8 = 2;
+    /// A server-side handshake completed (fentry/kprobe paths only, from
+    /// `inet_csk_complete_hashdance`): the connection is live from here, as `ss` and the
+    /// tracepoint path count it, even while it waits in the accept queue or when the
+    /// `accept()` that takes it began before tcptrace attached (and so is never seen by
+    /// the fexit/kretprobe). Counted by the ledger; `tcptrace events` shows the accept.
+    pub const ESTABLISHED: u8 = 4;
     /// The connection stopped being live: `tcp_close` on the fentry/kprobe paths,
     /// `ESTABLISHED|CLOSE_WAIT -> FIN_WAIT1|LAST_ACK|CLOSE` on the tracepoint path.
     pub const CLOSE: u8 = 3;

@@ -1,8 +1,9 @@
 //! tcptrace's kernel side. Three sets of programs are compiled into one object; userspace
 //! loads exactly one set at run time (see `tcptrace/src/backend`):
 //!
-//! 1. fentry/fexit: `tcp_connect`, `inet_csk_accept` (return), `tcp_close`;
-//! 2. kprobe/kretprobe on the same three functions;
+//! 1. fentry/fexit: `tcp_connect`, `inet_csk_accept` (return), `tcp_close`, and
+//!    `inet_csk_complete_hashdance` (return) for the server-side handshake;
+//! 2. kprobe/kretprobe on the same four functions;
 //! 3. the `sock:inet_sock_set_state` tracepoint (BTF-typed `tp_btf` or classic), from
 //!    which connect, accept and close are derived as state transitions.
 //!
@@ -168,6 +169,17 @@ pub fn fexit_inet_csk_accept(ctx: FExitContext) -> i32 {
     0
 }
 
+/// match-proto:v6.1:net/ipv4/inet_connection_sock.c:struct sock *inet_csk_complete_hashdance(struct sock *sk, struct sock *child, struct request_sock *req, bool own_req)
+/// The final ACK of a server-side handshake: returns the child socket once it is in the
+/// accept queue, NULL if another CPU won the race or the listener is closing.
+#[fexit(function = "inet_csk_complete_hashdance")]
+pub fn fexit_inet_csk_complete_hashdance(ctx: FExitContext) -> i32 {
+    if let Ok(child) = ctx.ret::<*const u8>() {
+        emit_from_sock(kind::ESTABLISHED, child);
+    }
+    0
+}
+
 /// match-proto:v6.1:net/ipv4/tcp.c:void tcp_close(struct sock *sk, long timeout)
 #[fentry(function = "tcp_close")]
 pub fn fentry_tcp_close(ctx: FEntryContext) -> i32 {
@@ -188,6 +200,12 @@ pub fn kprobe_tcp_connect(ctx: ProbeContext) -> u32 {
 #[kretprobe]
 pub fn kretprobe_inet_csk_accept(ctx: RetProbeContext) -> u32 {
     emit_from_sock(kind::ACCEPT, ctx.ret::<*const u8>());
+    0
+}
+
+#[kretprobe]
+pub fn kretprobe_inet_csk_complete_hashdance(ctx: RetProbeContext) -> u32 {
+    emit_from_sock(kind::ESTABLISHED, ctx.ret::<*const u8>());
     0
 }
 

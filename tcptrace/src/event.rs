@@ -12,6 +12,8 @@ use crate::conn::{Conn, ip_from_bytes};
 pub enum EventKind {
     Connect,
     Accept,
+    /// Server-side handshake completed (fentry/kprobe paths); see `tcptrace_common::kind`.
+    Established,
     Close,
 }
 
@@ -21,6 +23,7 @@ impl EventKind {
         match self {
             Self::Connect => "connect",
             Self::Accept => "accept",
+            Self::Established => "established",
             Self::Close => "close",
         }
     }
@@ -67,6 +70,7 @@ impl Event {
         let kind = match raw.kind {
             kind::CONNECT => EventKind::Connect,
             kind::ACCEPT => EventKind::Accept,
+            kind::ESTABLISHED => EventKind::Established,
             kind::CLOSE => EventKind::Close,
             other => return Err(DecodeError::Kind(other)),
         };

@@ -49,6 +49,7 @@ pub struct RemoteEndpointRow {
 pub struct EventCounts {
     pub connect: u64,
     pub accept: u64,
+    pub established: u64,
     pub close: u64,
 }
 
@@ -58,13 +59,14 @@ impl EventCounts {
         match kind {
             EventKind::Connect => self.connect,
             EventKind::Accept => self.accept,
+            EventKind::Established => self.established,
             EventKind::Close => self.close,
         }
     }
 
     #[must_use]
     pub fn total(&self) -> u64 {
-        self.connect + self.accept + self.close
+        self.connect + self.accept + self.established + self.close
     }
 }
 
@@ -105,7 +107,9 @@ impl Ledger {
         }
     }
 
-    /// Applies a hook event: connect and accept open the connection, close closes it.
+    /// Applies a hook event: connect, accept and established open the connection (opens
+    /// are idempotent, so a connection seen both at its handshake and at `accept()` counts
+    /// once), close closes it.
     pub fn apply(&mut self, ev: &Event) {
         match ev.kind {
             EventKind::Connect => {
@@ -114,6 +118,10 @@ impl Ledger {
             }
             EventKind::Accept => {
                 self.seen.accept += 1;
+                self.open(ev.conn);
+            }
+            EventKind::Established => {
+                self.seen.established += 1;
                 self.open(ev.conn);
             }
             EventKind::Close => {

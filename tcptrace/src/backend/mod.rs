@@ -5,8 +5,8 @@
 //!
 //! | backend      | programs                                                       |
 //! |--------------|----------------------------------------------------------------|
-//! | `fentry`     | fentry `tcp_connect`, fexit `inet_csk_accept`, fentry `tcp_close` |
-//! | `kprobe`     | kprobe `tcp_connect`, kretprobe `inet_csk_accept`, kprobe `tcp_close` |
+//! | `fentry`     | fentry `tcp_connect`, fexit `inet_csk_accept`, fentry `tcp_close`, fexit `inet_csk_complete_hashdance` |
+//! | `kprobe`     | kprobe `tcp_connect`, kretprobe `inet_csk_accept`, kprobe `tcp_close`, kretprobe `inet_csk_complete_hashdance` |
 //! | `tp_btf`     | BTF-typed `sock:inet_sock_set_state`                           |
 //! | `tracepoint` | classic `sock:inet_sock_set_state` (tracefs)                   |
 
@@ -241,9 +241,14 @@ fn attach_programs(ebpf: &mut Ebpf, backend: Backend, btf: Option<&Btf>) -> Resu
             let p: &mut FEntry = prog(ebpf, "fentry_tcp_connect")?;
             p.load("tcp_connect", btf()?)?;
             p.attach()?;
-            let p: &mut FExit = prog(ebpf, "fexit_inet_csk_accept")?;
-            p.load("inet_csk_accept", btf()?)?;
-            p.attach()?;
+            for (name, function) in [
+                ("fexit_inet_csk_accept", "inet_csk_accept"),
+                ("fexit_inet_csk_complete_hashdance", "inet_csk_complete_hashdance"),
+            ] {
+                let p: &mut FExit = prog(ebpf, name)?;
+                p.load(function, btf()?)?;
+                p.attach()?;
+            }
             let p: &mut FEntry = prog(ebpf, "fentry_tcp_close")?;
             p.load("tcp_close", btf()?)?;
             p.attach()?;
@@ -252,6 +257,7 @@ fn attach_programs(ebpf: &mut Ebpf, backend: Backend, btf: Option<&Btf>) -> Resu
             for (name, function) in [
                 ("kprobe_tcp_connect", "tcp_connect"),
                 ("kretprobe_inet_csk_accept", "inet_csk_accept"),
+                ("kretprobe_inet_csk_complete_hashdance", "inet_csk_complete_hashdance"),
                 ("kprobe_tcp_close", "tcp_close"),
             ] {
                 let p: &mut KProbe = prog(ebpf, name)?;

@@ -2,6 +2,7 @@
 
 use crate::{
     cli::EventsArgs,
+    event::EventKind,
     cmd::{Session, Tick, print},
     view::events::{json_line, text_line},
 };
@@ -14,7 +15,9 @@ pub async fn run(args: EventsArgs) -> anyhow::Result<()> {
     loop {
         let tick = session.next().await;
         session.consumer.drain(|ev| {
-            if open {
+            // The server-side handshake is for the ledger; the accept that follows is the
+            // event users read (with the accepting process's pid).
+            if open && ev.kind != EventKind::Established {
                 let line = if args.json { json_line(&ev) } else { text_line(&ev) };
                 open = print(&line).unwrap_or(false);
             }
