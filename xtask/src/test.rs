@@ -1,0 +1,349 @@
+//! `cargo xtask test`: the unit, live and VM tiers, and a summary of what ran where.
+
+use std::{
+    env, fs,
+    io::Read as _,
+    path::Path,
+    process::{Command, ExitCode, ExitStatus, Stdio},
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::Result;
+use clap::Args;
+
+use crate::{
+    attach::AttachPath,
+    cargo::{self, Profile},
+    libtest::Counts,
+    report::{Row, Verdict, print_rows},
+    setup,
+    vm::{self, VmArgs},
+};
+
+#[derive(Args, Debug)]
+#[expect(clippy::struct_excessive_bools, reason = "independent command-line switches")]
+pub struct TestArgs {
+    /// Skip the unit tier.
+    #[arg(long)]
+    pub skip_unit: bool,
+
+    /// Skip the live tier (host kernel).
+    #[arg(long)]
+    pub skip_live: bool,
+
+    /// Skip the VM tier.
+    #[arg(long)]
+    pub skip_vm: bool,
+
+    /// Attach paths the VM tier tests, comma-separated.
+    #[arg(long, value_name = "PATHS", value_delimiter = ',', default_value = AttachPath::VM_DEFAULT_LIST)]
+    pub vm_paths: Vec<AttachPath>,
+
+    /// Kill the VM after this many seconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = 1200)]
+    pub vm_timeout: u64,
+
+    /// Build the tcptrace binary and the live tests with --release for the live and VM
+    /// tiers (slower to build, faster under emulation).
+    #[arg(long)]
+    pub release: bool,
+}
+
+pub fn test(args: &TestArgs) -> Result<ExitCode> {
+    let started = Instant::now();
+    setup::ensure(false)?;
+    let host = format!("host {}", host_kernel());
+    let profile = if args.release { Profile::Release } else { Profile::Debug };
+    let mut rows = Vec::new();
+
+    header(1, "unit", &format!("{host}: cargo test -p tcptrace-common -p tcptrace -p xtask"));
+    if args.skip_unit {
+        rows.push(skipped(&host, "unit", "-", "--skip-unit"));
+    } else {
+        rows.push(unit(&host));
+    }
+
+    header(2, "live", &format!("{host}: the live tests, attach paths auto and tracepoint-classic"));
+    if args.skip_live {
+        rows.extend(
+            AttachPath::HOST_DEFAULT.map(|p| skipped(&host, "live", p.as_str(), "--skip-live")),
+        );
+    } else {
+        rows.extend(live(&host, profile));
+    }
+
+    header(3, "vm", "Debian 6.1 under QEMU: the live tests, once per attach path");
+    let mut vm_kernel = None;
+    if args.skip_vm {
+        rows.extend(args.vm_paths.iter().map(|p| skipped("vm", "vm", p.as_str(), "--skip-vm")));
+    } else {
+        let vm_args = VmArgs {
+            paths: args.vm_paths.clone(),
+            timeout: args.vm_timeout,
+            release: args.release,
+            ..VmArgs::default()
+        };
+        match vm::run(&vm_args) {
+            Ok(report) => {
+                vm_kernel = Some(report.kernel);
+                rows.extend(report.rows);
+            }
+            Err(error) => {
+                say!("vm: the VM tier could not run: {error:#}");
+                rows.extend(args.vm_paths.iter().map(|p| Row {
+                    kernel: "vm (not booted)".into(),
+                    tier: "vm",
+                    what: p.to_string(),
+                    verdict: Verdict::Failed(format!("{error:#}")),
+                    counts: None,
+                    took: None,
+                }));
+            }
+        }
+    }
+
+    let failed = rows.iter().any(|row| !row.verdict.is_ok());
+    say!(
+        "==== summary: {} after {:.0} s ====",
+        if failed { "FAILED" } else { "passed" },
+        started.elapsed().as_secs_f64()
+    );
+    print_rows(&rows);
+    for line in summary_lines(&rows, vm_kernel.as_deref()) {
+        say!("{line}");
+    }
+    Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+}
+
+fn header(number: u32, tier: &str, what: &str) {
+    say!("==== tier {number}/3: {tier} ({what}) ====");
+}
+
+fn skipped(kernel: &str, tier: &'static str, what: &str, why: &str) -> Row {
+    Row {
+        kernel: kernel.to_owned(),
+        tier,
+        what: what.to_owned(),
+        verdict: Verdict::Skipped(why.to_owned()),
+        counts: None,
+        took: None,
+    }
+}
+
+/// `uname -r`.
+fn host_kernel() -> String {
+    fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map_or_else(|_| "unknown".into(), |s| s.trim().to_owned())
+}
+
+fn unit(host: &str) -> Row {
+    let started = Instant::now();
+    let mut cmd = cargo::cargo();
+    cmd.args(["test", "-p", "tcptrace-common", "-p", "tcptrace", "-p", "xtask"]);
+    let (verdict, counts) = run_tests(&mut cmd);
+    Row {
+        kernel: host.to_owned(),
+        tier: "unit",
+        what: "-".into(),
+        verdict,
+        counts: Some(counts),
+        took: Some(started.elapsed()),
+    }
+}
+
+fn live(host: &str, profile: Profile) -> Vec<Row> {
+    let row = |what: String, verdict: Verdict| Row {
+        kernel: host.to_owned(),
+        tier: "live",
+        what,
+        verdict,
+        counts: None,
+        took: None,
+    };
+    if !crate::cmd::is_root() {
+        // CI runs as root: there, a skipped live tier would hide a broken set-up.
+        let why = "the live tests need root".to_owned();
+        let ci = env::var_os("CI").is_some_and(|v| v == "true");
+        return AttachPath::HOST_DEFAULT
+            .map(|p| {
+                row(
+                    p.to_string(),
+                    if ci { Verdict::Failed(why.clone()) } else { Verdict::Skipped(why.clone()) },
+                )
+            })
+            .into();
+    }
+    let tcptrace = match cargo::build_tcptrace(profile) {
+        Ok(path) => path,
+        Err(error) => {
+            say!("live: {error:#}");
+            return AttachPath::HOST_DEFAULT
+                .map(|p| {
+                    row(p.to_string(), Verdict::Failed(format!("building tcptrace: {error:#}")))
+                })
+                .into();
+        }
+    };
+    say!("live: TCPTRACE_BIN={}", tcptrace.display());
+    AttachPath::HOST_DEFAULT
+        .map(|path| {
+            let mut what = path.to_string();
+            if path == AttachPath::Auto
+                && let Some(chosen) = auto_choice(&tcptrace)
+            {
+                say!("live: on this kernel auto attaches via {chosen}");
+                what = format!("auto({chosen})");
+            }
+            let started = Instant::now();
+            let mut cmd = cargo::cargo();
+            cmd.args(["test", "-p", "tcptrace-tests"]);
+            if profile == Profile::Release {
+                cmd.arg("--release");
+            }
+            cmd.args(["--", "--test-threads=1"])
+                .env("TCPTRACE_BIN", &tcptrace)
+                .env("TCPTRACE_ATTACH", path.as_str());
+            let (verdict, counts) = run_tests(&mut cmd);
+            Row { counts: Some(counts), took: Some(started.elapsed()), ..row(what, verdict) }
+        })
+        .into()
+}
+
+/// Runs a `cargo test` command, streaming its output; the verdict comes from its exit
+/// status, the counts from the `test result:` lines.
+fn run_tests(cmd: &mut Command) -> (Verdict, Counts) {
+    let mut counts = Counts::default();
+    let status = crate::cmd::stream(cmd, |line| {
+        counts.absorb(line);
+    });
+    let verdict = match status {
+        Ok(status) if status.success() => Verdict::Passed,
+        Ok(status) => Verdict::Failed(format!("`{}` {status}", crate::cmd::display(cmd))),
+        Err(error) => Verdict::Failed(format!("{error:#}")),
+    };
+    (verdict, counts)
+}
+
+/// Which path `auto` picks on this kernel: runs `tcptrace events --duration 1s` (bounded)
+/// and reads its `attached via X` line. Best effort: `None` if it says nothing usable.
+fn auto_choice(tcptrace: &Path) -> Option<String> {
+    let mut child = Command::new(tcptrace)
+        .args(["events", "--attach", "auto", "--duration", "1s"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .ok()?;
+    let mut stderr = child.stderr.take()?;
+    let reader = thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stderr.read_to_string(&mut text);
+        text
+    });
+    let deadline = Instant::now() + Duration::from_mins(1);
+    let status: Option<ExitStatus> = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break Some(status),
+            Ok(None) if Instant::now() < deadline => thread::sleep(Duration::from_millis(100)),
+            _ => {
+                // Our own child, by its handle.
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+        }
+    };
+    let text = reader.join().ok()?;
+    let chosen = parse_attached_via(&text);
+    if chosen.is_none() {
+        say!("live: could not tell which path auto picks (tcptrace events ended {status:?})");
+    }
+    chosen
+}
+
+/// `tcptrace: attached via tp_btf (passed over …)` → `tp-btf`, in `TCPTRACE_ATTACH` spelling.
+fn parse_attached_via(stderr: &str) -> Option<String> {
+    let at = stderr.find("attached via ")?;
+    let name = stderr[at + "attached via ".len()..]
+        .split(|c: char| c.is_whitespace() || c == ',' || c == ';')
+        .next()?;
+    let path = match name {
+        "tp_btf" => "tp-btf",
+        "tracepoint" => "tracepoint-classic",
+        other => other,
+    };
+    AttachPath::parse(path).map(|p| p.to_string())
+}
+
+/// The two lines that end the run:
+/// `host 6.18.44: unit passed; live auto(tp-btf) passed; live tracepoint-classic passed`
+/// `vm 6.1.0-50-cloud-amd64 (Debian 6.1.176-1): fentry passed, kprobe passed, …`
+fn summary_lines(rows: &[Row], vm_kernel: Option<&str>) -> Vec<String> {
+    let mut lines = Vec::new();
+    let host: Vec<&Row> = rows.iter().filter(|r| r.tier != "vm").collect();
+    if let Some(first) = host.first() {
+        let parts: Vec<String> = host
+            .iter()
+            .map(|r| {
+                if r.what == "-" {
+                    format!("{} {}", r.tier, r.verdict.word())
+                } else {
+                    format!("{} {} {}", r.tier, r.what, r.verdict.word())
+                }
+            })
+            .collect();
+        lines.push(format!("{}: {}", first.kernel, parts.join("; ")));
+    }
+    let vm: Vec<&Row> = rows.iter().filter(|r| r.tier == "vm").collect();
+    if let Some(first) = vm.first() {
+        let kernel = vm_kernel.map_or_else(|| first.kernel.clone(), |k| format!("vm {k}"));
+        let parts: Vec<String> =
+            vm.iter().map(|r| format!("{} {}", r.what, r.verdict.word())).collect();
+        lines.push(format!("{kernel}: {}", parts.join(", ")));
+    }
+    lines
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_attach_line() {
+        let stderr = "tcptrace: note: mounted tracefs\ntcptrace: attached via tp_btf (passed over fentry: EPERM; kprobe: no kprobes)\n";
+        assert_eq!(parse_attached_via(stderr).as_deref(), Some("tp-btf"));
+        assert_eq!(
+            parse_attached_via("attached via tracepoint\n").as_deref(),
+            Some("tracepoint-classic")
+        );
+        assert_eq!(parse_attached_via("attached via fentry").as_deref(), Some("fentry"));
+        assert_eq!(parse_attached_via("tcptrace: error: no attach path worked"), None);
+    }
+
+    #[test]
+    fn summary_lines_read_like_the_readme() {
+        let row = |kernel: &str, tier, what: &str, verdict| Row {
+            kernel: kernel.into(),
+            tier,
+            what: what.into(),
+            verdict,
+            counts: None,
+            took: None,
+        };
+        let rows = [
+            row("host 6.18.44", "unit", "-", Verdict::Passed),
+            row("host 6.18.44", "live", "auto(tp-btf)", Verdict::Passed),
+            row("host 6.18.44", "live", "tracepoint-classic", Verdict::Failed("x".into())),
+            row("vm 6.1.0-50-cloud-amd64", "vm", "fentry", Verdict::Passed),
+            row("vm 6.1.0-50-cloud-amd64", "vm", "kprobe", Verdict::Skipped("y".into())),
+        ];
+        assert_eq!(
+            summary_lines(&rows, Some("6.1.0-50-cloud-amd64 (Debian 6.1.176-1)")),
+            [
+                "host 6.18.44: unit passed; live auto(tp-btf) passed; live tracepoint-classic failed",
+                "vm 6.1.0-50-cloud-amd64 (Debian 6.1.176-1): fentry passed, kprobe skipped",
+            ]
+        );
+    }
+}

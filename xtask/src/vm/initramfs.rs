@@ -1,0 +1,315 @@
+//! The VM's whole userland, in one initramfs: busybox, the tcptrace binary, the test
+//! executables, the host's `ip` and `ss`, the shared libraries they load, and /init.
+
+use std::{
+    collections::BTreeSet,
+    fs::{self, File},
+    io::BufWriter,
+    os::unix::fs::PermissionsExt as _,
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{Context as _, Result, bail};
+
+use super::{cpio::Archive, kernel::Kernel};
+use crate::{cargo::TestExe, cmd};
+
+/// What /init runs for each attach path.
+pub enum Workload<'a> {
+    /// Every test executable, with these extra arguments (a test-name filter, say).
+    Tests { tests: &'a [TestExe], args: &'a [String] },
+    /// `tcptrace --help`: checks the boot, the libraries and the console, not tcptrace.
+    Smoke,
+}
+
+/// The open-file limit inside the VM: the host's (see ../shared/PLATFORM.md), so tests
+/// that hold thousands of sockets behave the same in both places.
+const NOFILE: u32 = 20_000;
+
+/// Host programs copied in when present; they replace busybox's smaller applets.
+const HOST_TOOLS: [&str; 2] = ["ip", "ss"];
+
+/// Kernel modules copied in (paths under `lib/modules/<release>/`), loaded on demand by
+/// the kernel through busybox's modprobe, as on a real system. Debian builds sock_diag's
+/// protocol handlers as modules: without `tcp_diag`, a `SOCK_DIAG_BY_FAMILY` dump of TCP
+/// sockets answers ENOENT, and tcptrace cannot read the connections that already exist.
+const MODULES: [&str; 8] = [
+    "kernel/net/ipv4/inet_diag.ko",
+    "kernel/net/ipv4/tcp_diag.ko",
+    "kernel/net/ipv4/udp_diag.ko",
+    "kernel/net/ipv4/raw_diag.ko",
+    "kernel/net/unix/unix_diag.ko",
+    "kernel/net/netlink/netlink_diag.ko",
+    "kernel/net/packet/af_packet_diag.ko",
+    "kernel/drivers/net/veth.ko",
+];
+
+/// Builds `vm_dir/initramfs.cpio` and returns its path. `kernel` supplies the modules.
+pub fn build(
+    vm_dir: &Path,
+    kernel: &Kernel,
+    tcptrace: &Path,
+    workload: &Workload<'_>,
+) -> Result<PathBuf> {
+    let stage = vm_dir.join("stage");
+    if stage.exists() {
+        fs::remove_dir_all(&stage)?;
+    }
+    fs::create_dir_all(&stage)?;
+    let mut archive = Archive::default();
+    let mut dynamic: Vec<PathBuf> = Vec::new();
+
+    for dir in ["bin", "dev", "etc", "proc", "root", "run", "sys", "tmp", "tests"] {
+        archive.dir(dir);
+    }
+    // PID 1 gets /dev/console as stdio before /init can mount devtmpfs.
+    archive.char_device("dev/console", 5, 1, 0o600);
+    archive.char_device("dev/null", 1, 3, 0o666);
+    archive.file_bytes(
+        "etc/hosts",
+        "127.0.0.1 localhost\n::1 localhost ip6-localhost ip6-loopback\n",
+        0o644,
+    );
+    archive.file_bytes("etc/passwd", "root:x:0:0:root:/root:/bin/sh\n", 0o644);
+    archive.file_bytes("etc/group", "root:x:0:\n", 0o644);
+
+    let busybox = cmd::on_path("busybox")
+        .context("busybox not found: `cargo xtask setup` installs busybox-static")?;
+    archive.file_from("bin/busybox", &busybox, 0o755);
+    dynamic.push(busybox.clone());
+    let mut host_tools = BTreeSet::new();
+    for tool in HOST_TOOLS {
+        if let Some(path) = cmd::on_path(tool) {
+            archive.file_from(&format!("bin/{tool}"), &path, 0o755);
+            dynamic.push(path);
+            host_tools.insert(tool);
+        }
+    }
+    let applets = cmd::output(Command::new(&busybox).arg("--list"))?;
+    for applet in applets.lines().map(str::trim).filter(|a| !a.is_empty() && *a != "busybox") {
+        if !host_tools.contains(applet) && !applet.contains('/') {
+            archive.symlink(&format!("bin/{applet}"), "busybox");
+        }
+    }
+    // The kernel runs /sbin/modprobe to load a module on demand.
+    archive.symlink("sbin/modprobe", "/bin/busybox");
+    let mut modules = 0;
+    for module in MODULES.iter().chain(&["modules.builtin", "modules.order"]) {
+        let source = kernel.modules.join(module);
+        if source.is_file() {
+            let path = format!("lib/modules/{}/{module}", kernel.release);
+            archive.file_from(&path, &source, 0o644);
+            modules += usize::from(source.extension().is_some_and(|ext| ext == "ko"));
+        } else {
+            say!("vm: warning: the kernel package has no {}", source.display());
+        }
+    }
+
+    let tcptrace = stripped(tcptrace, &stage.join("tcptrace"));
+    archive.file_from("bin/tcptrace", &tcptrace, 0o755);
+    dynamic.push(tcptrace);
+    if let Workload::Tests { tests, .. } = workload {
+        for (index, test) in tests.iter().enumerate() {
+            // Numbered so /tests/* globs in cargo's order; named after the test target.
+            let name = format!("{:02}-{}", index + 1, test.name.replace('/', "-"));
+            let copy = stripped(&test.path, &stage.join(&name));
+            archive.file_from(&format!("tests/{name}"), &copy, 0o755);
+            dynamic.push(copy);
+        }
+    }
+
+    let mut libraries = BTreeSet::new();
+    for binary in &dynamic {
+        libraries.extend(shared_libraries(binary)?);
+    }
+    for library in &libraries {
+        // The loader finds them at the paths ldd printed (the dynamic loader's own path is
+        // baked into each binary), so store the real file there, whatever symlinks the host
+        // uses (/lib64 -> /lib/x86_64-linux-gnu, merged /usr).
+        let real = fs::canonicalize(library)
+            .with_context(|| format!("resolving {}", library.display()))?;
+        let mode = fs::metadata(&real)?.permissions().mode() & 0o777;
+        archive.file_from(&library.to_string_lossy(), &real, mode);
+    }
+
+    archive.file_bytes("init", init_script(workload), 0o755);
+    let path = vm_dir.join("initramfs.cpio");
+    let out = BufWriter::new(
+        File::create(&path).with_context(|| format!("creating {}", path.display()))?,
+    );
+    let size = archive.write_to(out)?;
+    say!(
+        "vm: wrote {} ({} MB: busybox, tcptrace, {} test executable(s), {} shared libraries, \
+         {modules} kernel modules)",
+        path.display(),
+        size / 1_000_000,
+        match workload {
+            Workload::Tests { tests, .. } => tests.len(),
+            Workload::Smoke => 0,
+        },
+        libraries.len()
+    );
+    Ok(path)
+}
+
+/// A copy of `binary` without debug info (it can be hundreds of MB, and the VM unpacks
+/// the initramfs into RAM), or the binary itself if objcopy is not there.
+fn stripped(binary: &Path, copy: &Path) -> PathBuf {
+    if cmd::on_path("objcopy").is_some() {
+        let mut objcopy = Command::new("objcopy");
+        objcopy.arg("--strip-debug").arg(binary).arg(copy);
+        match cmd::output(&mut objcopy) {
+            Ok(_) => return copy.to_owned(),
+            Err(error) => say!("vm: warning: {error:#}; copying {} as it is", binary.display()),
+        }
+    }
+    binary.to_owned()
+}
+
+/// The shared libraries `ldd` says `binary` loads, the dynamic loader included.
+fn shared_libraries(binary: &Path) -> Result<Vec<PathBuf>> {
+    let output =
+        Command::new("ldd").arg(binary).output().context("cannot run ldd (package libc-bin)")?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    if !output.status.success() {
+        if stdout.contains("not a dynamic executable")
+            || stderr.contains("not a dynamic executable")
+        {
+            return Ok(Vec::new());
+        }
+        bail!("`ldd {}` failed: {}", binary.display(), stderr.trim());
+    }
+    parse_ldd(&stdout).with_context(|| format!("reading `ldd {}`", binary.display()))
+}
+
+fn parse_ldd(output: &str) -> Result<Vec<PathBuf>> {
+    let mut libraries = Vec::new();
+    for line in output.lines().map(str::trim) {
+        if line.is_empty() || line == "statically linked" {
+            continue;
+        }
+        let path = match line.split_once(" => ") {
+            Some((name, "not found")) => bail!("{name} not found"),
+            Some((_, rest)) => rest,
+            None => line,
+        };
+        let path = path.split(" (").next().unwrap_or(path).trim();
+        // linux-vdso.so.1 has no file: the kernel maps it.
+        if path.starts_with('/') {
+            libraries.push(PathBuf::from(path));
+        }
+    }
+    Ok(libraries)
+}
+
+/// /init: PID 1 of the VM. A POSIX shell script for busybox ash.
+fn init_script(workload: &Workload<'_>) -> String {
+    let run = match workload {
+        Workload::Tests { args, .. } => {
+            let args: String = args
+                .iter()
+                .flat_map(|a| [" ".to_owned(), cmd::quote(a)])
+                .collect();
+            format!(
+                r#"    for exe in /tests/*; do
+        echo "TCPTRACE-VM-RUN $path $exe"
+        TCPTRACE_BIN=/bin/tcptrace TCPTRACE_ATTACH="$path" timeout -s KILL "$timeout" "$exe" --test-threads=1{args} || result=failed
+        # No tracer a test left behind may watch the next path's tests.
+        killall -KILL tcptrace 2>/dev/null
+    done"#
+            )
+        }
+        Workload::Smoke => r#"    echo "TCPTRACE-VM-RUN $path /bin/tcptrace --help"
+    TCPTRACE_ATTACH="$path" timeout -s KILL "$timeout" /bin/tcptrace --help >/dev/null || result=failed
+    # tcptrace reads the connections that exist through sock_diag (tcp_diag loads on demand).
+    ss -tan || result=failed
+    grep _diag /proc/modules"#
+            .to_owned(),
+    };
+    format!(
+        r#"#!/bin/sh
+# PID 1 of the tcptrace test VM, written by `cargo xtask vm-test` (xtask/src/vm/initramfs.rs).
+# The kernel command line picks the attach paths (tcptrace.paths=a,b) and how long each test
+# executable may run (tcptrace.timeout=SECONDS). The host reads the TCPTRACE-VM-* lines.
+export PATH=/bin HOME=/root RUST_BACKTRACE=1
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+mount -t tracefs tracefs /sys/kernel/tracing
+mount -t debugfs debugfs /sys/kernel/debug 2>/dev/null
+mount -t tmpfs tmpfs /tmp
+mount -t tmpfs tmpfs /run
+mkdir -p /run/netns
+# Index the modules, so that the kernel's requests (`modprobe net-pf-16-proto-4-type-2-6`
+# when sock_diag is first asked about TCP) are met.
+depmod
+ip link set lo up
+ulimit -n {NOFILE}
+ulimit -l unlimited
+cd /tmp
+
+paths="fentry kprobe tp-btf tracepoint-classic"
+timeout=600
+for arg in $(cat /proc/cmdline); do
+    case "$arg" in
+        tcptrace.paths=*) paths=$(echo "${{arg#tcptrace.paths=}}" | tr , ' ') ;;
+        tcptrace.timeout=*) timeout="${{arg#tcptrace.timeout=}}" ;;
+    esac
+done
+
+echo "TCPTRACE-VM-KERNEL $(uname -r)"
+[ -r /sys/kernel/btf/vmlinux ] || echo "TCPTRACE-VM-WARNING no /sys/kernel/btf/vmlinux"
+[ -d /sys/kernel/tracing/events/sock ] || echo "TCPTRACE-VM-WARNING no sock tracepoints in tracefs"
+for path in $paths; do
+    echo "TCPTRACE-VM-BEGIN $path"
+    result=passed
+{run}
+    echo "TCPTRACE-VM-RESULT $path $result"
+done
+echo "TCPTRACE-VM-DONE"
+poweroff -f
+"#
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_ldd_output() {
+        let out = "\tlinux-vdso.so.1 (0x00007ffd3e9f2000)\n\
+                   \tlibgcc_s.so.1 => /lib/x86_64-linux-gnu/libgcc_s.so.1 (0x00007f0e1c5d0000)\n\
+                   \tlibc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x00007f0e1c3ef000)\n\
+                   \t/lib64/ld-linux-x86-64.so.2 (0x00007f0e1c6b6000)\n";
+        assert_eq!(
+            parse_ldd(out).unwrap(),
+            [
+                PathBuf::from("/lib/x86_64-linux-gnu/libgcc_s.so.1"),
+                PathBuf::from("/lib/x86_64-linux-gnu/libc.so.6"),
+                PathBuf::from("/lib64/ld-linux-x86-64.so.2"),
+            ]
+        );
+        assert!(parse_ldd("\tlibfoo.so.1 => not found\n").is_err());
+        assert!(parse_ldd("\tstatically linked\n").unwrap().is_empty());
+    }
+
+    #[test]
+    fn init_runs_each_test_executable_per_path() {
+        let tests = [TestExe { name: "test/live".into(), path: "/x".into() }];
+        let args = ["listener counts".to_owned()];
+        let script = init_script(&Workload::Tests { tests: &tests, args: &args });
+        assert!(script.starts_with("#!/bin/sh\n"));
+        assert!(script.contains(
+            r#"TCPTRACE_BIN=/bin/tcptrace TCPTRACE_ATTACH="$path" timeout -s KILL "$timeout" "$exe" --test-threads=1 'listener counts' || result=failed"#
+        ));
+        assert!(script.contains(r#"echo "TCPTRACE-VM-RESULT $path $result""#));
+        assert!(script.contains("${arg#tcptrace.paths=}"));
+        assert!(script.trim_end().ends_with("poweroff -f"));
+        let smoke = init_script(&Workload::Smoke);
+        assert!(smoke.contains("/bin/tcptrace --help >/dev/null || result=failed"));
+        assert!(!smoke.contains("/tests/*"));
+    }
+}

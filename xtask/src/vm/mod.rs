@@ -1,0 +1,182 @@
+//! `cargo xtask vm-test`: the live tests on a stock Debian 6.1 kernel under QEMU, once per
+//! attach path. The host kernel refuses fentry and kprobe programs; this one loads them.
+
+mod cpio;
+mod initramfs;
+mod kernel;
+mod qemu;
+
+use std::{process::ExitCode, time::Duration};
+
+use anyhow::Result;
+use clap::Args;
+
+use crate::{
+    attach::AttachPath,
+    cargo::{self, Profile},
+    report::{Row, Verdict, print_rows},
+    setup,
+};
+
+#[derive(Args, Debug, Clone)]
+pub struct VmArgs {
+    /// Attach paths to test, comma-separated; each is one run of every test executable
+    /// with `TCPTRACE_ATTACH` set to it.
+    #[arg(long, value_delimiter = ',', default_value = AttachPath::VM_DEFAULT_LIST)]
+    pub paths: Vec<AttachPath>,
+
+    /// Kill QEMU after this many seconds (boot, every path, power-off).
+    #[arg(long, value_name = "SECONDS", default_value_t = 1200)]
+    pub timeout: u64,
+
+    /// Boot this Debian kernel package instead of linux-image-6.1.0-50-cloud-amd64-unsigned
+    /// (e.g. linux-image-6.1.0-56-cloud-amd64-unsigned).
+    #[arg(long, value_name = "PACKAGE")]
+    pub kernel_package: Option<String>,
+
+    /// Build tcptrace and the tests with --release: slower to build, faster under emulation.
+    #[arg(long)]
+    pub release: bool,
+
+    /// Run `tcptrace --help` instead of the tests: checks the kernel, the initramfs and the
+    /// console plumbing in about ten seconds.
+    #[arg(long)]
+    pub smoke: bool,
+
+    /// Arguments for every test executable, after `--` (e.g. a test-name filter).
+    #[arg(last = true, value_name = "TEST-ARGS")]
+    pub test_args: Vec<String>,
+}
+
+impl Default for VmArgs {
+    fn default() -> Self {
+        Self {
+            paths: AttachPath::VM_DEFAULT.to_vec(),
+            timeout: 1200,
+            kernel_package: None,
+            release: false,
+            smoke: false,
+            test_args: Vec::new(),
+        }
+    }
+}
+
+pub fn vm_test(args: &VmArgs) -> Result<ExitCode> {
+    setup::ensure(false)?;
+    let report = run(args)?;
+    print_rows(&report.rows);
+    say!("{}", report.line());
+    Ok(if report.rows.iter().all(|row| row.verdict.is_ok()) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// The outcome of one VM boot: one row per attach path.
+pub struct VmReport {
+    /// e.g. `6.1.0-50-cloud-amd64 (Debian 6.1.176-1)`.
+    pub kernel: String,
+    pub rows: Vec<Row>,
+}
+
+impl VmReport {
+    /// `vm 6.1.0-50-cloud-amd64: fentry passed, kprobe passed, ...`
+    pub fn line(&self) -> String {
+        let paths: Vec<String> =
+            self.rows.iter().map(|r| format!("{} {}", r.what, r.verdict.word())).collect();
+        format!("vm {}: {}", self.kernel, paths.join(", "))
+    }
+}
+
+/// Fetches the kernel, builds, boots, and reads the verdict of each path. Errors are
+/// failures before the boot (download, build); a failed path is a row, not an error.
+pub fn run(args: &VmArgs) -> Result<VmReport> {
+    let target = cargo::target_dir()?;
+    let vm_dir = target.join("vm");
+    std::fs::create_dir_all(&vm_dir)?;
+    say!("vm: step 1/4: the kernel");
+    let kernel = kernel::fetch(&vm_dir, args.kernel_package.as_deref())?;
+    say!("vm: step 2/4: building tcptrace and the test executables");
+    let profile = if args.release { Profile::Release } else { Profile::Debug };
+    let tcptrace = cargo::build_tcptrace(profile)?;
+    let tests = if args.smoke { Vec::new() } else { cargo::build_live_tests(profile)? };
+    if !args.smoke && tests.is_empty() {
+        anyhow::bail!("`cargo test -p tcptrace-tests --no-run` built no test executable");
+    }
+    for test in &tests {
+        say!("vm: test executable {} = {}", test.name, test.path.display());
+    }
+    say!("vm: step 3/4: the initramfs");
+    let workload = if args.smoke {
+        initramfs::Workload::Smoke
+    } else {
+        initramfs::Workload::Tests { tests: &tests, args: &args.test_args }
+    };
+    let initrd = initramfs::build(&vm_dir, &kernel, &tcptrace, &workload)?;
+
+    let paths: Vec<&str> = args.paths.iter().map(|p| p.as_str()).collect();
+    // Each test executable may use its share of the whole budget, so one that hangs
+    // leaves time for the other paths.
+    let per_executable = (args.timeout / args.paths.len().max(1) as u64).max(60);
+    say!(
+        "vm: step 4/4: booting {} ({} {}) for {}",
+        kernel.release,
+        kernel.package,
+        kernel.version,
+        paths.join(", ")
+    );
+    let log = vm_dir.join("console.log");
+    let console = qemu::boot(&qemu::Boot {
+        vmlinuz: &kernel.vmlinuz,
+        initrd: &initrd,
+        append: format!("tcptrace.paths={} tcptrace.timeout={per_executable}", paths.join(",")),
+        timeout: Duration::from_secs(args.timeout),
+        log: &log,
+    })?;
+
+    if let Some(started) = console.init_started {
+        say!("vm: /init started {:.1} s after QEMU did", started.as_secs_f64());
+    }
+    for warning in &console.warnings {
+        say!("vm: warning from the VM: {warning}");
+    }
+    let release = console.kernel_release.clone().unwrap_or_else(|| kernel.release.clone());
+    let label = format!("{release} (Debian {})", kernel.version);
+    let rows = args
+        .paths
+        .iter()
+        .map(|path| {
+            let report = console.paths.get(path.as_str());
+            let verdict = match report.and_then(|r| r.result.as_deref()) {
+                Some("passed") => Verdict::Passed,
+                Some(other) => {
+                    Verdict::Failed(format!("the VM reported `{other}`; see {}", log.display()))
+                }
+                None => Verdict::Failed(missing_reason(&console)),
+            };
+            Row {
+                kernel: format!("vm {release}"),
+                tier: "vm",
+                what: path.to_string(),
+                verdict,
+                counts: (!args.smoke).then(|| report.map(|r| r.counts).unwrap_or_default()),
+                took: report.and_then(|r| r.took),
+            }
+        })
+        .collect();
+    Ok(VmReport { kernel: label, rows })
+}
+
+fn missing_reason(console: &qemu::Console) -> String {
+    let status = console.qemu_status.as_deref().unwrap_or("unknown status");
+    if console.timed_out {
+        "no result: the VM timed out (see --timeout)".into()
+    } else if let Some(panic) = &console.panic {
+        format!("no result: {panic}")
+    } else if console.kernel_release.is_none() {
+        format!("no result: /init never started (QEMU {status})")
+    } else {
+        format!("no result marker (QEMU {status})")
+    }
+}
