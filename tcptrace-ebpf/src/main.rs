@@ -16,7 +16,7 @@ use aya_ebpf::{
     bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel},
     macros::{btf_tracepoint, fentry, fexit, kprobe, kretprobe, map, tracepoint},
-    maps::{PerCpuArray, RingBuf},
+    maps::{LruHashMap, PerCpuArray, RingBuf},
     programs::{
         BtfTracePointContext, FEntryContext, FExitContext, ProbeContext, RetProbeContext,
         TracePointContext,
@@ -33,6 +33,21 @@ static EVENTS: RingBuf = RingBuf::with_byte_size(RING_BYTES, 0);
 /// Events dropped because the ring was full, per CPU (no atomics on the hot path).
 #[map]
 static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+/// Who called `connect()`, per socket, from `CLOSE -> SYN_SENT` (which runs in the
+/// caller's context) until `SYN_SENT -> ESTABLISHED` (which often runs in softirq context,
+/// on whatever task the CPU was running). Tracepoint paths only; LRU so a socket whose
+/// connect never resolves cannot leak an entry.
+#[map]
+static CONNECTING: LruHashMap<u64, Owner> = LruHashMap::with_max_entries(16384, 0);
+
+#[derive(Clone, Copy)]
+#[repr(C)]
+struct Owner {
+    tgid: u32,
+    pid: u32,
+    comm: [u8; 16],
+}
 
 /// Filled in by userspace at load time.
 #[unsafe(no_mangle)]
@@ -238,22 +253,65 @@ fn kind_of_transition(old: u32, new: u32) -> u8 {
     if was_live && now_gone { kind::CLOSE } else { 0 }
 }
 
+/// Remembers the connecting task at `SYN_SENT`; forgets it when the connect fails.
+/// Returns true when the transition needs no further handling.
+#[inline(always)]
+fn track_connecting(sk: u64, old: u32, new: u32) -> bool {
+    if new == tcp_state::SYN_SENT {
+        let pid_tgid = bpf_get_current_pid_tgid();
+        let owner = Owner {
+            tgid: (pid_tgid >> 32) as u32,
+            pid: pid_tgid as u32,
+            comm: bpf_get_current_comm().unwrap_or([0; 16]),
+        };
+        let _ = CONNECTING.insert(&sk, &owner, 0);
+        return true;
+    }
+    if old == tcp_state::SYN_SENT && new != tcp_state::ESTABLISHED {
+        let _ = CONNECTING.remove(&sk);
+        return true;
+    }
+    false
+}
+
+/// Attributes a completed connect to the task that called `connect()`.
+#[inline(always)]
+fn attribute_connect(ev: &mut Event) {
+    if ev.kind != kind::CONNECT {
+        return;
+    }
+    if let Some(owner) = unsafe { CONNECTING.get(&ev.sock) } {
+        ev.tgid = owner.tgid;
+        ev.pid = owner.pid;
+        ev.comm = owner.comm;
+        let _ = CONNECTING.remove(&ev.sock);
+    }
+}
+
 /// match-proto:v6.1:include/trace/events/sock.h:TRACE_EVENT(inet_sock_set_state, const struct sock *sk, const int oldstate, const int newstate)
 #[btf_tracepoint(function = "inet_sock_set_state")]
 pub fn tp_btf_inet_sock_set_state(ctx: BtfTracePointContext) -> i32 {
     let sk: *const u8 = ctx.arg(0);
-    let kind = kind_of_transition(ctx.arg::<u32>(1), ctx.arg::<u32>(2));
-    if kind == 0 || sk.is_null() {
+    let (old, new) = (ctx.arg::<u32>(1), ctx.arg::<u32>(2));
+    if sk.is_null() {
         return 0;
     }
-    // The tracepoint also fires for other protocols (SCTP, DCCP).
+    // The tracepoint also fires for other protocols (SCTP, MPTCP).
     let cfg = config();
     let p = cfg.sock.protocol;
     let word: u32 = read(sk, p.offset);
-    if ((word >> p.shift) & p.mask) as u16 != IPPROTO_TCP {
+    if ((word >> p.shift) & p.mask) as u16 != IPPROTO_TCP || track_connecting(sk as u64, old, new) {
         return 0;
     }
-    emit_from_sock(kind, sk);
+    let kind = kind_of_transition(old, new);
+    if kind == 0 {
+        return 0;
+    }
+    let mut ev = new_event(kind, sk, &cfg);
+    if fill_tuple_from_sock(&mut ev, sk, &cfg) {
+        attribute_connect(&mut ev);
+        submit(&ev, &cfg);
+    }
     0
 }
 
@@ -271,11 +329,17 @@ pub fn tracepoint_inet_sock_set_state(ctx: TracePointContext) -> u32 {
             ctx.read_at::<u16>(field(tp.protocol)).unwrap_or(0),
         )
     };
-    let kind = kind_of_transition(old, new);
-    if kind == 0 || protocol != IPPROTO_TCP {
+    if protocol != IPPROTO_TCP {
         return 0;
     }
     let sk: *const u8 = unsafe { ctx.read_at::<u64>(field(tp.skaddr)) }.unwrap_or(0) as *const u8;
+    if track_connecting(sk as u64, old, new) {
+        return 0;
+    }
+    let kind = kind_of_transition(old, new);
+    if kind == 0 {
+        return 0;
+    }
     let mut ev = new_event(kind, sk, &cfg);
     let family = unsafe { ctx.read_at::<u16>(field(tp.family)) }.unwrap_or(0);
     ev.family = family as u8;
@@ -294,6 +358,7 @@ pub fn tracepoint_inet_sock_set_state(ctx: TracePointContext) -> u32 {
             return 0;
         }
     }
+    attribute_connect(&mut ev);
     submit(&ev, &cfg);
     0
 }
