@@ -14,7 +14,9 @@
 
 use aya_ebpf::{
     bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
-    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel},
+    helpers::{
+        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel,
+    },
     macros::{btf_tracepoint, fentry, fexit, kprobe, kretprobe, map, tracepoint},
     maps::{LruHashMap, PerCpuArray, RingBuf},
     programs::{
@@ -249,7 +251,8 @@ fn kind_of_transition(old: u32, new: u32) -> u8 {
         return 0;
     }
     let was_live = old == tcp_state::ESTABLISHED || old == tcp_state::CLOSE_WAIT;
-    let now_gone = new == tcp_state::FIN_WAIT1 || new == tcp_state::LAST_ACK || new == tcp_state::CLOSE;
+    let now_gone =
+        new == tcp_state::FIN_WAIT1 || new == tcp_state::LAST_ACK || new == tcp_state::CLOSE;
     if was_live && now_gone { kind::CLOSE } else { 0 }
 }
 

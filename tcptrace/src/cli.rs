@@ -6,7 +6,8 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::backend::{AttachRequest, DEFAULT_RING_BYTES};
 
-const ABOUT: &str = "Exact, live counts of TCP connections per local port and per remote endpoint, from eBPF.";
+const ABOUT: &str =
+    "Exact, live counts of TCP connections per local port and per remote endpoint, from eBPF.";
 
 const LONG_ABOUT: &str = "\
 Exact, live counts of TCP connections per local port and per remote endpoint, from eBPF.
@@ -110,7 +111,8 @@ mod tests {
     use super::*;
 
     fn parse(args: &[&str]) -> Result<Command, clap::Error> {
-        Cli::try_parse_from(std::iter::once("tcptrace").chain(args.iter().copied())).map(Cli::command)
+        Cli::try_parse_from(std::iter::once("tcptrace").chain(args.iter().copied()))
+            .map(Cli::command)
     }
 
     #[test]
@@ -126,7 +128,9 @@ mod tests {
 
     #[test]
     fn events_takes_duration_and_attach() {
-        let Ok(Command::Events(e)) = parse(&["events", "--json", "--duration", "2s", "--attach", "tracepoint-classic"]) else {
+        let Ok(Command::Events(e)) =
+            parse(&["events", "--json", "--duration", "2s", "--attach", "tracepoint-classic"])
+        else {
             panic!("expected events");
         };
         assert_eq!(e.trace.duration, Some(Duration::from_secs(2)));

@@ -123,11 +123,7 @@ pub fn snapshot() -> anyhow::Result<Snapshot> {
         skipped.len(),
         started.elapsed()
     );
-    Ok(Snapshot {
-        conns,
-        namespaces,
-        skipped,
-    })
+    Ok(Snapshot { conns, namespaces, skipped })
 }
 
 /// Every live TCP connection (IPv4 and IPv6) in the calling thread's network namespace,
@@ -155,12 +151,7 @@ fn dump_states(
     let mut diag = None;
     for (family, name, sockstat, key) in [
         (AF_INET, "AF_INET", "/proc/thread-self/net/sockstat", "TCP:"),
-        (
-            AF_INET6,
-            "AF_INET6",
-            "/proc/thread-self/net/sockstat6",
-            "TCP6:",
-        ),
+        (AF_INET6, "AF_INET6", "/proc/thread-self/net/sockstat6", "TCP6:"),
     ] {
         // Every network namespace shares the one TCP hash table (unless
         // net.ipv4.tcp_child_ehash_entries is set), so each dump walks every TCP socket on
@@ -201,10 +192,7 @@ fn hashed_tcp_sockets(path: &str, key: &str) -> Option<u64> {
 }
 
 fn parse_sockstat_inuse(text: &str, key: &str) -> Option<u64> {
-    let mut words = text
-        .lines()
-        .find(|line| line.starts_with(key))?
-        .split_whitespace();
+    let mut words = text.lines().find(|line| line.starts_with(key))?.split_whitespace();
     words.find(|&word| word == "inuse")?;
     words.next()?.parse().ok()
 }
@@ -236,11 +224,7 @@ fn dump_foreign(inode: u32, paths: &[PathBuf], nsfs_dev: u64) -> Result<Option<V
         .name("tcptrace-seed".into())
         .spawn(move || -> Result<Vec<Conn>, String> {
             nix::sched::setns(&file, CloneFlags::CLONE_NEWNET).map_err(|errno| {
-                let hint = if errno == Errno::EPERM {
-                    " (needs CAP_SYS_ADMIN)"
-                } else {
-                    ""
-                };
+                let hint = if errno == Errno::EPERM { " (needs CAP_SYS_ADMIN)" } else { "" };
                 format!("setns: {}{hint}", errno_name(errno))
             })?;
             dump_current_netns(inode).map_err(|e| format!("{e:#}"))
@@ -371,14 +355,8 @@ impl DiagSocket {
         nix::sys::socket::setsockopt(&socket, nix::sys::socket::sockopt::ReceiveTimeout, &timeout)
             .context("SO_RCVTIMEO")?;
         let port = socket.bind_auto().context("bind")?.port_number();
-        socket
-            .connect(&netlink_sys::SocketAddr::new(0, 0))
-            .context("connect")?;
-        Ok(Self {
-            socket,
-            port,
-            buf: vec![0; RECV_BUF_LEN],
-        })
+        socket.connect(&netlink_sys::SocketAddr::new(0, 0)).context("connect")?;
+        Ok(Self { socket, port, buf: vec![0; RECV_BUF_LEN] })
     }
 
     /// One dump request for `family`, read to `NLMSG_DONE`.
@@ -405,10 +383,7 @@ impl DiagSocket {
                 }
             };
             if len > self.buf.len() {
-                bail!(
-                    "a {len}-byte datagram overflowed the {}-byte buffer",
-                    self.buf.len()
-                );
+                bail!("a {len}-byte datagram overflowed the {}-byte buffer", self.buf.len());
             }
             if len == 0 {
                 bail!("the kernel closed the dump without NLMSG_DONE");
@@ -425,11 +400,7 @@ fn dump_request(family: u8, states: &StateFlags, seq: u32) -> Vec<u8> {
     let mut header = NetlinkHeader::default();
     header.flags = NLM_F_REQUEST | NLM_F_DUMP;
     header.sequence_number = seq;
-    let socket_id = if family == AF_INET {
-        SocketId::new_v4()
-    } else {
-        SocketId::new_v6()
-    };
+    let socket_id = if family == AF_INET { SocketId::new_v4() } else { SocketId::new_v6() };
     let mut message = NetlinkMessage::new(
         header,
         SockDiagMessage::InetRequest(InetRequest {
@@ -541,11 +512,7 @@ mod tests {
         remote: SocketAddr,
     ) -> Vec<u8> {
         let family = if local.is_ipv4() { AF_INET } else { AF_INET6 };
-        let mut socket_id = if local.is_ipv4() {
-            SocketId::new_v4()
-        } else {
-            SocketId::new_v6()
-        };
+        let mut socket_id = if local.is_ipv4() { SocketId::new_v4() } else { SocketId::new_v6() };
         socket_id.source_address = local.ip();
         socket_id.source_port = local.port();
         socket_id.destination_address = remote.ip();
@@ -563,10 +530,7 @@ mod tests {
             },
             nlas: std::iter::empty().collect(),
         };
-        serialize(
-            reply_header(seq, port),
-            SockDiagMessage::InetResponse(Box::new(response)).into(),
-        )
+        serialize(reply_header(seq, port), SockDiagMessage::InetResponse(Box::new(response)).into())
     }
 
     fn done(seq: u32, port: u32, code: i32) -> Vec<u8> {
@@ -611,11 +575,7 @@ mod tests {
         assert_eq!(body.len(), 56);
         assert_eq!((body[0], body[1], body[2]), (AF_INET6, IPPROTO_TCP, 0));
         let states = u32::from_ne_bytes(body[4..8].try_into().unwrap());
-        assert_eq!(
-            states,
-            (1 << 1) | (1 << 8),
-            "TCPF_ESTABLISHED | TCPF_CLOSE_WAIT"
-        );
+        assert_eq!(states, (1 << 1) | (1 << 8), "TCPF_ESTABLISHED | TCPF_CLOSE_WAIT");
     }
 
     #[test]
@@ -648,14 +608,7 @@ mod tests {
             vec![
                 (1, Conn::new(7, sa("127.0.0.2:80"), sa("127.0.0.3:40000"))),
                 // IPv4 peers of dual-stack sockets come out as IPv4.
-                (
-                    8,
-                    Conn {
-                        netns: 7,
-                        local: sa("10.1.2.3:443"),
-                        remote: sa("127.0.0.9:5")
-                    }
-                ),
+                (8, Conn { netns: 7, local: sa("10.1.2.3:443"), remote: sa("127.0.0.9:5") }),
                 (1, Conn::new(7, sa("[::1]:22"), sa("[::1]:50000"))),
             ]
         );
@@ -670,10 +623,7 @@ mod tests {
         let nack = serialize(reply_header(5, 99), NetlinkPayload::Error(error));
         let e = collect(&nack, 5, 99).unwrap_err();
         assert!(format!("{e:#}").contains("NLMSG_ERROR"), "{e:#}");
-        assert_eq!(
-            e.downcast_ref::<io::Error>().unwrap().raw_os_error(),
-            Some(libc::EPERM)
-        );
+        assert_eq!(e.downcast_ref::<io::Error>().unwrap().raw_os_error(), Some(libc::EPERM));
 
         let e = collect(&done(5, 99, -libc::EINTR), 5, 99).unwrap_err();
         assert!(format!("{e:#}").contains("ended the dump"), "{e:#}");
@@ -718,10 +668,7 @@ mod tests {
             .iter()
             .flat_map(|c| {
                 let (local, remote) = (c.local_addr().unwrap(), c.peer_addr().unwrap());
-                [
-                    Conn::new(netns, local, remote),
-                    Conn::new(netns, remote, local),
-                ]
+                [Conn::new(netns, local, remote), Conn::new(netns, remote, local)]
             })
             .collect()
     }
@@ -757,9 +704,7 @@ mod tests {
             Ipv4Addr::new(127, 61, 0, 3).into(),
             mapped.local_addr().unwrap().port(),
         );
-        let cm: Vec<_> = (0..5)
-            .map(|_| TcpStream::connect(mapped_target).unwrap())
-            .collect();
+        let cm: Vec<_> = (0..5).map(|_| TcpStream::connect(mapped_target).unwrap()).collect();
         let _sm: Vec<_> = (0..5).map(|_| mapped.accept().unwrap().0).collect();
 
         let started = Instant::now();
@@ -774,30 +719,16 @@ mod tests {
         assert!(snap.namespaces >= 1);
 
         let got4 = touching(&snap.conns, own, v4.local_addr().unwrap());
-        assert_eq!(
-            got4.len(),
-            2 * N,
-            "the listener itself must not be reported"
-        );
+        assert_eq!(got4.len(), 2 * N, "the listener itself must not be reported");
         assert_exactly(&got4, &both_ends(own, &c4));
-        assert_exactly(
-            &touching(&snap.conns, own, v6.local_addr().unwrap()),
-            &both_ends(own, &c6),
-        );
+        assert_exactly(&touching(&snap.conns, own, v6.local_addr().unwrap()), &both_ends(own, &c6));
         let want_mapped = both_ends(own, &cm);
-        assert!(
-            want_mapped
-                .iter()
-                .all(|c| c.local.is_ipv4() && c.remote.is_ipv4())
-        );
+        assert!(want_mapped.iter().all(|c| c.local.is_ipv4() && c.remote.is_ipv4()));
         assert_exactly(&touching(&snap.conns, own, mapped_target), &want_mapped);
 
         // The single-namespace dump agrees.
         let direct = dump_current_netns(own).unwrap();
-        assert_exactly(
-            &touching(&direct, own, v4.local_addr().unwrap()),
-            &both_ends(own, &c4),
-        );
+        assert_exactly(&touching(&direct, own, v4.local_addr().unwrap()), &both_ends(own, &c4));
     }
 
     /// Brings `lo` up in the calling thread's network namespace.
@@ -866,23 +797,12 @@ mod tests {
 
         let snap = snapshot().unwrap();
         assert!(snap.namespaces >= 2, "{snap:?}");
-        let in_ns: Vec<Conn> = snap
-            .conns
-            .iter()
-            .filter(|c| c.netns == inode)
-            .copied()
-            .collect();
+        let in_ns: Vec<Conn> = snap.conns.iter().filter(|c| c.netns == inode).copied().collect();
         assert_exactly(&in_ns, &want);
         let own_dump = dump_current_netns(own).unwrap();
         for conn in &want {
-            let as_own = Conn {
-                netns: own,
-                ..*conn
-            };
-            assert!(
-                !own_dump.contains(&as_own),
-                "{as_own:?} leaked into the own namespace"
-            );
+            let as_own = Conn { netns: own, ..*conn };
+            assert!(!own_dump.contains(&as_own), "{as_own:?} leaked into the own namespace");
         }
         assert!(
             !snap
@@ -946,16 +866,8 @@ mod tests {
             Some(&8),
             "server end of half-closed: CLOSE_WAIT"
         );
-        assert_eq!(
-            all.get(&conn(half_local, server)),
-            Some(&5),
-            "half-closed client: FIN_WAIT2"
-        );
-        assert_eq!(
-            all.get(&conn(closed_local, server)),
-            Some(&5),
-            "closed client: FIN_WAIT2"
-        );
+        assert_eq!(all.get(&conn(half_local, server)), Some(&5), "half-closed client: FIN_WAIT2");
+        assert_eq!(all.get(&conn(closed_local, server)), Some(&5), "closed client: FIN_WAIT2");
 
         let live = touching(&dump_current_netns(own).unwrap(), own, server);
         let kept_local = kept.local_addr().unwrap();
@@ -985,12 +897,7 @@ mod tests {
         let listener = listen_on(IpAddr::V4(Ipv4Addr::new(127, 64, 0, 1)));
         let server = listener.local_addr().unwrap();
         let pairs: Vec<_> = (0..N)
-            .map(|_| {
-                (
-                    TcpStream::connect(server).unwrap(),
-                    listener.accept().unwrap().0,
-                )
-            })
+            .map(|_| (TcpStream::connect(server).unwrap(), listener.accept().unwrap().0))
             .collect();
         let mut times = Vec::new();
         for _ in 0..5 {

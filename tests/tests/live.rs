@@ -218,11 +218,15 @@ fn events_carry_correct_four_tuples() {
     );
     let ns = Netns::new("ns-events");
     let listen = v4(127, 73, 0, 1);
+    // The tracer starts before the servers' accept threads block in accept(): on the
+    // fentry/kprobe paths the accept event comes from the return of inet_csk_accept, which
+    // a call entered before the hook attached never reports (the live counts do not depend
+    // on it: they use the handshake; see one_thousand_on_one_port).
+    let tracer = Tracer::events(&[21371, 21372, 21379]);
     let v4_server = Server::listen(&ns, at(listen, 21371), Accepted::Hold);
     let v6_server = Server::listen(&ns, at(V6_LOOPBACK, 21372), Accepted::Hold);
     // Once the sentinel's closes are out, every earlier event is too.
     let sentinel = Server::listen(&ns, at(listen, 21379), Accepted::Hold);
-    let tracer = Tracer::events(&[21371, 21372, 21379]);
 
     let mut clients = connect(&ns, v4(127, 73, 0, 2), at(listen, 21371), 2);
     clients.extend(connect(&ns, V6_LOOPBACK, at(V6_LOOPBACK, 21372), 2));

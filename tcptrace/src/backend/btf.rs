@@ -82,7 +82,11 @@ impl KernelBtf {
             let member_name = self.btf.resolve_name(m).unwrap_or_default();
             let ty = self.member_type(m);
             if member_name == name {
-                return Some(Field { bit_offset: m.bit_offset(), bitfield_size: m.bitfield_size(), ty });
+                return Some(Field {
+                    bit_offset: m.bit_offset(),
+                    bitfield_size: m.bitfield_size(),
+                    ty,
+                });
             }
             if member_name.is_empty()
                 && let Type::Struct(inner) | Type::Union(inner) = &ty

@@ -103,7 +103,9 @@ pub struct Options {
 
 #[derive(Debug, thiserror::Error)]
 pub enum AttachError {
-    #[error("this binary was built without its BPF object (AYA_BUILD_SKIP was set); rebuild without it")]
+    #[error(
+        "this binary was built without its BPF object (AYA_BUILD_SKIP was set); rebuild without it"
+    )]
     NoObject,
     #[error(
         "tcptrace needs root, or the capabilities CAP_BPF and CAP_PERFMON (missing: {0}); run it with sudo, or grant them with `setcap cap_bpf,cap_perfmon,cap_sys_admin+ep`"
@@ -152,9 +154,13 @@ impl Tracer {
         match &kernel_btf {
             Ok(btf) => match btf.sock_offsets() {
                 Ok(o) => config.sock = o,
-                Err(e) => notes.push(format!("cannot use kernel BTF ({e}); network namespace ids will read 0")),
+                Err(e) => notes.push(format!(
+                    "cannot use kernel BTF ({e}); network namespace ids will read 0"
+                )),
             },
-            Err(e) => notes.push(format!("{e}; fentry, kprobe and tp_btf need it, network namespace ids will read 0")),
+            Err(e) => notes.push(format!(
+                "{e}; fentry, kprobe and tp_btf need it, network namespace ids will read 0"
+            )),
         }
         let aya_btf = Btf::from_sys_fs().ok();
         log::debug!("offsets and aya BTF ready after {:?}", t0.elapsed());
@@ -177,7 +183,8 @@ impl Tracer {
 
     /// Hands the ring buffer to the consumer.
     pub fn take_ring(&mut self) -> anyhow::Result<RingBuf<MapData>> {
-        let map = self.ebpf.take_map(EVENTS_MAP).ok_or_else(|| anyhow::anyhow!("no {EVENTS_MAP} map"))?;
+        let map =
+            self.ebpf.take_map(EVENTS_MAP).ok_or_else(|| anyhow::anyhow!("no {EVENTS_MAP} map"))?;
         Ok(RingBuf::try_from(map)?)
     }
 
@@ -215,7 +222,10 @@ fn try_backend(
     if backend == Backend::Tracepoint {
         let tracefs = Tracefs::ensure().map_err(|e| e.to_string())?;
         if tracefs.mounted_by_us {
-            notes.push(format!("mounted tracefs at {} (it was not mounted)", tracefs.root.display()));
+            notes.push(format!(
+                "mounted tracefs at {} (it was not mounted)",
+                tracefs.root.display()
+            ));
         }
         config.tracepoint = tracefs.inet_sock_set_state_offsets().map_err(|e| e.to_string())?;
     }
@@ -228,7 +238,11 @@ fn try_backend(
     Ok(ebpf)
 }
 
-fn attach_programs(ebpf: &mut Ebpf, backend: Backend, btf: Option<&Btf>) -> Result<(), ProgramError> {
+fn attach_programs(
+    ebpf: &mut Ebpf,
+    backend: Backend,
+    btf: Option<&Btf>,
+) -> Result<(), ProgramError> {
     fn prog<'a, T>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut T, ProgramError>
     where
         &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = ProgramError>,
@@ -282,7 +296,9 @@ fn attach_programs(ebpf: &mut Ebpf, backend: Backend, btf: Option<&Btf>) -> Resu
 /// One line: the error chain, without the verifier's (long) log, plus what it means.
 fn explain(backend: Backend, e: &ProgramError) -> String {
     let (what, os_error) = match e {
-        ProgramError::LoadError { io_error, .. } => ("the kernel refused to load it", io_error.raw_os_error()),
+        ProgramError::LoadError { io_error, .. } => {
+            ("the kernel refused to load it", io_error.raw_os_error())
+        }
         ProgramError::SyscallError(s) => (s.call, s.io_error.raw_os_error()),
         _ => ("", None),
     };
@@ -291,7 +307,9 @@ fn explain(backend: Backend, e: &ProgramError) -> String {
         (Backend::Fentry, Some(libc::EPERM)) => {
             "; fentry/fexit are not allowed on this kernel (function tracing is locked down or the lockdown LSM forbids it)"
         }
-        (Backend::Fentry, Some(ENOTSUPP)) => "; this kernel has no BPF trampoline (fentry needs Linux 5.5+ on x86_64 or 6.0+ on arm64)",
+        (Backend::Fentry, Some(ENOTSUPP)) => {
+            "; this kernel has no BPF trampoline (fentry needs Linux 5.5+ on x86_64 or 6.0+ on arm64)"
+        }
         (Backend::Kprobe, Some(libc::ENOENT | libc::EOPNOTSUPP) | None) => {
             "; kprobes look unavailable on this kernel (CONFIG_KPROBES unset, or the function is not probeable)"
         }
@@ -358,7 +376,11 @@ fn effective_caps() -> Option<u64> {
 /// Raising it may fail without CAP_SYS_RESOURCE, which is harmless on those later kernels.
 fn raise_memlock_limit() {
     let unlimited = nix::sys::resource::RLIM_INFINITY;
-    if let Err(e) = nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_MEMLOCK, unlimited, unlimited) {
+    if let Err(e) = nix::sys::resource::setrlimit(
+        nix::sys::resource::Resource::RLIMIT_MEMLOCK,
+        unlimited,
+        unlimited,
+    ) {
         log::debug!("cannot raise RLIMIT_MEMLOCK ({e}); fine on Linux 5.11+");
     }
 }

@@ -1,7 +1,10 @@
 //! The classic tracepoint needs tracefs: aya reads the tracepoint's id there, and the
 //! programs need the record layout from its `format` file.
 
-use std::{fs, io, path::{Path, PathBuf}};
+use std::{
+    fs, io,
+    path::{Path, PathBuf},
+};
 
 use tcptrace_common::TracepointOffsets;
 
@@ -11,7 +14,9 @@ const EVENT: &str = "events/sock/inet_sock_set_state";
 
 #[derive(Debug, thiserror::Error)]
 pub enum TracefsError {
-    #[error("tracefs is not mounted and mounting it at {TRACEFS} failed ({0}); mount it with `mount -t tracefs nodev {TRACEFS}`")]
+    #[error(
+        "tracefs is not mounted and mounting it at {TRACEFS} failed ({0}); mount it with `mount -t tracefs nodev {TRACEFS}`"
+    )]
     Mount(nix::Error),
     #[error("the kernel has no sock:inet_sock_set_state tracepoint (needs Linux 4.16 or later)")]
     NoTracepoint,
@@ -54,7 +59,8 @@ impl Tracefs {
             return Err(TracefsError::NoTracepoint);
         }
         let path = dir.join("format");
-        let text = fs::read_to_string(&path).map_err(|source| TracefsError::Read { path, source })?;
+        let text =
+            fs::read_to_string(&path).map_err(|source| TracefsError::Read { path, source })?;
         parse_format(&text)
     }
 }

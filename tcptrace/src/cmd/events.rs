@@ -2,8 +2,8 @@
 
 use crate::{
     cli::EventsArgs,
-    event::EventKind,
     cmd::{Session, Tick, print},
+    event::EventKind,
     view::events::{json_line, text_line},
 };
 

@@ -48,7 +48,8 @@ pub struct Session {
 impl Session {
     /// Attaches the programs and says on stderr which path is live and what was passed over.
     pub fn start(args: &TraceArgs) -> anyhow::Result<Self> {
-        let mut tracer = Tracer::attach(Options { attach: args.attach, ring_bytes: args.ring_size })?;
+        let mut tracer =
+            Tracer::attach(Options { attach: args.attach, ring_bytes: args.ring_size })?;
         for note in &tracer.notes {
             eprintln!("tcptrace: note: {note}");
         }
