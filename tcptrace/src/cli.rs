@@ -83,6 +83,10 @@ pub struct WatchArgs {
     /// Rows per table (local ports, remote endpoints); 0 shows all.
     #[arg(long, default_value_t = 20, value_name = "N")]
     pub top: usize,
+    /// How often to check the counts against the kernel's own table (sock_diag, as `ss`
+    /// reads it), correct them, and report the difference as `drift`; `0s` only at exit.
+    #[arg(long, default_value = "10s", value_parser = parse_duration, value_name = "DURATION")]
+    pub reconcile_every: Duration,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -124,6 +128,7 @@ mod tests {
         assert_eq!(w.top, 5);
         assert_eq!(w.trace.interval, Duration::from_millis(250));
         assert_eq!(w.trace.attach, AttachRequest::Auto);
+        assert_eq!(w.reconcile_every, Duration::from_secs(10));
     }
 
     #[test]

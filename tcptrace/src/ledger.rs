@@ -15,7 +15,7 @@ use std::cmp::{Ordering, Reverse};
 use std::collections::hash_map::Entry;
 use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::hash::Hash;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use serde::Serialize;
 
@@ -139,6 +139,13 @@ impl Ledger {
         self.v4.conns.len() + self.v6.conns.len()
     }
 
+    /// Every live connection (for reconciliation against the kernel's own table).
+    pub fn conns(&self) -> impl Iterator<Item = Conn> + '_ {
+        let v4 = self.v4.conns.iter().map(|t| t.conn(IpAddr::V4));
+        let v6 = self.v6.conns.iter().map(|t| t.conn(IpAddr::V6));
+        v4.chain(v6)
+    }
+
     #[must_use]
     pub fn is_live(&self, conn: &Conn) -> bool {
         match Key::of(conn) {
@@ -202,6 +209,16 @@ struct Tuple<A> {
     remote: A,
     lport: u16,
     rport: u16,
+}
+
+impl<A: Copy> Tuple<A> {
+    fn conn(&self, ip: impl Fn(A) -> IpAddr) -> Conn {
+        Conn::new(
+            self.netns,
+            SocketAddr::new(ip(self.local), self.lport),
+            SocketAddr::new(ip(self.remote), self.rport),
+        )
+    }
 }
 
 /// A connection's key in the table of its address family.

@@ -14,5 +14,6 @@ pub mod conn;
 pub mod consumer;
 pub mod event;
 pub mod ledger;
+pub mod reconcile;
 pub mod seed;
 pub mod view;

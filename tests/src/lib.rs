@@ -454,6 +454,7 @@ pub struct Snapshot {
     pub backend: String,
     pub events: u64,
     pub lost: u64,
+    pub drift: u64,
     pub live: u64,
     pub local_ports: Vec<PortRow>,
     pub remote_endpoints: Vec<EndpointRow>,

@@ -422,6 +422,54 @@ fn ring_overflow_is_reported() {
     println!("  still running: lost={} events={}", later.lost, later.events);
 }
 
+#[test]
+fn drift_stays_zero_after_churn() {
+    // The VM (software-emulated CPU) sets a smaller churn; the code path is the same.
+    let churn: usize =
+        std::env::var("TCPTRACE_TEST_CHURN").map_or(20_000, |v| v.parse().expect("a number"));
+    const BATCH: usize = 500;
+    const HELD: usize = 40;
+    println!(
+        "checks: after a churn of {churn} connections, reconciling with sock_diag finds drift 0, \
+         nothing is lost, and the {HELD} connections held throughout count exactly"
+    );
+    let ns = Netns::new("ns-drift");
+    let listen = v4(127, 76, 0, 1);
+    let churned = Server::listen(&ns, at(listen, 21671), Accepted::Close);
+    let held_server = Server::listen(&ns, at(listen, 21672), Accepted::Hold);
+    let tracer = Tracer::watch(&["--top", "0", "--interval", INTERVAL, "--reconcile-every", "1s"]);
+    let held_clients = connect(&ns, v4(127, 76, 0, 2), at(listen, 21672), HELD);
+    held_server.wait_accepted(HELD);
+
+    let started = Instant::now();
+    let mut opened = 0;
+    while opened < churn {
+        // Spread over source addresses so TIME_WAIT never runs a source out of ports.
+        let from = v4(127, 76, 1, 1 + (opened / BATCH % 200) as u8);
+        let n = BATCH.min(churn - opened);
+        drop(connect(&ns, from, at(listen, 21671), n));
+        opened += n;
+    }
+    churned.wait_accepted(churn);
+    println!("  churned {churn} connections in {:.1?}", started.elapsed());
+
+    // Let at least one reconciliation run after the churn has settled.
+    std::thread::sleep(Duration::from_millis(1500));
+    let ports = [21671, 21672];
+    let endpoints = [at(listen, 21671), at(listen, 21672)];
+    let want = expected(&open_ends(&held_clients, &[&held_server]), &ports, &endpoints);
+    let settled = wait_exact(&tracer, "held connections exact after the churn", &want);
+    let trusted = tracer.wait_for("drift 0 and nothing lost after the churn", |s| {
+        if s.drift == 0 && s.lost == 0 && s.elapsed_s > settled.elapsed_s {
+            Ok(())
+        } else {
+            Err(format!("drift={} lost={} events={}", s.drift, s.lost, s.events))
+        }
+    });
+    println!("  drift={} lost={} events={}", trusted.drift, trusted.lost, trusted.events);
+    assert!(trusted.events >= 2 * churn as u64, "saw the churn: {trusted:?}");
+}
+
 fn assert_clean_failure(what: &str, exit: &Exit) {
     let code = exit.code();
     assert!(

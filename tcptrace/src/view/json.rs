@@ -13,6 +13,7 @@ struct WatchLine<'a> {
     backend: &'a str,
     events: u64,
     lost: u64,
+    drift: u64,
     live: u64,
     local_ports: &'a [LocalPortRow],
     remote_endpoints: &'a [RemoteEndpointRow],
@@ -27,6 +28,7 @@ pub fn watch_line(s: &Snapshot) -> String {
         backend: &s.backend,
         events: s.events,
         lost: s.lost,
+        drift: s.drift,
         live: s.live,
         local_ports: &s.local_ports,
         remote_endpoints: &s.remote_endpoints,
@@ -44,8 +46,16 @@ mod tests {
     #[test]
     fn keys_come_in_the_documented_order() {
         let line = watch_line(&sample());
-        let keys =
-            ["elapsed_s", "backend", "events", "lost", "live", "local_ports", "remote_endpoints"];
+        let keys = [
+            "elapsed_s",
+            "backend",
+            "events",
+            "lost",
+            "drift",
+            "live",
+            "local_ports",
+            "remote_endpoints",
+        ];
         let positions: Vec<usize> =
             keys.iter().map(|k| line.find(&format!("\"{k}\":")).unwrap()).collect();
         assert!(positions.is_sorted(), "{line}");
@@ -87,6 +97,7 @@ mod tests {
             elapsed_s: 0.0,
             events: 0,
             lost: 0,
+            drift: 0,
             live: 0,
             local_ports: Vec::new(),
             remote_endpoints: Vec::new(),

@@ -11,6 +11,13 @@ pub mod events;
 pub mod json;
 pub mod table;
 
+/// How far the counts can be trusted: see [`Snapshot::lost`] and [`Snapshot::drift`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Trust {
+    pub lost: u64,
+    pub drift: u64,
+}
+
 /// The ledger's counts at one moment, with what the views print around them.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Snapshot {
@@ -23,6 +30,9 @@ pub struct Snapshot {
     /// Events the kernel dropped because the ring buffer was full: when not 0, the counts
     /// may be off.
     pub lost: u64,
+    /// Connections the last reconciliation with sock_diag found wrong in the ledger (and
+    /// corrected): when not 0, the hooks missed something.
+    pub drift: u64,
     pub live: u64,
     pub local_ports: Vec<LocalPortRow>,
     pub remote_endpoints: Vec<RemoteEndpointRow>,
@@ -35,14 +45,15 @@ impl Snapshot {
         ledger: &Ledger,
         backend: &str,
         elapsed: Duration,
-        lost: u64,
+        trust: Trust,
         top: usize,
     ) -> Self {
         Self {
             backend: backend.to_owned(),
             elapsed_s: elapsed.as_secs_f64(),
             events: ledger.events_seen(),
-            lost,
+            lost: trust.lost,
+            drift: trust.drift,
             live: ledger.live() as u64,
             local_ports: ledger.top_local_ports(top),
             remote_endpoints: ledger.top_remote_endpoints(top),
@@ -67,13 +78,19 @@ pub(crate) mod tests {
         ] {
             ledger.open(Conn::new(7, local.parse().unwrap(), remote.parse().unwrap()));
         }
-        Snapshot::from_ledger(&ledger, "fentry", Duration::from_millis(12_345), 3, 0)
+        Snapshot::from_ledger(
+            &ledger,
+            "fentry",
+            Duration::from_millis(12_345),
+            Trust { lost: 3, drift: 1 },
+            0,
+        )
     }
 
     #[test]
     fn snapshot_takes_counts_and_top_rows() {
         let s = sample();
-        assert_eq!((s.backend.as_str(), s.events, s.lost, s.live), ("fentry", 0, 3, 5));
+        assert_eq!((s.backend.as_str(), s.events, s.lost, s.drift, s.live), ("fentry", 0, 3, 1, 5));
         assert!((s.elapsed_s - 12.345).abs() < 1e-9);
         assert_eq!(s.local_ports.len(), 3);
         assert_eq!(s.local_ports[0], LocalPortRow { port: 8080, live: 3, remote_addrs: 2 });
@@ -82,7 +99,7 @@ pub(crate) mod tests {
         let mut ledger = Ledger::new();
         ledger.open(Conn::new(7, "10.0.0.1:1".parse().unwrap(), "10.0.0.2:2".parse().unwrap()));
         ledger.open(Conn::new(7, "10.0.0.1:3".parse().unwrap(), "10.0.0.2:4".parse().unwrap()));
-        let s = Snapshot::from_ledger(&ledger, "kprobe", Duration::ZERO, 0, 1);
+        let s = Snapshot::from_ledger(&ledger, "kprobe", Duration::ZERO, Trust::default(), 1);
         assert_eq!((s.live, s.local_ports.len(), s.remote_endpoints.len()), (2, 1, 1));
     }
 }

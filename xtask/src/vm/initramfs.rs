@@ -215,7 +215,7 @@ fn init_script(workload: &Workload<'_>) -> String {
             format!(
                 r#"    for exe in /tests/*; do
         echo "TCPTRACE-VM-RUN $path $exe"
-        TCPTRACE_BIN=/bin/tcptrace TCPTRACE_ATTACH="$path" timeout -s KILL "$timeout" "$exe" --test-threads=1{args} || result=failed
+        TCPTRACE_BIN=/bin/tcptrace TCPTRACE_ATTACH="$path" TCPTRACE_TEST_CHURN=3000 timeout -s KILL "$timeout" "$exe" --test-threads=1{args} || result=failed
         # No tracer a test left behind may watch the next path's tests.
         killall -KILL tcptrace 2>/dev/null
     done"#
@@ -303,7 +303,7 @@ mod tests {
         let script = init_script(&Workload::Tests { tests: &tests, args: &args });
         assert!(script.starts_with("#!/bin/sh\n"));
         assert!(script.contains(
-            r#"TCPTRACE_BIN=/bin/tcptrace TCPTRACE_ATTACH="$path" timeout -s KILL "$timeout" "$exe" --test-threads=1 'listener counts' || result=failed"#
+            r#"TCPTRACE_BIN=/bin/tcptrace TCPTRACE_ATTACH="$path" TCPTRACE_TEST_CHURN=3000 timeout -s KILL "$timeout" "$exe" --test-threads=1 'listener counts' || result=failed"#
         ));
         assert!(script.contains(r#"echo "TCPTRACE-VM-RESULT $path $result""#));
         assert!(script.contains("${arg#tcptrace.paths=}"));

@@ -1,0 +1,109 @@
+//! How far the counts can be trusted: the ledger checked against the kernel's own table.
+//!
+//! Periodically and at exit the live connections in the ledger are compared with a
+//! sock_diag snapshot (the same source `ss` reads). Connections that changed while the
+//! snapshot was being taken are left out of the comparison, since either side may have
+//! seen them before or after the change; every other difference is drift. The ledger is
+//! then corrected to the kernel's view, and the drift is reported next to `lost`.
+
+use std::collections::HashSet;
+
+use crate::{conn::Conn, ledger::Ledger};
+
+/// Differences found by one reconciliation.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Drift {
+    /// Live in the kernel, missing from the ledger (a lost or unseen open).
+    pub missing: u64,
+    /// In the ledger, no longer live in the kernel (a lost or unseen close).
+    pub stale: u64,
+}
+
+impl Drift {
+    #[must_use]
+    pub fn total(self) -> u64 {
+        self.missing + self.stale
+    }
+}
+
+/// Compares the ledger with `kernel` (the live connections of the namespaces in `dumped`)
+/// and corrects it. `touched` holds the connections that had an event while the snapshot
+/// was taken: they are not compared.
+pub fn reconcile(
+    ledger: &mut Ledger,
+    kernel: &HashSet<Conn>,
+    dumped: &HashSet<u32>,
+    touched: &HashSet<Conn>,
+) -> Drift {
+    let stale: Vec<Conn> = ledger
+        .conns()
+        .filter(|c| dumped.contains(&c.netns) && !touched.contains(c) && !kernel.contains(c))
+        .collect();
+    let missing: Vec<Conn> =
+        kernel.iter().filter(|c| !touched.contains(c) && !ledger.is_live(c)).copied().collect();
+    for c in &stale {
+        ledger.close(c);
+    }
+    for &c in &missing {
+        ledger.open(c);
+    }
+    Drift { missing: missing.len() as u64, stale: stale.len() as u64 }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn conn(netns: u32, local: &str, remote: &str) -> Conn {
+        Conn::new(netns, local.parse().unwrap(), remote.parse().unwrap())
+    }
+
+    #[test]
+    fn agreeing_tables_have_no_drift() {
+        let mut ledger = Ledger::new();
+        let a = conn(1, "127.0.0.1:80", "127.0.0.2:40000");
+        ledger.open(a);
+        let kernel = HashSet::from([a]);
+        let drift = reconcile(&mut ledger, &kernel, &HashSet::from([1]), &HashSet::new());
+        assert_eq!(drift, Drift::default());
+        assert_eq!(ledger.live(), 1);
+    }
+
+    #[test]
+    fn differences_are_counted_and_corrected() {
+        let mut ledger = Ledger::new();
+        let kept = conn(1, "127.0.0.1:80", "127.0.0.2:40000");
+        let stale = conn(1, "127.0.0.1:80", "127.0.0.2:40001");
+        let missing = conn(1, "[::1]:80", "[::1]:40002");
+        ledger.open(kept);
+        ledger.open(stale);
+        let kernel = HashSet::from([kept, missing]);
+        let drift = reconcile(&mut ledger, &kernel, &HashSet::from([1]), &HashSet::new());
+        assert_eq!(drift, Drift { missing: 1, stale: 1 });
+        assert_eq!(drift.total(), 2);
+        assert!(ledger.is_live(&missing) && !ledger.is_live(&stale) && ledger.is_live(&kept));
+    }
+
+    #[test]
+    fn connections_that_changed_during_the_snapshot_are_not_compared() {
+        let mut ledger = Ledger::new();
+        let closing = conn(1, "127.0.0.1:80", "127.0.0.2:40000");
+        let opening = conn(1, "127.0.0.1:80", "127.0.0.2:40001");
+        ledger.open(closing);
+        let kernel = HashSet::from([opening]);
+        let touched = HashSet::from([closing, opening]);
+        let drift = reconcile(&mut ledger, &kernel, &HashSet::from([1]), &touched);
+        assert_eq!(drift.total(), 0);
+        assert!(ledger.is_live(&closing), "left to its own events");
+    }
+
+    #[test]
+    fn namespaces_that_could_not_be_read_are_not_compared() {
+        let mut ledger = Ledger::new();
+        let elsewhere = conn(7, "127.0.0.1:80", "127.0.0.2:40000");
+        ledger.open(elsewhere);
+        let drift = reconcile(&mut ledger, &HashSet::new(), &HashSet::from([1]), &HashSet::new());
+        assert_eq!(drift.total(), 0);
+        assert!(ledger.is_live(&elsewhere));
+    }
+}
