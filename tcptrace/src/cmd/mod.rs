@@ -9,6 +9,8 @@ use std::{
     time::{Duration, Instant},
 };
 
+use std::collections::HashSet;
+
 use anyhow::Context as _;
 use tokio::{
     signal::unix::{Signal, SignalKind, signal},
@@ -18,7 +20,12 @@ use tokio::{
 use crate::{
     backend::{Options, Tracer},
     cli::TraceArgs,
+    conn::Conn,
     consumer::Consumer,
+    ledger::Ledger,
+    reconcile::{Drift, reconcile},
+    seed,
+    view::Trust,
 };
 
 /// How often the ring is drained when the kernel has not woken us: a quiet box still sees
@@ -92,6 +99,110 @@ impl Session {
             }
             _ = self.drain.tick() => Tick::Drain,
         }
+    }
+}
+
+/// The ledger a session keeps current: seeded from sock_diag at start, fed by every event,
+/// and checked against the kernel every `reconcile_every` and when the session stops.
+pub struct Tracked {
+    pub ledger: Ledger,
+    /// The last reconciliation's differences.
+    pub drift: Drift,
+    /// Whether a reconciliation ran during the last [`Tracked::update`].
+    pub reconciled: bool,
+    last_reconcile: Instant,
+    reconcile_every: Duration,
+}
+
+impl Tracked {
+    /// Seeds the ledger and says on stderr which path is live. Seeding after attaching
+    /// is what makes the start exact: a connection that changes in between shows up both in
+    /// the snapshot and as an event, and applying the events after the snapshot gets it
+    /// right (opens are idempotent; closes of unknown connections are ignored).
+    pub fn start(session: &mut Session, reconcile_every: Duration) -> anyhow::Result<Self> {
+        let seeded = KernelView::take(session)?;
+        for skipped in &seeded.skipped {
+            eprintln!("tcptrace: note: not seeded: {skipped}");
+        }
+        let mut ledger = Ledger::new();
+        for &conn in &seeded.conns {
+            ledger.open(conn);
+        }
+        session.consumer.drain(|ev| ledger.apply(&ev));
+        eprintln!(
+            "tcptrace: {}; seeded {} live connections from {} network namespaces",
+            session.tracer.describe(),
+            seeded.conns.len(),
+            seeded.namespaces.len(),
+        );
+        Ok(Self {
+            ledger,
+            drift: Drift::default(),
+            reconciled: false,
+            last_reconcile: Instant::now(),
+            reconcile_every,
+        })
+    }
+
+    /// Applies what the ring holds; on a report tick that is due, and always on stop,
+    /// reconciles with the kernel.
+    pub fn update(&mut self, session: &mut Session, tick: &Tick) -> anyhow::Result<()> {
+        let ledger = &mut self.ledger;
+        session.consumer.drain(|ev| ledger.apply(&ev));
+        let due = !self.reconcile_every.is_zero()
+            && self.last_reconcile.elapsed() >= self.reconcile_every;
+        self.reconciled = matches!(tick, Tick::Stop) || (matches!(tick, Tick::Report) && due);
+        if self.reconciled {
+            self.drift = self.reconcile_with_kernel(session)?;
+            self.last_reconcile = Instant::now();
+        }
+        Ok(())
+    }
+
+    #[must_use]
+    pub fn trust(&self, session: &Session) -> Trust {
+        Trust { lost: session.tracer.lost(), drift: self.drift.total() }
+    }
+
+    /// Compares the ledger with a fresh sock_diag snapshot and corrects it. Events drained
+    /// after the snapshot was started may describe changes the snapshot did or did not
+    /// see, so their connections are left out of the comparison.
+    fn reconcile_with_kernel(&mut self, session: &mut Session) -> anyhow::Result<Drift> {
+        let kernel = KernelView::take(session)?;
+        let ledger = &mut self.ledger;
+        let mut touched = HashSet::new();
+        session.consumer.drain(|ev| {
+            touched.insert(ev.conn);
+            ledger.apply(&ev);
+        });
+        let drift = reconcile(ledger, &kernel.conns, &kernel.namespaces, &touched);
+        if drift.total() > 0 {
+            log::info!("reconciliation with sock_diag: {drift:?}");
+        }
+        Ok(drift)
+    }
+}
+
+/// The kernel's live connections, keyed the way the programs key their events.
+struct KernelView {
+    conns: HashSet<Conn>,
+    /// Network namespaces whose connections were read.
+    namespaces: HashSet<u32>,
+    skipped: Vec<String>,
+}
+
+impl KernelView {
+    fn take(session: &Session) -> anyhow::Result<Self> {
+        let snapshot = seed::snapshot()?;
+        let knows_netns = session.tracer.knows_netns;
+        // Without BTF the programs report netns 0; key the kernel's view the same way.
+        let netns = |n: u32| if knows_netns { n } else { 0 };
+        let mut namespaces: HashSet<u32> =
+            snapshot.conns.iter().map(|c| netns(c.netns)).collect();
+        namespaces.insert(netns(seed::own_netns()?));
+        let conns =
+            snapshot.conns.into_iter().map(|c| Conn { netns: netns(c.netns), ..c }).collect();
+        Ok(Self { conns, namespaces, skipped: snapshot.skipped })
     }
 }
 
