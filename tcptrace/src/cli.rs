@@ -45,6 +45,9 @@ pub enum Command {
     Watch(WatchArgs),
     /// One line per connect, accept and close.
     Events(EventsArgs),
+    /// Turn a capacity claim into pass or fail: watch for --duration, then exit 0 if every
+    /// --expect held, 1 if one did not, 2 on bad input or when nothing could be measured.
+    Check(CheckArgs),
 }
 
 impl Cli {
@@ -85,6 +88,34 @@ pub struct WatchArgs {
     pub top: usize,
     /// How often to check the counts against the kernel's own table (sock_diag, as `ss`
     /// reads it), correct them, and report the difference as `drift`; `0s` only at exit.
+    #[arg(long, default_value = "10s", value_parser = parse_duration, value_name = "DURATION")]
+    pub reconcile_every: Duration,
+}
+
+#[derive(Debug, Clone, Args)]
+#[command(
+    after_help = "Example:\n  tcptrace check --expect 'lport=8080 live>=100000' \\\n      --expect 'dst=127.0.0.5:9000 headroom>=20%' --duration 60s --report out.json"
+)]
+pub struct CheckArgs {
+    #[command(flatten)]
+    pub trace: TraceArgs,
+    /// A claim to check, e.g. 'lport=8080 live>=100000'; repeat for several. See
+    /// --help for the grammar.
+    #[arg(long = "expect", required = true, value_name = "EXPR", long_help = crate::check::EXPECT_HELP)]
+    pub expect: Vec<crate::check::Expectation>,
+    /// Also write the verdicts, observed values, lost and drift as JSON to this file.
+    #[arg(long, value_name = "PATH")]
+    pub report: Option<std::path::PathBuf>,
+    /// Lost events tolerated before the check fails (default 0: counts must be exact).
+    #[arg(long, value_name = "N")]
+    pub max_lost: Option<u64>,
+    /// Drift tolerated before the check fails (default 0).
+    #[arg(long, value_name = "N")]
+    pub max_drift: Option<u64>,
+    /// Do not fail the check on lost events or drift (unless --max-drift is given).
+    #[arg(long, conflicts_with = "max_lost")]
+    pub ignore_loss: bool,
+    /// How often to reconcile with sock_diag during the check; it also runs at the end.
     #[arg(long, default_value = "10s", value_parser = parse_duration, value_name = "DURATION")]
     pub reconcile_every: Duration,
 }

@@ -173,6 +173,40 @@ impl Ledger {
         self.untracked_closes
     }
 
+    /// The live connections of one local port, if it has any.
+    #[must_use]
+    pub fn local_port(&self, port: u16) -> Option<LocalPortRow> {
+        self.ports.get(&port).map(|agg| LocalPortRow {
+            port,
+            live: u64::from(agg.live),
+            remote_addrs: u64::from(agg.distinct),
+        })
+    }
+
+    /// The live connections to one remote endpoint, if it has any.
+    #[must_use]
+    pub fn remote_endpoint(&self, endpoint: SocketAddr) -> Option<RemoteEndpointRow> {
+        let agg = match canonical_ip(endpoint.ip()) {
+            IpAddr::V4(ip) => self.v4.endpoints.get(&(ip, endpoint.port())),
+            IpAddr::V6(ip) => self.v6.endpoints.get(&(ip, endpoint.port())),
+        }?;
+        Some(RemoteEndpointRow {
+            addr: canonical_ip(endpoint.ip()),
+            port: endpoint.port(),
+            live: u64::from(agg.live),
+            local_ports: u64::from(agg.distinct),
+        })
+    }
+
+    /// The most live connections on local port `port` from any one remote address. Scans
+    /// the per-(port, remote address) counts: meant for the few ports a check names.
+    #[must_use]
+    pub fn max_per_remote(&self, port: u16) -> u64 {
+        let v4 = self.v4.port_remotes.iter().filter(|((p, _), _)| *p == port).map(|(_, &n)| n);
+        let v6 = self.v6.port_remotes.iter().filter(|((p, _), _)| *p == port).map(|(_, &n)| n);
+        u64::from(v4.chain(v6).max().unwrap_or(0))
+    }
+
     /// The `n` local ports with the most live connections (all of them when `n` is 0),
     /// most first, ties by port number.
     #[must_use]
@@ -454,6 +488,27 @@ mod tests {
             .collect();
         endpoints.sort_by_key(|r| (Reverse(r.live), r.addr, r.port));
         (ports, endpoints)
+    }
+
+    #[test]
+    fn single_port_and_endpoint_lookups_match_the_top_rows() {
+        let mut l = Ledger::new();
+        for (local, remote) in [
+            ("127.0.0.1:80", "127.0.0.2:40000"),
+            ("127.0.0.1:80", "127.0.0.2:40001"),
+            ("127.0.0.1:80", "127.0.0.3:40000"),
+            ("[::1]:80", "[::1]:40000"),
+        ] {
+            l.open(Conn::new(1, local.parse().unwrap(), remote.parse().unwrap()));
+        }
+        assert_eq!(l.local_port(80), l.top_local_ports(1).first().copied());
+        assert_eq!(l.local_port(81), None);
+        assert_eq!(l.max_per_remote(80), 2);
+        assert_eq!(l.max_per_remote(81), 0);
+        let ep = l.remote_endpoint("127.0.0.2:40000".parse().unwrap()).unwrap();
+        assert_eq!((ep.live, ep.local_ports), (1, 1));
+        let mapped = l.remote_endpoint("[::ffff:127.0.0.2]:40000".parse().unwrap());
+        assert_eq!(mapped, Some(ep), "IPv4-mapped addresses find the IPv4 row");
     }
 
     #[test]

@@ -8,6 +8,7 @@
 //! - [`view`]: renders the ledger as a table, JSON lines or an event log.
 
 pub mod backend;
+pub mod capacity;
 pub mod check;
 pub mod cli;
 pub mod cmd;

@@ -1,7 +1,10 @@
 use std::process::ExitCode;
 
 use clap::Parser as _;
-use tcptrace::cli::{Cli, Command};
+use tcptrace::{
+    check::Outcome,
+    cli::{Cli, Command},
+};
 
 fn main() -> ExitCode {
     // Bad flags exit 2 with clap's message and usage.
@@ -18,15 +21,21 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command() {
-            Command::Watch(args) => tcptrace::cmd::watch::run(args).await,
-            Command::Events(args) => tcptrace::cmd::events::run(args).await,
+            Command::Watch(args) => {
+                tcptrace::cmd::watch::run(args).await.map(|()| ExitCode::SUCCESS)
+            }
+            Command::Events(args) => {
+                tcptrace::cmd::events::run(args).await.map(|()| ExitCode::SUCCESS)
+            }
+            // A check that could not measure has no verdict: that is not "the claim failed".
+            Command::Check(args) => Ok(tcptrace::cmd::check::run(args)
+                .await
+                .map_err(|e| eprintln!("tcptrace: error: {e:#}"))
+                .map_or(Outcome::BadInput.into(), ExitCode::from)),
         }
     });
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("tcptrace: error: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    result.unwrap_or_else(|e| {
+        eprintln!("tcptrace: error: {e:#}");
+        ExitCode::FAILURE
+    })
 }

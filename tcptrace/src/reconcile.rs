@@ -26,6 +26,10 @@ impl Drift {
     }
 }
 
+#[expect(
+    clippy::implicit_hasher,
+    reason = "the callers build these sets; a generic hasher would only add noise"
+)]
 /// Compares the ledger with `kernel` (the live connections of the namespaces in `dumped`)
 /// and corrects it. `touched` holds the connections that had an event while the snapshot
 /// was taken: they are not compared.

@@ -26,7 +26,7 @@ use netlink_packet_core::{
 };
 use netlink_packet_sock_diag::{
     AF_INET, AF_INET6, IPPROTO_TCP, SOCK_DIAG_BY_FAMILY, SockDiagMessage,
-    inet::{ExtensionFlags, InetRequest, InetResponseHeader, SocketId, StateFlags},
+    inet::{ExtensionFlags, InetRequest, InetResponseHeader, SocketId},
 };
 use netlink_sys::{Socket, protocols::NETLINK_SOCK_DIAG};
 use nix::errno::Errno;
@@ -92,6 +92,39 @@ pub fn own_netns() -> io::Result<u32> {
 /// are passed over without a word.
 pub fn snapshot() -> anyhow::Result<Snapshot> {
     let started = Instant::now();
+    let found = in_every_netns(dump_current_netns)?;
+    let namespaces = found.results.len();
+    let conns: Vec<Conn> = found.results.into_iter().flat_map(|(_, conns)| conns).collect();
+    log::debug!(
+        "sock_diag: {} live connections in {namespaces} network namespaces ({} skipped) in {:?}",
+        conns.len(),
+        found.skipped.len(),
+        started.elapsed()
+    );
+    Ok(Snapshot { conns, namespaces, skipped: found.skipped })
+}
+
+/// What [`in_every_netns`] got from each network namespace it could enter.
+#[derive(Debug)]
+pub struct PerNetns<T> {
+    /// `(namespace inode, result)`; the calling thread's own namespace comes first.
+    pub results: Vec<(u32, T)>,
+    /// One line per namespace (or group of tasks) that could not be read, and why.
+    pub skipped: Vec<String>,
+}
+
+/// Runs `work(inode)` once inside every network namespace that can be found (see
+/// [`snapshot`]): in the calling thread for its own namespace, and in a short-lived thread
+/// that `setns()`ed into it for each other one. Whatever `work` opens there (a netlink
+/// socket, a file under `/proc/sys/net`) belongs to that namespace.
+///
+/// Fails only if `work` fails in the own namespace; a foreign namespace that cannot be
+/// entered, or where `work` fails, is listed in [`PerNetns::skipped`].
+pub fn in_every_netns<T, F>(work: F) -> anyhow::Result<PerNetns<T>>
+where
+    T: Send,
+    F: Fn(u32) -> anyhow::Result<T> + Sync,
+{
     let own_meta =
         fs::metadata("/proc/thread-self/ns/net").context("stat /proc/thread-self/ns/net")?;
     let own = ns_inode(&own_meta).map_err(|e| anyhow!(e))?;
@@ -99,31 +132,21 @@ pub fn snapshot() -> anyhow::Result<Snapshot> {
     // mount is gone is a plain tmpfs file on another device.
     let nsfs_dev = own_meta.dev();
 
-    let mut conns =
-        dump_current_netns(own).context("dumping the tracer's own network namespace")?;
-    let mut namespaces = 1;
+    let mine = work(own).context("dumping the tracer's own network namespace")?;
+    let mut results = vec![(own, mine)];
     let mut found = Discovered::default();
     found.walk_run_netns(nsfs_dev);
     found.walk_proc(nsfs_dev);
     let mut skipped = found.unreadable_summary().into_iter().collect::<Vec<_>>();
 
     for (&inode, paths) in found.namespaces.iter().filter(|&(&inode, _)| inode != own) {
-        match dump_foreign(inode, paths, nsfs_dev) {
-            Ok(Some(mut more)) => {
-                namespaces += 1;
-                conns.append(&mut more);
-            }
+        match in_foreign(inode, paths, nsfs_dev, &work) {
+            Ok(Some(result)) => results.push((inode, result)),
             Ok(None) => log::debug!("netns {inode}: gone before it could be opened"),
             Err(why) => skipped.push(why),
         }
     }
-    log::debug!(
-        "sock_diag: {} live connections in {namespaces} network namespaces ({} skipped) in {:?}",
-        conns.len(),
-        skipped.len(),
-        started.elapsed()
-    );
-    Ok(Snapshot { conns, namespaces, skipped })
+    Ok(PerNetns { results, skipped })
 }
 
 /// Every live TCP connection (IPv4 and IPv6) in the calling thread's network namespace,
@@ -135,20 +158,68 @@ pub fn snapshot() -> anyhow::Result<Snapshot> {
 /// caught by the hooks or a later dump.
 pub fn dump_current_netns(netns: u32) -> anyhow::Result<Vec<Conn>> {
     let mut conns = Vec::new();
-    dump_states(netns, &live_states(), |_, conn| conns.push(conn))?;
+    dump_states(netns, &live_states(), |socket| conns.push(socket.conn))?;
     conns.sort_unstable();
     conns.dedup();
     Ok(conns)
 }
 
-/// Dumps the TCP sockets whose state is in `states`, both families, into `sink` as
-/// `(state, conn)`.
+/// TCP states as sock_diag reports them (`include/net/tcp_states.h`).
+pub mod tcp_state {
+    pub use netlink_packet_sock_diag::constants::{
+        TCP_CLOSE as CLOSE, TCP_CLOSE_WAIT as CLOSE_WAIT, TCP_CLOSING as CLOSING,
+        TCP_ESTABLISHED as ESTABLISHED, TCP_FIN_WAIT1 as FIN_WAIT1, TCP_FIN_WAIT2 as FIN_WAIT2,
+        TCP_LAST_ACK as LAST_ACK, TCP_LISTEN as LISTEN, TCP_SYN_RECV as SYN_RECV,
+        TCP_SYN_SENT as SYN_SENT, TCP_TIME_WAIT as TIME_WAIT,
+    };
+}
+
+pub use netlink_packet_sock_diag::inet::StateFlags;
+
+/// One TCP socket of a sock_diag dump.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TcpSocket {
+    /// For a listener, the remote end is the unspecified address, port 0.
+    pub conn: Conn,
+    /// One of [`tcp_state`]. A `TIME_WAIT` socket reports its sub-state when it is an
+    /// orphaned `FIN_WAIT2` that the kernel turned into a timewait socket.
+    pub state: u8,
+    /// Inode of the socket file (`/proc/PID/fd/N -> socket:[INODE]`); 0 for sockets no
+    /// file holds (`TIME_WAIT`, orphans, request sockets).
+    pub inode: u32,
+}
+
+/// Every TCP socket (IPv4 and IPv6) whose state is in `states`, in the calling thread's
+/// network namespace, labelled `netns`, sorted by 4-tuple, each socket once (a dump can
+/// repeat a socket: see [`dump_current_netns`]). Listeners of one `SO_REUSEPORT` group
+/// share a 4-tuple and stay apart by their inodes.
+pub fn dump_sockets(netns: u32, states: &StateFlags) -> anyhow::Result<Vec<TcpSocket>> {
+    let mut sockets = Vec::new();
+    dump_states(netns, states, |socket| sockets.push(socket))?;
+    sockets.sort_unstable_by_key(|s| (s.conn, s.inode));
+    sockets.dedup_by_key(|s| (s.conn, s.inode));
+    Ok(sockets)
+}
+
+/// Dumps the TCP sockets whose state is in `states`, both families, into `sink`.
 fn dump_states(
     netns: u32,
     states: &StateFlags,
-    mut sink: impl FnMut(u8, Conn),
+    mut sink: impl FnMut(TcpSocket),
 ) -> anyhow::Result<()> {
     let mut diag = None;
+    // Timewait sockets are not in sockstat's `inuse` but in its `tw` (both families); the
+    // kernel filters them by sub-state, which is FIN_WAIT2 for an orphan that went
+    // straight to one.
+    let time_waits = if states.intersects(StateFlags::TIME_WAIT | StateFlags::FIN_WAIT2) {
+        parse_sockstat_field(
+            &fs::read_to_string("/proc/thread-self/net/sockstat").unwrap_or_default(),
+            "TCP:",
+            "tw",
+        )
+    } else {
+        Some(0)
+    };
     for (family, name, sockstat, key) in [
         (AF_INET, "AF_INET", "/proc/thread-self/net/sockstat", "TCP:"),
         (AF_INET6, "AF_INET6", "/proc/thread-self/net/sockstat6", "TCP6:"),
@@ -158,8 +229,8 @@ fn dump_states(
         // the box whatever namespace asks. The per-namespace count of hashed sockets
         // (listening or connected; not TIME_WAIT, not request socks) tells when a walk
         // cannot find anything: empty namespaces and unused families then cost nothing.
-        let hashed_only = !states.intersects(StateFlags::TIME_WAIT | StateFlags::SYN_RECV);
-        if hashed_only && hashed_tcp_sockets(sockstat, key) == Some(0) {
+        let countable = !states.contains(StateFlags::SYN_RECV) && time_waits == Some(0);
+        if countable && hashed_tcp_sockets(sockstat, key) == Some(0) {
             continue;
         }
         let diag = match &mut diag {
@@ -170,14 +241,15 @@ fn dump_states(
         };
         diag.dump(family, states, &mut |header| {
             let id = &header.socket_id;
-            sink(
-                header.state,
-                Conn::new(
+            sink(TcpSocket {
+                conn: Conn::new(
                     netns,
                     SocketAddr::new(id.source_address, id.source_port),
                     SocketAddr::new(id.destination_address, id.destination_port),
                 ),
-            );
+                state: header.state,
+                inode: header.inode,
+            });
         })
         .with_context(|| format!("sock_diag dump of {name} TCP sockets"))?;
     }
@@ -192,15 +264,29 @@ fn hashed_tcp_sockets(path: &str, key: &str) -> Option<u64> {
 }
 
 fn parse_sockstat_inuse(text: &str, key: &str) -> Option<u64> {
+    parse_sockstat_field(text, key, "inuse")
+}
+
+/// The number after `field` on the `key` line of a sockstat file.
+fn parse_sockstat_field(text: &str, key: &str, field: &str) -> Option<u64> {
     let mut words = text.lines().find(|line| line.starts_with(key))?.split_whitespace();
-    words.find(|&word| word == "inuse")?;
+    words.find(|&word| word == field)?;
     words.next()?.parse().ok()
 }
 
-/// Opens the namespace, checks it is still the one that was found, and dumps it from a
+/// Opens the namespace, checks it is still the one that was found, and runs `work` in a
 /// thread that entered it. `Ok(None)`: every path vanished (the namespace is gone or has
-/// no task left that we know of). `Err`: the line for [`Snapshot::skipped`].
-fn dump_foreign(inode: u32, paths: &[PathBuf], nsfs_dev: u64) -> Result<Option<Vec<Conn>>, String> {
+/// no task left that we know of). `Err`: the line for [`PerNetns::skipped`].
+fn in_foreign<T, F>(
+    inode: u32,
+    paths: &[PathBuf],
+    nsfs_dev: u64,
+    work: &F,
+) -> Result<Option<T>, String>
+where
+    T: Send,
+    F: Fn(u32) -> anyhow::Result<T> + Sync,
+{
     let mut refused = None;
     let mut opened = None;
     for path in paths {
@@ -220,21 +306,25 @@ fn dump_foreign(inode: u32, paths: &[PathBuf], nsfs_dev: u64) -> Result<Option<V
         return refused.map_or(Ok(None), Err);
     };
     let label = format!("netns {inode} ({})", path.display());
-    let worker = std::thread::Builder::new()
-        .name("tcptrace-seed".into())
-        .spawn(move || -> Result<Vec<Conn>, String> {
-            nix::sched::setns(&file, CloneFlags::CLONE_NEWNET).map_err(|errno| {
-                let hint = if errno == Errno::EPERM { " (needs CAP_SYS_ADMIN)" } else { "" };
-                format!("setns: {}{hint}", errno_name(errno))
-            })?;
-            dump_current_netns(inode).map_err(|e| format!("{e:#}"))
-        })
-        .map_err(|e| format!("{label}: spawning a thread: {e}"))?;
-    match worker.join() {
-        Ok(Ok(conns)) => Ok(Some(conns)),
-        Ok(Err(why)) => Err(format!("{label}: {why}")),
-        Err(_) => Err(format!("{label}: the dumping thread panicked")),
-    }
+    // A scoped thread, so that `work` can borrow from the caller; it exits (and leaves the
+    // namespace with it) before this returns.
+    std::thread::scope(|scope| {
+        let worker = std::thread::Builder::new()
+            .name("tcptrace-netns".into())
+            .spawn_scoped(scope, move || -> Result<T, String> {
+                nix::sched::setns(&file, CloneFlags::CLONE_NEWNET).map_err(|errno| {
+                    let hint = if errno == Errno::EPERM { " (needs CAP_SYS_ADMIN)" } else { "" };
+                    format!("setns: {}{hint}", errno_name(errno))
+                })?;
+                work(inode).map_err(|e| format!("{e:#}"))
+            })
+            .map_err(|e| format!("{label}: spawning a thread: {e}"))?;
+        match worker.join() {
+            Ok(Ok(result)) => Ok(Some(result)),
+            Ok(Err(why)) => Err(format!("{label}: {why}")),
+            Err(_) => Err(format!("{label}: the thread in the namespace panicked")),
+        }
+    })
 }
 
 /// `EPERM` rather than nix's `EPERM: Operation not permitted`, to keep the line short.
@@ -476,7 +566,7 @@ fn parse_datagram(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use netlink_packet_core::{DoneMessage, ErrorMessage};
     use netlink_packet_sock_diag::inet::InetResponse;
@@ -732,7 +822,7 @@ mod tests {
     }
 
     /// Brings `lo` up in the calling thread's network namespace.
-    fn loopback_up() -> io::Result<()> {
+    pub(crate) fn loopback_up() -> io::Result<()> {
         use std::os::fd::AsRawFd;
         let sock = nix::sys::socket::socket(
             nix::sys::socket::AddressFamily::Inet,
@@ -844,8 +934,8 @@ mod tests {
         let deadline = Instant::now() + Duration::from_secs(5);
         let all = loop {
             let mut all = BTreeMap::new();
-            dump_states(own, &StateFlags::all(), |state, conn| {
-                all.insert(conn, state);
+            dump_states(own, &StateFlags::all(), |socket| {
+                all.insert(socket.conn, socket.state);
             })
             .unwrap();
             let fin_wait2 = [closed_local, half_local]

@@ -424,11 +424,11 @@ fn ring_overflow_is_reported() {
 
 #[test]
 fn drift_stays_zero_after_churn() {
+    const BATCH: usize = 500;
+    const HELD: usize = 40;
     // The VM (software-emulated CPU) sets a smaller churn; the code path is the same.
     let churn: usize =
         std::env::var("TCPTRACE_TEST_CHURN").map_or(20_000, |v| v.parse().expect("a number"));
-    const BATCH: usize = 500;
-    const HELD: usize = 40;
     println!(
         "checks: after a churn of {churn} connections, reconciling with sock_diag finds drift 0, \
          nothing is lost, and the {HELD} connections held throughout count exactly"

@@ -1,6 +1,7 @@
 //! The long-running commands. Each one attaches, then loops on [`Session::next`], which
 //! turns ring wake-ups, timers, the deadline and signals into one stream of ticks.
 
+pub mod check;
 pub mod events;
 pub mod watch;
 
@@ -22,6 +23,7 @@ use crate::{
     cli::TraceArgs,
     conn::Conn,
     consumer::Consumer,
+    event::Event,
     ledger::Ledger,
     reconcile::{Drift, reconcile},
     seed,
@@ -144,16 +146,24 @@ impl Tracked {
         })
     }
 
-    /// Applies what the ring holds; on a report tick that is due, and always on stop,
-    /// reconciles with the kernel.
-    pub fn update(&mut self, session: &mut Session, tick: &Tick) -> anyhow::Result<()> {
+    /// Applies what the ring holds, showing each event to `also` too (per-port rates);
+    /// on a report tick that is due, and always on stop, reconciles with the kernel.
+    pub fn update(
+        &mut self,
+        session: &mut Session,
+        tick: &Tick,
+        mut also: impl FnMut(&Event),
+    ) -> anyhow::Result<()> {
         let ledger = &mut self.ledger;
-        session.consumer.drain(|ev| ledger.apply(&ev));
+        session.consumer.drain(|ev| {
+            also(&ev);
+            ledger.apply(&ev);
+        });
         let due = !self.reconcile_every.is_zero()
             && self.last_reconcile.elapsed() >= self.reconcile_every;
         self.reconciled = matches!(tick, Tick::Stop) || (matches!(tick, Tick::Report) && due);
         if self.reconciled {
-            self.drift = self.reconcile_with_kernel(session)?;
+            self.drift = self.reconcile_with_kernel(session, also)?;
             self.last_reconcile = Instant::now();
         }
         Ok(())
@@ -167,11 +177,16 @@ impl Tracked {
     /// Compares the ledger with a fresh sock_diag snapshot and corrects it. Events drained
     /// after the snapshot was started may describe changes the snapshot did or did not
     /// see, so their connections are left out of the comparison.
-    fn reconcile_with_kernel(&mut self, session: &mut Session) -> anyhow::Result<Drift> {
+    fn reconcile_with_kernel(
+        &mut self,
+        session: &mut Session,
+        mut also: impl FnMut(&Event),
+    ) -> anyhow::Result<Drift> {
         let kernel = KernelView::take(session)?;
         let ledger = &mut self.ledger;
         let mut touched = HashSet::new();
         session.consumer.drain(|ev| {
+            also(&ev);
             touched.insert(ev.conn);
             ledger.apply(&ev);
         });
@@ -197,8 +212,7 @@ impl KernelView {
         let knows_netns = session.tracer.knows_netns;
         // Without BTF the programs report netns 0; key the kernel's view the same way.
         let netns = |n: u32| if knows_netns { n } else { 0 };
-        let mut namespaces: HashSet<u32> =
-            snapshot.conns.iter().map(|c| netns(c.netns)).collect();
+        let mut namespaces: HashSet<u32> = snapshot.conns.iter().map(|c| netns(c.netns)).collect();
         namespaces.insert(netns(seed::own_netns()?));
         let conns =
             snapshot.conns.into_iter().map(|c| Conn { netns: netns(c.netns), ..c }).collect();

@@ -3,6 +3,7 @@
 use std::io::IsTerminal as _;
 
 use crate::{
+    capacity::{self, Capacity},
     cli::WatchArgs,
     cmd::{Session, Tick, Tracked, print},
     view::{self, Snapshot},
@@ -11,15 +12,21 @@ use crate::{
 pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
     let mut session = Session::start(&args.trace)?;
     let mut tracked = Tracked::start(&mut session, args.reconcile_every)?;
+    let mut capacity = capacity::Tracker::new();
     let clear_screen = !args.json && std::io::stdout().is_terminal();
-    let render = |session: &Session, tracked: &Tracked| {
+    let render = |session: &Session, tracked: &Tracked, capacity: &mut capacity::Tracker| {
+        let rows = capacity.refresh(args.top).unwrap_or_else(|e| {
+            log::warn!("capacity views unavailable: {e:#}");
+            Capacity::default()
+        });
         let snapshot = Snapshot::from_ledger(
             &tracked.ledger,
             session.tracer.backend.name(),
             session.started.elapsed(),
             tracked.trust(session),
             args.top,
-        );
+        )
+        .with_capacity(rows);
         if args.json {
             view::json::watch_line(&snapshot)
         } else if clear_screen {
@@ -28,21 +35,21 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
             format!("{}\n", view::table::render(&snapshot))
         }
     };
-    if !print(&render(&session, &tracked))? {
+    if !print(&render(&session, &tracked, &mut capacity))? {
         return Ok(());
     }
     loop {
         let tick = session.next().await;
-        tracked.update(&mut session, &tick)?;
+        tracked.update(&mut session, &tick, |ev| capacity.on_event(ev))?;
         match tick {
             Tick::Drain => {}
             Tick::Report => {
-                if !print(&render(&session, &tracked))? {
+                if !print(&render(&session, &tracked, &mut capacity))? {
                     return Ok(());
                 }
             }
             Tick::Stop => {
-                print(&render(&session, &tracked))?;
+                print(&render(&session, &tracked, &mut capacity))?;
                 return Ok(());
             }
         }

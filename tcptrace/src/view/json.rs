@@ -3,7 +3,10 @@
 use serde::Serialize;
 
 use super::Snapshot;
-use crate::ledger::{LocalPortRow, RemoteEndpointRow};
+use crate::{
+    capacity::{DestinationRow, ListenerRow},
+    ledger::{LocalPortRow, RemoteEndpointRow},
+};
 
 /// The line's schema. Its own type, rather than `Snapshot`'s, so that the key order
 /// consumers see is written down here and does not follow the struct's field order.
@@ -17,6 +20,8 @@ struct WatchLine<'a> {
     live: u64,
     local_ports: &'a [LocalPortRow],
     remote_endpoints: &'a [RemoteEndpointRow],
+    listeners: &'a [ListenerRow],
+    destinations: &'a [DestinationRow],
 }
 
 /// The snapshot as one line of JSON, without the trailing newline.
@@ -32,6 +37,8 @@ pub fn watch_line(s: &Snapshot) -> String {
         live: s.live,
         local_ports: &s.local_ports,
         remote_endpoints: &s.remote_endpoints,
+        listeners: &s.listeners,
+        destinations: &s.destinations,
     };
     serde_json::to_string(&line).expect("a snapshot always serializes")
 }
@@ -55,6 +62,8 @@ mod tests {
             "live",
             "local_ports",
             "remote_endpoints",
+            "listeners",
+            "destinations",
         ];
         let positions: Vec<usize> =
             keys.iter().map(|k| line.find(&format!("\"{k}\":")).unwrap()).collect();
@@ -101,6 +110,8 @@ mod tests {
             live: 0,
             local_ports: Vec::new(),
             remote_endpoints: Vec::new(),
+            listeners: Vec::new(),
+            destinations: Vec::new(),
         };
         let v: Value = serde_json::from_str(&watch_line(&s)).unwrap();
         assert_eq!(v["local_ports"], serde_json::json!([]));

@@ -5,7 +5,10 @@
 
 use std::time::Duration;
 
-use crate::ledger::{Ledger, LocalPortRow, RemoteEndpointRow};
+use crate::{
+    capacity::{Capacity, DestinationRow, ListenerRow},
+    ledger::{Ledger, LocalPortRow, RemoteEndpointRow},
+};
 
 pub mod events;
 pub mod json;
@@ -36,6 +39,10 @@ pub struct Snapshot {
     pub live: u64,
     pub local_ports: Vec<LocalPortRow>,
     pub remote_endpoints: Vec<RemoteEndpointRow>,
+    /// Per listening socket: port reuse on the server side.
+    pub listeners: Vec<ListenerRow>,
+    /// Per client-side destination: ephemeral ports in use and headroom.
+    pub destinations: Vec<DestinationRow>,
 }
 
 impl Snapshot {
@@ -57,7 +64,17 @@ impl Snapshot {
             live: ledger.live() as u64,
             local_ports: ledger.top_local_ports(top),
             remote_endpoints: ledger.top_remote_endpoints(top),
+            listeners: Vec::new(),
+            destinations: Vec::new(),
         }
+    }
+
+    /// Adds the capacity rows (already cut to the top N by the tracker).
+    #[must_use]
+    pub fn with_capacity(mut self, capacity: Capacity) -> Self {
+        self.listeners = capacity.listeners;
+        self.destinations = capacity.destinations;
+        self
     }
 }
 

@@ -45,6 +45,62 @@ pub fn render(s: &Snapshot) -> String {
         [("REMOTE ENDPOINT", Align::Left), ("LIVE", Align::Right), ("LOCAL PORTS", Align::Right)],
         &endpoints,
     );
+    if !s.listeners.is_empty() {
+        out.push('\n');
+        let rows: Vec<[String; 6]> = s
+            .listeners
+            .iter()
+            .map(|l| {
+                [
+                    SocketAddr::new(l.addr, l.port).to_string(),
+                    l.live.to_string(),
+                    l.peak_live.to_string(),
+                    l.max_per_remote.to_string(),
+                    l.reuseport_sockets.to_string(),
+                    format!("{:.0}/s", l.accept_rate),
+                ]
+            })
+            .collect();
+        write_table(
+            &mut out,
+            [
+                ("LISTENER", Align::Left),
+                ("LIVE", Align::Right),
+                ("PEAK", Align::Right),
+                ("MAX/REMOTE", Align::Right),
+                ("REUSEPORT", Align::Right),
+                ("ACCEPTS", Align::Right),
+            ],
+            &rows,
+        );
+    }
+    if !s.destinations.is_empty() {
+        out.push('\n');
+        let rows: Vec<[String; 5]> = s
+            .destinations
+            .iter()
+            .map(|d| {
+                [
+                    format!("{} -> {}", d.laddr, SocketAddr::new(d.raddr, d.rport)),
+                    d.ports_in_use.to_string(),
+                    format!("{:.1}%", d.use_pct),
+                    format!("{:.0}/s", d.connect_rate),
+                    d.exhaustion_s.map_or_else(|| "-".to_owned(), |t| format!("{t:.0}s")),
+                ]
+            })
+            .collect();
+        write_table(
+            &mut out,
+            [
+                ("DESTINATION", Align::Left),
+                ("PORTS", Align::Right),
+                ("USE", Align::Right),
+                ("CONNECTS", Align::Right),
+                ("EXHAUSTED IN", Align::Right),
+            ],
+            &rows,
+        );
+    }
     out
 }
 

@@ -1,0 +1,120 @@
+//! `tcptrace check`: watch for the duration, then a verdict on each expectation.
+
+use std::net::SocketAddr;
+
+use anyhow::Context as _;
+
+use crate::{
+    capacity::{self, Capacity},
+    check::{
+        Check, DestinationValues, Observation, Outcome, PortValues, Tolerance, TotalValues, summary,
+    },
+    cli::CheckArgs,
+    cmd::{Session, Tick, Tracked, print},
+    conn::canonical_ip,
+    ledger::Ledger,
+};
+
+pub async fn run(args: CheckArgs) -> anyhow::Result<Outcome> {
+    let mut session = Session::start(&args.trace)?;
+    let mut tracked = Tracked::start(&mut session, args.reconcile_every)?;
+    let mut capacity = capacity::Tracker::new();
+    let tolerance = Tolerance::from_flags(args.max_lost, args.max_drift, args.ignore_loss);
+    let mut check = Check::new(args.expect.clone(), tolerance);
+    eprintln!(
+        "tcptrace: checking {} expectation(s) {}",
+        args.expect.len(),
+        args.trace.duration.map_or("until Ctrl-C".to_owned(), |d| format!("for {d:?}")),
+    );
+    loop {
+        let tick = session.next().await;
+        tracked.update(&mut session, &tick, |ev| capacity.on_event(ev))?;
+        if matches!(tick, Tick::Drain) {
+            continue;
+        }
+        let rows = capacity.refresh(0)?;
+        check.observe(&Observed {
+            ledger: &tracked.ledger,
+            capacity: &rows,
+            lost: session.tracer.lost(),
+            drift: tracked.reconciled.then(|| tracked.drift.total()),
+        });
+        if matches!(tick, Tick::Stop) {
+            break;
+        }
+    }
+    let report = check.report(session.started.elapsed());
+    if let Some(path) = &args.report {
+        std::fs::write(path, report.to_json() + "\n")
+            .with_context(|| format!("cannot write the report to {}", path.display()))?;
+    }
+    print(&summary(&report))?;
+    Ok(report.outcome())
+}
+
+/// One interval's counts, as the check asks for them: ports and totals from the ledger,
+/// listeners and destinations from the capacity rows.
+struct Observed<'a> {
+    ledger: &'a Ledger,
+    capacity: &'a Capacity,
+    lost: u64,
+    drift: Option<u64>,
+}
+
+impl Observation for Observed<'_> {
+    fn lport(&self, port: u16) -> Option<PortValues> {
+        let row = self.ledger.local_port(port)?;
+        Some(PortValues {
+            live: row.live,
+            remote_addrs: row.remote_addrs,
+            max_per_remote: self.ledger.max_per_remote(port),
+        })
+    }
+
+    /// Sums the listeners on that address and port in every namespace (an unspecified
+    /// address: every local address). Distinct remote addresses add up per listener.
+    fn listener(&self, addr: SocketAddr) -> Option<PortValues> {
+        let ip = canonical_ip(addr.ip());
+        let rows: Vec<_> = self
+            .capacity
+            .listeners
+            .iter()
+            .filter(|l| {
+                l.port == addr.port() && (ip.is_unspecified() || canonical_ip(l.addr) == ip)
+            })
+            .collect();
+        if rows.is_empty() {
+            return None;
+        }
+        Some(PortValues {
+            live: rows.iter().map(|l| l.live).sum(),
+            remote_addrs: rows.iter().map(|l| l.remote_addrs).sum(),
+            max_per_remote: rows.iter().map(|l| l.max_per_remote).max().unwrap_or(0),
+        })
+    }
+
+    /// Live connections from the ledger; ports in use and use from the destination row
+    /// (local address, namespace) closest to running out.
+    fn destination(&self, addr: SocketAddr) -> Option<DestinationValues> {
+        let ip = canonical_ip(addr.ip());
+        let live = self.ledger.remote_endpoint(addr).map(|r| r.live);
+        let row = self
+            .capacity
+            .destinations
+            .iter()
+            .filter(|d| d.rport == addr.port() && canonical_ip(d.raddr) == ip)
+            .max_by(|a, b| a.use_pct.total_cmp(&b.use_pct));
+        if live.is_none() && row.is_none() {
+            return None;
+        }
+        Some(DestinationValues {
+            live: live.unwrap_or(0),
+            ports_in_use: row.map_or(0, |d| d.ports_in_use),
+            use_pct: row.map_or(0.0, |d| d.use_pct),
+        })
+    }
+
+    fn total(&self) -> TotalValues {
+        TotalValues { live: self.ledger.live() as u64, lost: self.lost, drift: self.drift }
+    }
+}
