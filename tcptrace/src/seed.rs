@@ -40,8 +40,8 @@ pub struct Snapshot {
     /// Each connection once; both ends of a loopback connection appear, as two `Conn`s.
     /// Sorted within a namespace; the own namespace comes first.
     pub conns: Vec<Conn>,
-    /// Network namespaces that were dumped, the tracer's own included.
-    pub namespaces: usize,
+    /// Inodes of the network namespaces that were dumped, the tracer's own first.
+    pub namespaces: Vec<u32>,
     /// One line per namespace (or group of tasks) that could not be read, and why.
     pub skipped: Vec<String>,
 }
@@ -93,11 +93,12 @@ pub fn own_netns() -> io::Result<u32> {
 pub fn snapshot() -> anyhow::Result<Snapshot> {
     let started = Instant::now();
     let found = in_every_netns(dump_current_netns)?;
-    let namespaces = found.results.len();
+    let namespaces: Vec<u32> = found.results.iter().map(|&(netns, _)| netns).collect();
     let conns: Vec<Conn> = found.results.into_iter().flat_map(|(_, conns)| conns).collect();
     log::debug!(
-        "sock_diag: {} live connections in {namespaces} network namespaces ({} skipped) in {:?}",
+        "sock_diag: {} live connections in {} network namespaces ({} skipped) in {:?}",
         conns.len(),
+        namespaces.len(),
         found.skipped.len(),
         started.elapsed()
     );
@@ -802,11 +803,11 @@ pub(crate) mod tests {
         eprintln!(
             "snapshot: {} conns in {} namespaces in {:?}; skipped {:?}",
             snap.conns.len(),
-            snap.namespaces,
+            snap.namespaces.len(),
             started.elapsed(),
             snap.skipped
         );
-        assert!(snap.namespaces >= 1);
+        assert_eq!(snap.namespaces.first(), Some(&own), "the own namespace comes first");
 
         let got4 = touching(&snap.conns, own, v4.local_addr().unwrap());
         assert_eq!(got4.len(), 2 * N, "the listener itself must not be reported");
@@ -886,7 +887,7 @@ pub(crate) mod tests {
         assert_ne!(inode, own);
 
         let snap = snapshot().unwrap();
-        assert!(snap.namespaces >= 2, "{snap:?}");
+        assert!(snap.namespaces.len() >= 2, "{snap:?}");
         let in_ns: Vec<Conn> = snap.conns.iter().filter(|c| c.netns == inode).copied().collect();
         assert_exactly(&in_ns, &want);
         let own_dump = dump_current_netns(own).unwrap();
