@@ -18,6 +18,11 @@ pub mod kind {
     /// `accept()` that takes it began before tcptrace attached (and so is never seen by
     /// the fexit/kretprobe). Counted by the ledger; `tcptrace events` shows the accept.
     pub const ESTABLISHED: u8 = 4;
+    /// A `connect()` failed with `EADDRNOTAVAIL`: no local port was left toward that
+    /// destination (the ephemeral range is exhausted). `tcp_connect` never runs for it, so
+    /// it comes from the `syscalls:sys_exit_connect` tracepoint, on every path. Only the
+    /// remote address and port are known.
+    pub const CONNECT_FAILED: u8 = 5;
     /// The connection stopped being live: `tcp_close` on the fentry/kprobe paths,
     /// `ESTABLISHED|CLOSE_WAIT -> FIN_WAIT1|LAST_ACK|CLOSE` on the tracepoint path.
     pub const CLOSE: u8 = 3;
@@ -130,12 +135,31 @@ pub struct TracepointOffsets {
     pub daddr_v6: u32,
 }
 
+/// Where the failed-connect programs find things: the syscall tracepoints' record layout
+/// (from their tracefs `format` files) and the path from the current task to its network
+/// namespace (from BTF).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ConnectOffsets {
+    /// `sys_enter_connect`: the user pointer to the `struct sockaddr`.
+    pub uservaddr: u32,
+    /// `sys_exit_connect`: the return value.
+    pub ret: u32,
+    /// `task_struct.nsproxy`, `nsproxy.net_ns`; 0 when BTF is missing.
+    pub task_nsproxy: u32,
+    pub nsproxy_net_ns: u32,
+}
+
+/// `-EADDRNOTAVAIL` as `connect()` returns it.
+pub const EADDRNOTAVAIL: i64 = -99;
+
 /// Everything userspace tells the programs at load time, in the one global `CONFIG`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Config {
     pub sock: SockOffsets,
     pub tracepoint: TracepointOffsets,
+    pub connect: ConnectOffsets,
     /// Wake the consumer only once this many bytes wait in the ring (batching); userspace
     /// also drains on a short timer so that a quiet box still sees its events.
     pub wakeup_bytes: u32,

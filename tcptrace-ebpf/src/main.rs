@@ -15,7 +15,8 @@
 use aya_ebpf::{
     bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::{
-        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel,
+        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_task, bpf_ktime_get_ns,
+        bpf_probe_read_kernel, bpf_probe_read_user,
     },
     macros::{btf_tracepoint, fentry, fexit, kprobe, kretprobe, map, tracepoint},
     maps::{LruHashMap, PerCpuArray, RingBuf},
@@ -24,7 +25,9 @@ use aya_ebpf::{
         TracePointContext,
     },
 };
-use tcptrace_common::{AF_INET, AF_INET6, Config, Event, IPPROTO_TCP, kind, tcp_state};
+use tcptrace_common::{
+    AF_INET, AF_INET6, Config, EADDRNOTAVAIL, Event, IPPROTO_TCP, kind, tcp_state,
+};
 
 /// Default ring size; userspace may change it before load (`--ring-size`).
 const RING_BYTES: u32 = 4 << 20;
@@ -364,6 +367,74 @@ pub fn tracepoint_inet_sock_set_state(ctx: TracePointContext) -> u32 {
     attribute_connect(&mut ev);
     submit(&ev, &cfg);
     0
+}
+
+// ---- failed connects (every path) -----------------------------------------------------
+
+/// The `struct sockaddr` a thread passed to `connect()`, from syscall entry to exit.
+#[map]
+static CONNECT_ADDRS: LruHashMap<u64, u64> = LruHashMap::with_max_entries(16384, 0);
+
+/// match-proto:v6.1:net/socket.c:SYSCALL_DEFINE3(connect, int fd, struct sockaddr __user *uservaddr, int addrlen)
+#[tracepoint(category = "syscalls", name = "sys_enter_connect")]
+pub fn sys_enter_connect(ctx: TracePointContext) -> u32 {
+    let cfg = config();
+    if let Ok(addr) = unsafe { ctx.read_at::<u64>(cfg.connect.uservaddr as usize) } {
+        let _ = CONNECT_ADDRS.insert(&bpf_get_current_pid_tgid(), &addr, 0);
+    }
+    0
+}
+
+/// `EADDRNOTAVAIL` comes from the port allocation inside `connect()`, before any TCP hook
+/// runs, so the failure is only visible at the syscall's return.
+#[tracepoint(category = "syscalls", name = "sys_exit_connect")]
+pub fn sys_exit_connect(ctx: TracePointContext) -> u32 {
+    let cfg = config();
+    let key = bpf_get_current_pid_tgid();
+    let Some(&addr) = (unsafe { CONNECT_ADDRS.get(&key) }) else { return 0 };
+    let _ = CONNECT_ADDRS.remove(&key);
+    let ret = unsafe { ctx.read_at::<i64>(cfg.connect.ret as usize) }.unwrap_or(0);
+    if ret != EADDRNOTAVAIL {
+        return 0;
+    }
+    let addr = addr as *const u8;
+    let mut ev = new_event(kind::CONNECT_FAILED, core::ptr::null(), &cfg);
+    ev.netns = current_netns(&cfg);
+    // struct sockaddr_in / sockaddr_in6: family, then the port in network order, then the
+    // address (after the 4-byte flow info for IPv6).
+    let family = unsafe { bpf_probe_read_user(addr.cast::<u16>()) }.unwrap_or(0);
+    let port = unsafe { bpf_probe_read_user(addr.add(2).cast::<u16>()) }.unwrap_or(0);
+    ev.family = family as u8;
+    ev.rport = u16::from_be(port);
+    if family == AF_INET {
+        let r = unsafe { bpf_probe_read_user(addr.add(4).cast::<[u8; 4]>()) }.unwrap_or([0; 4]);
+        ev.raddr[..4].copy_from_slice(&r);
+    } else if family == AF_INET6 {
+        ev.raddr =
+            unsafe { bpf_probe_read_user(addr.add(8).cast::<[u8; 16]>()) }.unwrap_or([0; 16]);
+    } else {
+        return 0;
+    }
+    submit(&ev, &cfg);
+    0
+}
+
+/// Inode of the current task's network namespace: `current->nsproxy->net_ns->ns.inum`.
+#[inline(always)]
+fn current_netns(cfg: &Config) -> u32 {
+    if cfg.connect.task_nsproxy == 0 || cfg.sock.valid == 0 {
+        return 0;
+    }
+    let task = unsafe { bpf_get_current_task() } as *const u8;
+    let nsproxy: u64 = read(task, cfg.connect.task_nsproxy);
+    if nsproxy == 0 {
+        return 0;
+    }
+    let net: u64 = read(nsproxy as *const u8, cfg.connect.nsproxy_net_ns);
+    if net == 0 {
+        return 0;
+    }
+    read(net as *const u8, cfg.sock.net_inum)
 }
 
 #[cfg(not(test))]

@@ -90,6 +90,9 @@ pub struct DestinationRow {
     /// connections leave `TIME_WAIT`: a steady connect rate is only a risk if the ports
     /// it takes are not returned as fast.
     pub exhaustion_s: Option<f64>,
+    /// `connect()`s to this remote endpoint (from any local address) that failed with
+    /// `EADDRNOTAVAIL` since tcptrace started: the range ran out.
+    pub failed_connects: u64,
 }
 
 /// What one network namespace allows its clients.
@@ -260,6 +263,8 @@ pub struct Tracker {
     accepts: HashMap<LocalKey, u64>,
     closes: HashMap<LocalKey, u64>,
     connects: HashMap<DestKey, u64>,
+    /// `connect()`s that failed with `EADDRNOTAVAIL`, per remote endpoint, since start.
+    failed: HashMap<(IpAddr, u16), u64>,
     /// When the event counts above started.
     counting_since: Instant,
     /// Local ports with a listener at the last refresh; `None` before it. Closes on other
@@ -292,6 +297,7 @@ impl Tracker {
             accepts: HashMap::new(),
             closes: HashMap::new(),
             connects: HashMap::new(),
+            failed: HashMap::new(),
             counting_since: Instant::now(),
             listening_ports: None,
             peaks: HashMap::new(),
@@ -315,6 +321,9 @@ impl Tracker {
             EventKind::Connect => {
                 let key = (c.netns, c.local.ip(), c.remote.ip(), c.remote.port());
                 *self.connects.entry(key).or_default() += 1;
+            }
+            EventKind::ConnectFailed => {
+                *self.failed.entry((c.remote.ip(), c.remote.port())).or_default() += 1;
             }
             EventKind::Established | EventKind::Close => {}
         }
@@ -479,6 +488,7 @@ impl Tracker {
                     use_pct: use_pct(ports_in_use, range),
                     connect_rate: rate(connects, over),
                     exhaustion_s: exhaustion,
+                    failed_connects: self.failed.get(&(raddr, rport)).copied().unwrap_or(0),
                 }
             })
             .collect();

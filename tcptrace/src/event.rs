@@ -8,13 +8,16 @@ use tcptrace_common::{self as wire, kind};
 use crate::conn::{Conn, ip_from_bytes};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "snake_case")]
 pub enum EventKind {
     Connect,
     Accept,
     /// Server-side handshake completed (fentry/kprobe paths); see `tcptrace_common::kind`.
     Established,
     Close,
+    /// `connect()` failed with `EADDRNOTAVAIL`: the ephemeral range toward that destination
+    /// is exhausted. Only the remote end is known.
+    ConnectFailed,
 }
 
 impl EventKind {
@@ -25,6 +28,7 @@ impl EventKind {
             Self::Accept => "accept",
             Self::Established => "established",
             Self::Close => "close",
+            Self::ConnectFailed => "connect_failed",
         }
     }
 }
@@ -72,6 +76,7 @@ impl Event {
             kind::ACCEPT => EventKind::Accept,
             kind::ESTABLISHED => EventKind::Established,
             kind::CLOSE => EventKind::Close,
+            kind::CONNECT_FAILED => EventKind::ConnectFailed,
             other => return Err(DecodeError::Kind(other)),
         };
         let family = u16::from(raw.family);

@@ -51,6 +51,7 @@ pub struct EventCounts {
     pub accept: u64,
     pub established: u64,
     pub close: u64,
+    pub connect_failed: u64,
 }
 
 impl EventCounts {
@@ -61,12 +62,13 @@ impl EventCounts {
             EventKind::Accept => self.accept,
             EventKind::Established => self.established,
             EventKind::Close => self.close,
+            EventKind::ConnectFailed => self.connect_failed,
         }
     }
 
     #[must_use]
     pub fn total(&self) -> u64 {
-        self.connect + self.accept + self.established + self.close
+        self.connect + self.accept + self.established + self.close + self.connect_failed
     }
 }
 
@@ -124,6 +126,8 @@ impl Ledger {
                 self.seen.established += 1;
                 self.open(ev.conn);
             }
+            // No connection came to be; the capacity view counts it per destination.
+            EventKind::ConnectFailed => self.seen.connect_failed += 1,
             EventKind::Close => {
                 self.seen.close += 1;
                 if !self.close(&ev.conn) {

@@ -458,6 +458,7 @@ pub struct Snapshot {
     pub live: u64,
     pub local_ports: Vec<PortRow>,
     pub remote_endpoints: Vec<EndpointRow>,
+    pub destinations: Vec<DestinationRow>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -473,6 +474,18 @@ pub struct EndpointRow {
     pub port: u16,
     pub live: u64,
     pub local_ports: u64,
+}
+
+/// A client-side destination row of `watch --json` (the fields the tests check).
+#[derive(Clone, Debug, Deserialize)]
+pub struct DestinationRow {
+    pub netns: u32,
+    pub raddr: IpAddr,
+    pub rport: u16,
+    pub ports_in_use: u64,
+    pub range: u32,
+    pub use_pct: f64,
+    pub failed_connects: u64,
 }
 
 /// One row a snapshot must (or must not) have.
@@ -603,11 +616,12 @@ impl Snapshot {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "snake_case")]
 pub enum EventKind {
     Connect,
     Accept,
     Close,
+    ConnectFailed,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]

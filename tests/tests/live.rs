@@ -197,6 +197,7 @@ fn kind_key(kind: EventKind) -> u8 {
         EventKind::Connect => 0,
         EventKind::Accept => 1,
         EventKind::Close => 2,
+        EventKind::ConnectFailed => 3,
     }
 }
 

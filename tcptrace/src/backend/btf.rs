@@ -146,6 +146,11 @@ impl KernelBtf {
         })
     }
 
+    /// `current->nsproxy->net_ns`, for events that have no socket (failed connects).
+    pub fn task_netns_offsets(&self) -> Result<(u32, u32), BtfError> {
+        Ok((self.byte_offset("task_struct", "nsproxy")?, self.byte_offset("nsproxy", "net_ns")?))
+    }
+
     /// `sk_protocol` is a plain u16 since Linux 5.6 and an 8-bit bitfield before it.
     fn protocol_field(&self) -> Result<BitField, BtfError> {
         let f = self.path("sock", "sk_protocol")?;

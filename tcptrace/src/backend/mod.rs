@@ -20,7 +20,7 @@ use aya::{
     maps::{MapData, PerCpuArray, RingBuf},
     programs::{BtfTracePoint, FEntry, FExit, KProbe, ProgramError, TracePoint},
 };
-use tcptrace_common::{CONFIG_GLOBAL, Config, EVENTS_MAP, LOST_MAP};
+use tcptrace_common::{CONFIG_GLOBAL, Config, ConnectOffsets, EVENTS_MAP, LOST_MAP};
 
 use self::{btf::KernelBtf, tracefs::Tracefs};
 
@@ -162,14 +162,31 @@ impl Tracer {
                 "{e}; fentry, kprobe and tp_btf need it, network namespace ids will read 0"
             )),
         }
+        // Failed connects come from syscall tracepoints on every path; without them
+        // tcptrace still counts, it only cannot say when the ephemeral range ran out.
+        let connect_failures = connect_offsets(kernel_btf.as_ref().ok(), &mut notes);
+        match connect_failures {
+            Ok(offsets) => config.connect = offsets,
+            Err(ref e) => {
+                notes.push(format!("failed connects (EADDRNOTAVAIL) are not counted: {e}"))
+            }
+        }
         let aya_btf = Btf::from_sys_fs().ok();
         log::debug!("offsets and aya BTF ready after {:?}", t0.elapsed());
 
         let mut passed_over = Vec::new();
         for &backend in opts.attach.candidates() {
             match try_backend(backend, config, opts.ring_bytes, aya_btf.as_ref(), &mut notes) {
-                Ok(ebpf) => {
+                Ok(mut ebpf) => {
                     log::debug!("{backend} attached after {:?}", t0.elapsed());
+                    if connect_failures.is_ok()
+                        && let Err(e) = attach_connect_failures(&mut ebpf)
+                    {
+                        notes.push(format!(
+                            "failed connects (EADDRNOTAVAIL) are not counted: {}",
+                            chain(&e)
+                        ));
+                    }
                     let knows_netns = config.sock.valid != 0;
                     return Ok(Self { ebpf, backend, passed_over, notes, knows_netns });
                 }
@@ -289,6 +306,31 @@ fn attach_programs(
             p.load()?;
             p.attach("sock", "inet_sock_set_state")?;
         }
+    }
+    Ok(())
+}
+
+/// Where the failed-connect programs read the syscall records and the task's namespace.
+fn connect_offsets(
+    btf: Option<&KernelBtf>,
+    notes: &mut Vec<String>,
+) -> Result<ConnectOffsets, String> {
+    let tracefs = Tracefs::ensure().map_err(|e| e.to_string())?;
+    if tracefs.mounted_by_us {
+        notes.push(format!("mounted tracefs at {} (it was not mounted)", tracefs.root.display()));
+    }
+    let (uservaddr, ret) = tracefs.connect_syscall_offsets().map_err(|e| e.to_string())?;
+    let (task_nsproxy, nsproxy_net_ns) =
+        btf.and_then(|b| b.task_netns_offsets().ok()).unwrap_or((0, 0));
+    Ok(ConnectOffsets { uservaddr, ret, task_nsproxy, nsproxy_net_ns })
+}
+
+fn attach_connect_failures(ebpf: &mut Ebpf) -> Result<(), ProgramError> {
+    for name in ["sys_enter_connect", "sys_exit_connect"] {
+        let p: &mut TracePoint =
+            ebpf.program_mut(name).ok_or(ProgramError::NotLoaded)?.try_into()?;
+        p.load()?;
+        p.attach("syscalls", name)?;
     }
     Ok(())
 }

@@ -54,31 +54,44 @@ impl Tracefs {
 
     /// Field offsets of the `sock:inet_sock_set_state` record on this kernel.
     pub fn inet_sock_set_state_offsets(&self) -> Result<TracepointOffsets, TracefsError> {
-        let dir = self.root.join(EVENT);
-        if !dir.is_dir() {
+        if !self.root.join(EVENT).is_dir() {
             return Err(TracefsError::NoTracepoint);
         }
-        let path = dir.join("format");
-        let text =
-            fs::read_to_string(&path).map_err(|source| TracefsError::Read { path, source })?;
-        parse_format(&text)
+        parse_format(&self.format(EVENT)?)
+    }
+
+    /// Offsets of `uservaddr` in `syscalls:sys_enter_connect` and of `ret` in
+    /// `syscalls:sys_exit_connect` (needs CONFIG_FTRACE_SYSCALLS).
+    pub fn connect_syscall_offsets(&self) -> Result<(u32, u32), TracefsError> {
+        let enter = self.format("events/syscalls/sys_enter_connect")?;
+        let exit = self.format("events/syscalls/sys_exit_connect")?;
+        Ok((field_offset(&enter, "uservaddr")?, field_offset(&exit, "ret")?))
+    }
+
+    fn format(&self, event: &str) -> Result<String, TracefsError> {
+        let path = self.root.join(event).join("format");
+        fs::read_to_string(&path).map_err(|source| TracefsError::Read { path, source })
     }
 }
 
-/// Parses lines like `field:__u16 sport;\toffset:24;\tsize:2;\tsigned:0;`.
+/// The offset of field `name` in a tracepoint `format` file, from lines like
+/// `field:__u16 sport;\toffset:24;\tsize:2;\tsigned:0;`.
+fn field_offset(text: &str, name: &'static str) -> Result<u32, TracefsError> {
+    text.lines()
+        .find_map(|line| {
+            let mut parts = line.trim().split(';');
+            let decl = parts.next()?.strip_prefix("field:")?;
+            // The field name is the last word of the declaration, minus any `[N]`.
+            let field = decl.split_whitespace().last()?.split('[').next()?;
+            let offset = parts.find_map(|p| p.trim().strip_prefix("offset:"))?;
+            (field == name).then(|| offset.parse().ok()).flatten()
+        })
+        .ok_or(TracefsError::Field(name))
+}
+
+/// Every field the tracepoint programs read from `sock:inet_sock_set_state`.
 fn parse_format(text: &str) -> Result<TracepointOffsets, TracefsError> {
-    let offset_of = |name: &'static str| -> Result<u32, TracefsError> {
-        text.lines()
-            .find_map(|line| {
-                let mut parts = line.trim().split(';');
-                let decl = parts.next()?.strip_prefix("field:")?;
-                // The field name is the last word of the declaration, minus any `[N]`.
-                let field = decl.split_whitespace().last()?.split('[').next()?;
-                let offset = parts.find_map(|p| p.trim().strip_prefix("offset:"))?;
-                (field == name).then(|| offset.parse().ok()).flatten()
-            })
-            .ok_or(TracefsError::Field(name))
-    };
+    let offset_of = |name| field_offset(text, name);
     Ok(TracepointOffsets {
         skaddr: offset_of("skaddr")?,
         oldstate: offset_of("oldstate")?,
