@@ -53,7 +53,8 @@ fn ephemeral_exhaustion_and_failed_connects_are_reported() {
         else {
             return Err("no destination row".into());
         };
-        let full = (d.use_pct - 100.0 * in_use as f64 / f64::from(range)).abs() < 1e-6;
+        let in_use_f = f64::from(u32::try_from(in_use).expect("a handful of ports"));
+        let full = (d.use_pct - 100.0 * in_use_f / f64::from(range)).abs() < 1e-6;
         if d.ports_in_use == in_use && d.range == range && full && d.failed_connects == failed {
             Ok(())
         } else {

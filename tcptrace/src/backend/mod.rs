@@ -168,7 +168,7 @@ impl Tracer {
         match connect_failures {
             Ok(offsets) => config.connect = offsets,
             Err(ref e) => {
-                notes.push(format!("failed connects (EADDRNOTAVAIL) are not counted: {e}"))
+                notes.push(format!("failed connects (EADDRNOTAVAIL) are not counted: {e}"));
             }
         }
         let aya_btf = Btf::from_sys_fs().ok();
