@@ -79,7 +79,8 @@ fn read_bytes16(base: *const u8, offset: u32) -> [u8; 16] {
 /// Inode of the socket's network namespace: `sk->__sk_common.skc_net.net->ns.inum`.
 #[inline(always)]
 fn netns_of(sk: *const u8, cfg: &Config) -> u32 {
-    if cfg.sock.valid == 0 {
+    // A failed connect has no socket; its namespace comes from the task instead.
+    if cfg.sock.valid == 0 || sk.is_null() {
         return 0;
     }
     let net: u64 = read(sk, cfg.sock.net);

@@ -212,8 +212,7 @@ impl KernelView {
         let knows_netns = session.tracer.knows_netns;
         // Without BTF the programs report netns 0; key the kernel's view the same way.
         let netns = |n: u32| if knows_netns { n } else { 0 };
-        let mut namespaces: HashSet<u32> = snapshot.conns.iter().map(|c| netns(c.netns)).collect();
-        namespaces.insert(netns(seed::own_netns()?));
+        let namespaces = snapshot.namespaces.iter().map(|&n| netns(n)).collect();
         let conns =
             snapshot.conns.into_iter().map(|c| Conn { netns: netns(c.netns), ..c }).collect();
         Ok(Self { conns, namespaces, skipped: snapshot.skipped })
