@@ -48,6 +48,9 @@ pub enum Command {
     /// Turn a capacity claim into pass or fail: watch for --duration, then exit 0 if every
     /// --expect held, 1 if one did not, 2 on bad input or when nothing could be measured.
     Check(CheckArgs),
+    /// tcptrace's own loopback load generator (used by the demo and the benchmarks).
+    #[command(hide = true)]
+    Load(crate::load::LoadArgs),
 }
 
 impl Cli {

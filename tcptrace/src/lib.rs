@@ -16,6 +16,7 @@ pub mod conn;
 pub mod consumer;
 pub mod event;
 pub mod ledger;
+pub mod load;
 pub mod reconcile;
 pub mod seed;
 pub mod view;

@@ -8,10 +8,20 @@ use tcptrace::{
 
 fn main() -> ExitCode {
     // Bad flags exit 2 with clap's message and usage.
-    let cli = Cli::parse();
+    let command = Cli::parse().command();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
         .format_target(false)
         .init();
+    if let Command::Load(args) = command {
+        // The load generator is plain threads; it needs no async runtime.
+        return tcptrace::load::run(args).map_or_else(
+            |e| {
+                eprintln!("tcptrace load: error: {e:#}");
+                ExitCode::FAILURE
+            },
+            |()| ExitCode::SUCCESS,
+        );
+    }
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -20,7 +30,7 @@ fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(async {
-        match cli.command() {
+        match command {
             Command::Watch(args) => {
                 tcptrace::cmd::watch::run(args).await.map(|()| ExitCode::SUCCESS)
             }
@@ -32,6 +42,7 @@ fn main() -> ExitCode {
                 .await
                 .map_err(|e| eprintln!("tcptrace: error: {e:#}"))
                 .map_or(Outcome::BadInput.into(), ExitCode::from)),
+            Command::Load(_) => unreachable!("handled before the runtime starts"),
         }
     });
     result.unwrap_or_else(|e| {
