@@ -48,6 +48,10 @@ pub enum Command {
     /// Turn a capacity claim into pass or fail: watch for --duration, then exit 0 if every
     /// --expect held, 1 if one did not, 2 on bad input or when nothing could be measured.
     Check(CheckArgs),
+    /// Prove it on this box: hold --connections (100,000) connections on ONE port, then
+    /// exhaust a client's ephemeral range, with the tracer counting; exit 0 if every count
+    /// agreed. Loopback only, in a network namespace of its own, torn down at the end.
+    Demo(crate::cmd::demo::DemoArgs),
     /// tcptrace's own loopback load generator (used by the demo and the benchmarks).
     #[command(hide = true)]
     Load(crate::load::LoadArgs),

@@ -42,6 +42,11 @@ fn main() -> ExitCode {
                 .await
                 .map_err(|e| eprintln!("tcptrace: error: {e:#}"))
                 .map_or(Outcome::BadInput.into(), ExitCode::from)),
+            // As with check: a demo that could not run has no verdict.
+            Command::Demo(args) => Ok(tcptrace::cmd::demo::run(args)
+                .await
+                .map_err(|e| eprintln!("tcptrace: error: {e:#}"))
+                .map_or(Outcome::BadInput.into(), ExitCode::from)),
             Command::Load(_) => unreachable!("handled before the runtime starts"),
         }
     });

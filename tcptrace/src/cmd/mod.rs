@@ -2,6 +2,7 @@
 //! turns ring wake-ups, timers, the deadline and signals into one stream of ticks.
 
 pub mod check;
+pub mod demo;
 pub mod events;
 pub mod watch;
 

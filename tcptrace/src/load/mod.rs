@@ -5,6 +5,7 @@
 //! only RLIMIT_NOFILE sockets.
 
 pub mod churn;
+pub mod fleet;
 pub mod hold;
 
 use clap::{Args, Subcommand};

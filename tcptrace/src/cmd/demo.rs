@@ -1,0 +1,810 @@
+//! `tcptrace demo`: proves the capacity facts on the box it runs on, with the tracer
+//! attached from the start, on loopback in a network namespace of its own.
+//!
+//! 1. Server side: `--connections` concurrent connections to ONE port, from many source
+//!    addresses, accepted by a SO_REUSEPORT group of worker processes (one process may
+//!    hold only RLIMIT_NOFILE sockets). The tracer's count on that port must equal what the
+//!    workers hold, and sock_diag must agree.
+//! 2. Client side: from one source address to one server, connections until the
+//!    namespace's ephemeral range is exhausted and connect() fails with EADDRNOTAVAIL; the
+//!    tracer must see every port in use and every failure. Then a second server still gets
+//!    connections from the same source, on the same local port numbers.
+//!
+//! Then everything is torn down (also on Ctrl-C): the workers die with the demo, and the
+//! namespace with them.
+
+use std::{
+    collections::HashSet,
+    fmt::Write as _,
+    io::{IsTerminal as _, Write as _},
+    net::{IpAddr, Ipv4Addr, SocketAddr},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, bail};
+use clap::Args;
+use serde::Serialize;
+
+use crate::{
+    capacity,
+    cli::TraceArgs,
+    cmd::{Session, Tick, Tracked, print},
+    conn::Conn,
+    ledger::Ledger,
+    load::{
+        fleet::{self, Fleet, Netns, WorkerState},
+        hold::Report,
+    },
+};
+
+/// Kernel memory per loopback socket, measured on the project's test host (about 9.5 GB
+/// for 2,000,000 sockets): the basis of the memory check before the ramp.
+const KERNEL_BYTES_PER_SOCKET: u64 = 4_800;
+/// The server's address in the demo's namespace, and the client side's two servers.
+const SERVER_IP: Ipv4Addr = Ipv4Addr::LOCALHOST;
+const FIRST_DESTINATION: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 2);
+const SECOND_DESTINATION: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 3);
+/// The client side's one source address.
+const CLIENT_SOURCE: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 9);
+/// Connections the second destination gets (at most).
+const SECOND_DESTINATION_CONNECTIONS: u64 = 1_000;
+/// A ramp that makes no progress for this long has failed.
+const STALL: Duration = Duration::from_secs(30);
+/// The full demo's size; smaller runs narrow the client side's ephemeral range to fit.
+const FULL_SIZE: u64 = 100_000;
+
+#[derive(Debug, Clone, Args)]
+#[command(after_help = "\
+Examples:
+  tcptrace demo                          100,000 connections on one port, then exhaust a range
+  tcptrace demo --connections 1000000    a million (needs about 10 GB of memory)
+  tcptrace demo --connections 5000 --json | jq .server")]
+pub struct DemoArgs {
+    #[command(flatten)]
+    pub trace: TraceArgs,
+    /// Concurrent connections to hold on the one server port.
+    #[arg(long, default_value_t = FULL_SIZE, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub connections: u64,
+    /// The server port (in the demo's own network namespace, so it cannot clash).
+    #[arg(long, default_value_t = 8080, value_parser = clap::value_parser!(u16).range(1..))]
+    pub port: u16,
+    /// Connections per worker process; each also accepts about as many, so two sockets
+    /// per connection must fit in RLIMIT_NOFILE.
+    #[arg(long, default_value_t = 8_000, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub per_process: u64,
+    /// Skip the client side (ephemeral range exhaustion).
+    #[arg(long)]
+    pub server_only: bool,
+    /// Print the results as one JSON object instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// What the demo found; also its JSON output.
+#[derive(Debug, Default, Serialize)]
+pub struct Results {
+    pub backend: String,
+    pub netns: u32,
+    pub server: Option<ServerSide>,
+    pub client: Option<ClientSide>,
+    pub events: u64,
+    pub lost: u64,
+    pub drift: u64,
+    /// The tracer's resident memory at the end of the ramp.
+    pub tracer_rss_bytes: u64,
+    pub teardown: Option<Teardown>,
+    /// Every claim held: the counts agree, nothing lost, no drift.
+    pub passed: bool,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct ServerSide {
+    pub listen: String,
+    pub target: u64,
+    /// Connections the workers opened, and accepted, and hold.
+    pub opened: u64,
+    pub accepted: u64,
+    /// The tracer's live count on the port (from the hooks' events).
+    pub tracer_live: u64,
+    /// sock_diag's count (what `ss` reads).
+    pub sock_diag_live: u64,
+    pub remote_addrs: u64,
+    pub max_per_remote: u64,
+    pub reuseport_sockets: u64,
+    pub worker_processes: usize,
+    pub ramp_s: f64,
+    pub over_65535: bool,
+    pub passed: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ClientSide {
+    pub source: IpAddr,
+    pub destination: String,
+    pub range_low: u16,
+    pub range_high: u16,
+    pub range: u32,
+    /// The range was narrowed from the kernel's default to fit `--connections`.
+    pub narrowed: bool,
+    pub opened: u64,
+    /// connect() calls that failed with EADDRNOTAVAIL, as the workers saw them.
+    pub failed: u64,
+    /// Distinct local ports of the live connections to the destination (tracer).
+    pub tracer_local_ports: u64,
+    /// Ports in use towards the destination and use of the range (sock_diag).
+    pub ports_in_use: u64,
+    pub use_pct: f64,
+    /// Failed connects the tracer saw (syscall exit with EADDRNOTAVAIL).
+    pub tracer_failed_connects: u64,
+    pub second_destination: String,
+    pub second_opened: u64,
+    /// Connections to the second destination on a local port also in use to the first.
+    pub second_reused_local_ports: u64,
+    pub passed: bool,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct Teardown {
+    pub workers_stopped: usize,
+    /// Connections the tracer still counted in the demo's namespace afterwards.
+    pub left_live: u64,
+    pub interrupted: bool,
+}
+
+/// Sizes decided before anything starts.
+#[derive(Debug)]
+struct Plan {
+    per_worker: u64,
+    workers: u64,
+    /// Ports of the client side's range, if narrowed.
+    client_range: Option<u32>,
+    kernel_bytes: u64,
+}
+
+/// How a demo ended; the exit code follows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Every count agreed (exit 0).
+    Passed,
+    /// A count disagreed, or events were lost (exit 1).
+    Failed,
+    /// Ctrl-C or SIGTERM: torn down before the end (exit 130).
+    Interrupted,
+}
+
+impl From<Outcome> for std::process::ExitCode {
+    fn from(o: Outcome) -> Self {
+        match o {
+            Outcome::Passed => Self::SUCCESS,
+            Outcome::Failed => Self::FAILURE,
+            Outcome::Interrupted => Self::from(130),
+        }
+    }
+}
+
+pub async fn run(args: DemoArgs) -> anyhow::Result<Outcome> {
+    let plan = plan(&args)?;
+    let mut demo = Demo::start(&args, plan)?;
+    let outcome = demo.run_phases().await;
+    let interrupted = matches!(outcome, Ok(Phase::Interrupted));
+    let teardown = demo.teardown(interrupted).await;
+    demo.results.teardown = Some(teardown);
+    outcome?;
+    demo.results.passed = demo.results.server.as_ref().is_some_and(|s| s.passed)
+        && demo.results.client.as_ref().is_none_or(|c| c.passed)
+        && demo.results.lost == 0
+        && demo.results.drift == 0
+        && !interrupted;
+    if args.json {
+        print(&serde_json::to_string(&demo.results)?)?;
+    } else if !interrupted {
+        print(&render(&demo.results))?;
+    }
+    Ok(match (interrupted, demo.results.passed) {
+        (true, _) => Outcome::Interrupted,
+        (false, true) => Outcome::Passed,
+        (false, false) => Outcome::Failed,
+    })
+}
+
+fn plan(args: &DemoArgs) -> anyhow::Result<Plan> {
+    let (nofile, _) = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+        .context("getrlimit(RLIMIT_NOFILE)")?;
+    // Two sockets per connection (both ends are on this box), plus slack for the uneven
+    // spread of a SO_REUSEPORT group and the process's own files.
+    let fits = nofile.saturating_sub(256) * 4 / 10;
+    if fits == 0 {
+        bail!("RLIMIT_NOFILE is {nofile}: too low to hold connections; raise it (ulimit -n)");
+    }
+    let per_worker = args.per_process.min(fits);
+    let workers = args.connections.div_ceil(per_worker);
+    let client_range = (args.connections < FULL_SIZE)
+        .then(|| u32::try_from(args.connections / 2).unwrap_or(u32::MAX).clamp(64, 28_232));
+    let client_sockets = if args.server_only {
+        0
+    } else {
+        2 * u64::from(client_range.unwrap_or(28_232)) + 2 * SECOND_DESTINATION_CONNECTIONS
+    };
+    let kernel_bytes = (2 * args.connections + client_sockets) * KERNEL_BYTES_PER_SOCKET;
+    let available = mem_available()?;
+    if kernel_bytes > available / 10 * 9 {
+        let fits = available / 10 * 9 / KERNEL_BYTES_PER_SOCKET / 2 - client_sockets / 2;
+        bail!(
+            "{} connections need about {} of kernel memory ({} B per socket, two sockets per \
+             connection); this box has {} available. Try --connections {}",
+            args.connections,
+            gib(kernel_bytes),
+            KERNEL_BYTES_PER_SOCKET,
+            gib(available),
+            fits / 1000 * 1000
+        );
+    }
+    Ok(Plan { per_worker, workers, client_range, kernel_bytes })
+}
+
+fn mem_available() -> anyhow::Result<u64> {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").context("read /proc/meminfo")?;
+    meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemAvailable:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map(|kb| kb * 1024)
+        .context("no MemAvailable in /proc/meminfo")
+}
+
+#[expect(clippy::cast_precision_loss, reason = "a rounded figure for people")]
+fn gib(bytes: u64) -> String {
+    if bytes < 1 << 30 {
+        format!("{} MiB", bytes >> 20)
+    } else {
+        format!("{:.1} GiB", bytes as f64 / f64::from(1u32 << 30))
+    }
+}
+
+enum Phase {
+    Done,
+    Interrupted,
+}
+
+struct Demo {
+    args: DemoArgs,
+    plan: Plan,
+    session: Session,
+    tracked: Tracked,
+    capacity: capacity::Tracker,
+    netns: Option<Netns>,
+    /// The netns as the tracer's events name it (0 when the kernel has no BTF to tell).
+    traced_netns: u32,
+    server: Fleet,
+    clients: Fleet,
+    results: Results,
+    progress_on_tty: bool,
+}
+
+impl Demo {
+    fn start(args: &DemoArgs, plan: Plan) -> anyhow::Result<Self> {
+        let mut session = Session::start(&args.trace)?;
+        let tracked = Tracked::start(&mut session, Duration::ZERO)?;
+        let netns = Netns::new()?;
+        let traced_netns = if session.tracer.knows_netns { netns.inode } else { 0 };
+        let results = Results {
+            backend: session.tracer.backend.name().to_owned(),
+            netns: netns.inode,
+            ..Results::default()
+        };
+        eprintln!(
+            "tcptrace demo: {} connections to {SERVER_IP}:{} in a new network namespace \
+             ({}): {} worker processes of up to {}; about {} of kernel memory",
+            args.connections,
+            args.port,
+            netns.inode,
+            plan.workers,
+            plan.per_worker,
+            gib(plan.kernel_bytes),
+        );
+        Ok(Self {
+            args: args.clone(),
+            plan,
+            session,
+            tracked,
+            capacity: capacity::Tracker::new(),
+            netns: Some(netns),
+            traced_netns,
+            server: Fleet::new(),
+            clients: Fleet::new(),
+            results,
+            progress_on_tty: std::io::stderr().is_terminal(),
+        })
+    }
+
+    fn netns(&self) -> &Netns {
+        self.netns.as_ref().expect("the namespace lives until teardown")
+    }
+
+    async fn run_phases(&mut self) -> anyhow::Result<Phase> {
+        if let Phase::Interrupted = self.server_side().await? {
+            return Ok(Phase::Interrupted);
+        }
+        if !self.args.server_only && matches!(self.client_side().await?, Phase::Interrupted) {
+            return Ok(Phase::Interrupted);
+        }
+        // One last reconciliation, with everything still held.
+        self.update(&Tick::Stop)?;
+        self.results.events = self.tracked.ledger.events_seen();
+        self.results.lost = self.session.tracer.lost();
+        self.results.drift = self.tracked.drift.total();
+        self.results.tracer_rss_bytes = rss_bytes();
+        Ok(Phase::Done)
+    }
+
+    async fn server_side(&mut self) -> anyhow::Result<Phase> {
+        let started = Instant::now();
+        let listen = SocketAddr::new(SERVER_IP.into(), self.args.port);
+        let mut left = self.args.connections;
+        for i in 0..self.plan.workers {
+            let count = left.min(self.plan.per_worker);
+            left -= count;
+            let args = vec![
+                format!("--listen={listen}"),
+                format!("--connect={listen}"),
+                format!("--from={}", source_address(i)),
+                format!("--count={count}"),
+                "--wait-for-go".to_owned(),
+            ];
+            self.server.spawn(self.netns.as_ref().expect("namespace"), args)?;
+        }
+        // Every listener must be in the group before the first connect, or the early
+        // connections all land on the first few workers.
+        let workers = self.server.len();
+        let listening = self.ramp("server side: listeners", Side::Server, |states| {
+            Goal::reached(
+                states.iter().filter(|s| s.report.listening.is_some()).count() as u64,
+                workers as u64,
+            )
+        });
+        if let Phase::Interrupted = listening.await? {
+            return Ok(Phase::Interrupted);
+        }
+        self.server.go();
+        let target = self.args.connections;
+        let ramp = self.ramp("server side", Side::Server, move |states| {
+            let t = fleet::totals(states);
+            Goal::reached(t.connected.min(t.accepted), target)
+        });
+        if let Phase::Interrupted = ramp.await? {
+            return Ok(Phase::Interrupted);
+        }
+        let ramp_s = started.elapsed().as_secs_f64();
+        // The load holds everything; give the tracer the time to drain the last events.
+        let traced = self.settle(Self::server_live, target).await?;
+        self.update(&Tick::Stop)?;
+        let rows = self.capacity.refresh(0)?;
+        let row = rows.listeners.iter().find(|l| {
+            l.netns == self.netns().inode
+                && l.port == self.args.port
+                && l.addr == IpAddr::from(SERVER_IP)
+        });
+        let totals = fleet::totals(&self.server.states());
+        let sock_diag_live = row.map_or(0, |r| r.live);
+        let mut side = ServerSide {
+            listen: listen.to_string(),
+            target,
+            opened: totals.connected,
+            accepted: totals.accepted,
+            tracer_live: traced,
+            sock_diag_live,
+            remote_addrs: row.map_or(0, |r| r.remote_addrs),
+            max_per_remote: row.map_or(0, |r| r.max_per_remote),
+            reuseport_sockets: row.map_or(0, |r| r.reuseport_sockets),
+            worker_processes: workers,
+            ramp_s,
+            over_65535: traced > 65_535,
+            passed: false,
+        };
+        side.passed = side.opened == target
+            && side.accepted == target
+            && side.tracer_live == target
+            && side.sock_diag_live == target;
+        self.results.server = Some(side);
+        Ok(Phase::Done)
+    }
+
+    async fn client_side(&mut self) -> anyhow::Result<Phase> {
+        let netns = self.netns();
+        let range = match self.plan.client_range {
+            Some(ports) => {
+                let low = 40_000u32;
+                let high = low + ports - 1;
+                netns.sysctl("net.ipv4.ip_local_port_range", &format!("{low} {high}"))?;
+                (low, high)
+            }
+            None => parse_range(&netns.read_sysctl("net.ipv4.ip_local_port_range")?)?,
+        };
+        let ports = range.1 - range.0 + 1;
+        let first = SocketAddr::new(FIRST_DESTINATION.into(), self.args.port);
+        // Enough workers to exhaust the range with room to spare: the range, not the
+        // workers' counts, must be what stops them.
+        let workers = u64::from(ports).div_ceil(self.plan.per_worker) + 1;
+        for _ in 0..workers {
+            let args = vec![
+                format!("--listen={first}"),
+                format!("--connect={first}"),
+                format!("--from={CLIENT_SOURCE}"),
+                format!("--count={}", self.plan.per_worker),
+                "--until-exhausted".to_owned(),
+                "--wait-for-go".to_owned(),
+            ];
+            self.clients.spawn(self.netns.as_ref().expect("namespace"), args)?;
+        }
+        let n = workers;
+        let listening = self.ramp("client side: listeners", Side::Client, move |states| {
+            Goal::reached(states.iter().filter(|s| s.report.listening.is_some()).count() as u64, n)
+        });
+        if let Phase::Interrupted = listening.await? {
+            return Ok(Phase::Interrupted);
+        }
+        self.clients.go();
+        let exhausted = self.ramp("client side: exhausting", Side::Client, move |states| {
+            let done = states.iter().filter(|s| s.report.done).count() as u64;
+            Goal::reached(done, n)
+        });
+        if let Phase::Interrupted = exhausted.await? {
+            return Ok(Phase::Interrupted);
+        }
+        let totals = fleet::totals(&self.clients.states());
+
+        // The same source, a second server: the same local port numbers serve it too.
+        let second = SocketAddr::new(SECOND_DESTINATION.into(), self.args.port);
+        let second_count = SECOND_DESTINATION_CONNECTIONS.min(u64::from(ports));
+        let args = vec![
+            format!("--listen={second}"),
+            format!("--connect={second}"),
+            format!("--from={CLIENT_SOURCE}"),
+            format!("--count={second_count}"),
+        ];
+        self.clients.spawn(self.netns.as_ref().expect("namespace"), args)?;
+        let second_index = self.clients.len() - 1;
+        let reached = self.ramp("client side: second destination", Side::Client, move |states| {
+            Goal::reached(
+                states[second_index].report.connected.min(states[second_index].report.accepted),
+                second_count,
+            )
+        });
+        if let Phase::Interrupted = reached.await? {
+            return Ok(Phase::Interrupted);
+        }
+        let second_opened = self.clients.states()[second_index].report.connected;
+        self.settle(|d| d.client_live(second), second_opened).await?;
+        self.update(&Tick::Stop)?;
+        let rows = self.capacity.refresh(0)?;
+        let dest = rows.destinations.iter().find(|d| {
+            d.netns == self.netns().inode
+                && d.laddr == IpAddr::from(CLIENT_SOURCE)
+                && d.raddr == first.ip()
+                && d.rport == first.port()
+        });
+        let first_ports = self.local_ports_to(first).len() as u64;
+        let reused = self.reused_ports(first, second);
+        let mut side = ClientSide {
+            source: CLIENT_SOURCE.into(),
+            destination: first.to_string(),
+            range_low: range.0 as u16,
+            range_high: range.1 as u16,
+            range: ports,
+            narrowed: self.plan.client_range.is_some(),
+            opened: totals.connected,
+            failed: totals.failed,
+            tracer_local_ports: first_ports,
+            ports_in_use: dest.map_or(0, |d| d.ports_in_use),
+            use_pct: dest.map_or(0.0, |d| d.use_pct),
+            tracer_failed_connects: dest.map_or(0, |d| d.failed_connects),
+            second_destination: second.to_string(),
+            second_opened,
+            second_reused_local_ports: reused,
+            passed: false,
+        };
+        side.passed = side.opened == u64::from(ports)
+            && side.failed > 0
+            && side.tracer_local_ports == u64::from(ports)
+            && side.ports_in_use == u64::from(ports)
+            && side.tracer_failed_connects == side.failed
+            && side.second_opened == second_count
+            && side.second_reused_local_ports == second_count;
+        self.results.client = Some(side);
+        Ok(Phase::Done)
+    }
+
+    /// Drains and reports until `goal` says the workers are there, printing progress every
+    /// interval. Fails when a worker fails or the ramp stalls.
+    async fn ramp(
+        &mut self,
+        what: &str,
+        side: Side,
+        goal: impl Fn(&[WorkerState]) -> Goal,
+    ) -> anyhow::Result<Phase> {
+        let started = Instant::now();
+        let mut best = (0, Instant::now());
+        loop {
+            let states = match side {
+                Side::Server => self.server.states(),
+                Side::Client => self.clients.states(),
+            };
+            if let Some(failed) = states.iter().find_map(|s| s.error.as_ref().map(|e| (s.pid, e))) {
+                bail!("{what}: worker {} failed: {}", failed.0, failed.1);
+            }
+            if let Some(gone) = states.iter().find(|s| s.exited) {
+                bail!("{what}: worker {} exited early", gone.pid);
+            }
+            let g = goal(&states);
+            if g.done >= g.target {
+                self.progress_line(what, &g, &fleet::totals(&states), started, true);
+                return Ok(Phase::Done);
+            }
+            if g.done > best.0 {
+                best = (g.done, Instant::now());
+            } else if best.1.elapsed() > STALL {
+                bail!(
+                    "{what}: stuck at {} of {} for {} s; see the kernel log (dmesg) and \
+                     `ss -s` in the demo's namespace",
+                    g.done,
+                    g.target,
+                    STALL.as_secs()
+                );
+            }
+            let tick = self.session.next().await;
+            self.update(&tick)?;
+            match tick {
+                Tick::Stop => return Ok(Phase::Interrupted),
+                Tick::Report => {
+                    self.progress_line(what, &g, &fleet::totals(&states), started, false)
+                }
+                Tick::Drain => {}
+            }
+        }
+    }
+
+    /// Waits (draining) until `count` reaches `target`, for at most a few seconds: the
+    /// workers already hold everything, so only the tracer's events can be behind.
+    async fn settle(&mut self, count: impl Fn(&Self) -> u64, target: u64) -> anyhow::Result<u64> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let n = count(self);
+            if n == target || Instant::now() > deadline {
+                return Ok(n);
+            }
+            let tick = self.session.next().await;
+            self.update(&tick)?;
+            if let Tick::Stop = tick {
+                return Ok(count(self));
+            }
+        }
+    }
+
+    fn update(&mut self, tick: &Tick) -> anyhow::Result<()> {
+        let capacity = &mut self.capacity;
+        self.tracked.update(&mut self.session, tick, |ev| capacity.on_event(ev))
+    }
+
+    fn progress_line(
+        &self,
+        what: &str,
+        goal: &Goal,
+        totals: &Report,
+        started: Instant,
+        last: bool,
+    ) {
+        if self.args.json && !self.progress_on_tty {
+            // Keep stderr short when a program reads the results.
+            if !last {
+                return;
+            }
+        }
+        let line = format!(
+            "tcptrace demo: {what}: {}/{} ({} opened, {} accepted); tracer: {} live on {SERVER_IP}:{}, lost {}; {:.1}s",
+            goal.done,
+            goal.target,
+            totals.connected,
+            totals.accepted,
+            self.server_live(),
+            self.args.port,
+            self.session.tracer.lost(),
+            started.elapsed().as_secs_f64()
+        );
+        let mut err = std::io::stderr().lock();
+        if self.progress_on_tty {
+            let end = if last { "\n" } else { "" };
+            let _ = write!(err, "\r\x1b[2K{line}{end}");
+        } else {
+            let _ = writeln!(err, "{line}");
+        }
+        let _ = err.flush();
+    }
+
+    /// Live connections on the server port in the demo's namespace, by the tracer.
+    fn server_live(&self) -> u64 {
+        let (netns, local) = (self.traced_netns, SocketAddr::new(SERVER_IP.into(), self.args.port));
+        count_conns(&self.tracked.ledger, |c| c.netns == netns && c.local == local)
+    }
+
+    /// Live connections from the client source to `dest`, by the tracer.
+    fn client_live(&self, dest: SocketAddr) -> u64 {
+        count_conns(&self.tracked.ledger, |c| self.is_client_conn(c, dest))
+    }
+
+    fn local_ports_to(&self, dest: SocketAddr) -> HashSet<u16> {
+        self.tracked
+            .ledger
+            .conns()
+            .filter(|c| self.is_client_conn(c, dest))
+            .map(|c| c.local.port())
+            .collect()
+    }
+
+    fn is_client_conn(&self, c: &Conn, dest: SocketAddr) -> bool {
+        c.netns == self.traced_netns
+            && c.local.ip() == IpAddr::from(CLIENT_SOURCE)
+            && c.remote == dest
+    }
+
+    /// Connections to `second` whose local port is also in use towards `first`.
+    fn reused_ports(&self, first: SocketAddr, second: SocketAddr) -> u64 {
+        let first_ports = self.local_ports_to(first);
+        self.local_ports_to(second).iter().filter(|p| first_ports.contains(p)).count() as u64
+    }
+
+    /// Stops every worker, drops the namespace, and waits for the tracer to see the
+    /// namespace empty.
+    async fn teardown(&mut self, interrupted: bool) -> Teardown {
+        let workers_stopped = self.server.stop() + self.clients.stop();
+        drop(self.netns.take());
+        let netns = self.traced_netns;
+        let in_netns = |d: &Self| count_conns(&d.tracked.ledger, |c| c.netns == netns);
+        let left_live = self.settle(in_netns, 0).await.unwrap_or_else(|_| in_netns(self));
+        if !self.args.json || self.progress_on_tty {
+            let why = if interrupted { "interrupted; " } else { "" };
+            eprintln!(
+                "tcptrace demo: {why}teardown: {workers_stopped} worker processes stopped; \
+                 {left_live} connections left in the demo's namespace"
+            );
+        }
+        Teardown { workers_stopped, left_live, interrupted }
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Side {
+    Server,
+    Client,
+}
+
+/// How far a ramp has come.
+struct Goal {
+    done: u64,
+    target: u64,
+}
+
+impl Goal {
+    fn reached(done: u64, target: u64) -> Self {
+        Self { done, target }
+    }
+}
+
+fn count_conns(ledger: &Ledger, pred: impl Fn(&Conn) -> bool) -> u64 {
+    ledger.conns().filter(|c| pred(c)).count() as u64
+}
+
+/// Worker `i`'s source address: 127.1.0.1, 127.1.0.2, ... (never 127.0.0.1).
+fn source_address(i: u64) -> Ipv4Addr {
+    let n = u32::try_from(i + 1).unwrap_or(u32::MAX);
+    Ipv4Addr::from(u32::from(Ipv4Addr::new(127, 1, 0, 0)) + n)
+}
+
+fn parse_range(text: &str) -> anyhow::Result<(u32, u32)> {
+    let mut parts = text.split_whitespace().map(str::parse::<u32>);
+    match (parts.next(), parts.next()) {
+        (Some(Ok(low)), Some(Ok(high))) if low <= high => Ok((low, high)),
+        _ => bail!("cannot parse ip_local_port_range {text:?}"),
+    }
+}
+
+fn rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// The results as a short report for a terminal.
+#[expect(clippy::cast_precision_loss, reason = "a rounded figure for people")]
+fn render(r: &Results) -> String {
+    let mut out = String::new();
+    let verdict = |ok: bool| if ok { "PASS" } else { "FAIL" };
+    let _ = writeln!(out, "tcptrace demo  backend {}  netns {}", r.backend, r.netns);
+    if let Some(s) = &r.server {
+        let _ = write!(
+            out,
+            "\nSERVER SIDE: one port, many 4-tuples                               {}\n\
+             \x20 listener {}: SO_REUSEPORT group of {} sockets in {} processes\n\
+             \x20 held by the load       {:>10}   (opened {}, accepted {}, in {:.1}s)\n\
+             \x20 tracer (events)        {:>10}   live on port {}\n\
+             \x20 sock_diag (as ss)      {:>10}\n\
+             \x20 remote addresses {}, at most {} from one; {} 65,535 on ONE port\n",
+            verdict(s.passed),
+            s.listen,
+            s.reuseport_sockets,
+            s.worker_processes,
+            s.target,
+            s.opened,
+            s.accepted,
+            s.ramp_s,
+            s.tracer_live,
+            s.listen.rsplit(':').next().unwrap_or_default(),
+            s.sock_diag_live,
+            s.remote_addrs,
+            s.max_per_remote,
+            if s.over_65535 { "more than" } else { "not more than" },
+        );
+    }
+    if let Some(c) = &r.client {
+        let _ = write!(
+            out,
+            "\nCLIENT SIDE: ephemeral ports per destination                       {}\n\
+             \x20 {} -> {}: range {}-{} ({} ports{})\n\
+             \x20 opened by the load     {:>10}   then connect() failed {} times (EADDRNOTAVAIL)\n\
+             \x20 tracer local ports     {:>10}   failed connects seen: {}\n\
+             \x20 sock_diag ports in use {:>10}   {:.1}% of the range\n\
+             \x20 {} -> {}: {} connections, {} on a local port also in use to {}\n",
+            verdict(c.passed),
+            c.source,
+            c.destination,
+            c.range_low,
+            c.range_high,
+            c.range,
+            if c.narrowed { ", narrowed to fit --connections" } else { "" },
+            c.opened,
+            c.failed,
+            c.tracer_local_ports,
+            c.tracer_failed_connects,
+            c.ports_in_use,
+            c.use_pct,
+            c.source,
+            c.second_destination,
+            c.second_opened,
+            c.second_reused_local_ports,
+            c.destination,
+        );
+    }
+    let _ = write!(
+        out,
+        "\nTRUST  events {}  lost {}  drift {}  tracer RSS {:.1} MiB\nRESULT {}",
+        r.events,
+        r.lost,
+        r.drift,
+        r.tracer_rss_bytes as f64 / f64::from(1u32 << 20),
+        verdict(r.passed)
+    );
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn source_addresses_skip_127_0_0_1_and_count_up() {
+        assert_eq!(source_address(0), Ipv4Addr::new(127, 1, 0, 1));
+        assert_eq!(source_address(255), Ipv4Addr::new(127, 1, 1, 0));
+        assert_eq!(source_address(124), Ipv4Addr::new(127, 1, 0, 125));
+    }
+
+    #[test]
+    fn parses_a_port_range() {
+        assert_eq!(parse_range("32768\t60999\n").unwrap(), (32_768, 60_999));
+        assert!(parse_range("60999 32768").is_err());
+        assert!(parse_range("x").is_err());
+    }
+}

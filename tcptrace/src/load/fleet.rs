@@ -1,0 +1,249 @@
+//! A fleet of `tcptrace load hold` workers in a network namespace of their own, driven
+//! from the parent: spawn, say `go`, follow their progress, and tear everything down.
+//!
+//! The namespace keeps the workload away from everything else on the box (its ports, its
+//! TIME_WAIT buckets, its ephemeral range) and makes the teardown complete: when the
+//! workers are gone and the namespace thread ends, the kernel frees the namespace and every
+//! socket left in it.
+
+use std::{
+    fs,
+    io::{self, BufRead, BufReader, Write as _},
+    mem,
+    os::{fd::AsRawFd as _, unix::fs::MetadataExt as _},
+    path::PathBuf,
+    process::{Child, ChildStdin, Command, Stdio},
+    sync::{Arc, Mutex, mpsc},
+    thread::{self, JoinHandle},
+};
+
+use anyhow::Context as _;
+
+use super::hold::{Failure, Report};
+
+type Job = Box<dyn FnOnce() + Send>;
+
+/// A thread that moved into a new network namespace and brought `lo` up there. Processes
+/// spawned from it start in that namespace (a child inherits the namespaces of the thread
+/// that forks it).
+pub struct Netns {
+    pub inode: u32,
+    jobs: Option<mpsc::Sender<Job>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Netns {
+    pub fn new() -> anyhow::Result<Self> {
+        let (ready_tx, ready_rx) = mpsc::channel::<anyhow::Result<u32>>();
+        let (jobs_tx, jobs_rx) = mpsc::channel::<Job>();
+        let thread = thread::Builder::new().name("demo-netns".into()).spawn(move || {
+            let entered = enter_new_netns();
+            let ok = entered.is_ok();
+            let _ = ready_tx.send(entered);
+            if ok {
+                for job in jobs_rx {
+                    job();
+                }
+            }
+        })?;
+        let inode = ready_rx.recv().context("the namespace thread died")??;
+        Ok(Self { inode, jobs: Some(jobs_tx), thread: Some(thread) })
+    }
+
+    /// Runs `f` in the namespace thread.
+    pub fn run<R: Send + 'static>(&self, f: impl FnOnce() -> R + Send + 'static) -> R {
+        let (tx, rx) = mpsc::channel();
+        let job: Job = Box::new(move || {
+            let _ = tx.send(f());
+        });
+        self.jobs.as_ref().expect("running").send(job).expect("the namespace thread lives");
+        rx.recv().expect("the namespace thread answers")
+    }
+
+    /// Sets a sysctl of this namespace (`net.ipv4.ip_local_port_range` and friends are per
+    /// namespace; /proc/sys/net shows the namespace of the thread that opens it).
+    pub fn sysctl(&self, name: &str, value: &str) -> anyhow::Result<()> {
+        let path = PathBuf::from("/proc/sys").join(name.replace('.', "/"));
+        let value = value.to_owned();
+        self.run(move || {
+            fs::write(&path, value).with_context(|| format!("write {}", path.display()))
+        })
+    }
+
+    pub fn read_sysctl(&self, name: &str) -> anyhow::Result<String> {
+        let path = PathBuf::from("/proc/sys").join(name.replace('.', "/"));
+        self.run(move || {
+            fs::read_to_string(&path)
+                .map(|s| s.trim().to_owned())
+                .with_context(|| format!("read {}", path.display()))
+        })
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        drop(self.jobs.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn enter_new_netns() -> anyhow::Result<u32> {
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)
+        .context("unshare(CLONE_NEWNET) (needs CAP_SYS_ADMIN)")?;
+    bring_loopback_up().context("bringing lo up in the new network namespace")?;
+    let inode = fs::metadata("/proc/thread-self/ns/net")?.ino();
+    u32::try_from(inode).context("netns inode exceeds u32")
+}
+
+/// `ip link set lo up` with the two ioctls it makes (no external command needed); it also
+/// assigns 127.0.0.1/8 and ::1.
+fn bring_loopback_up() -> io::Result<()> {
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None)?;
+    // SAFETY: `ifreq` is plain old data, for which all zeroes is a valid value.
+    let mut req: libc::ifreq = unsafe { mem::zeroed() };
+    for (dst, src) in req.ifr_name.iter_mut().zip(b"lo\0") {
+        *dst = (*src).cast_signed();
+    }
+    // SAFETY: SIOCGIFFLAGS reads the name from and writes the flags into `req`, which lives
+    // across the call.
+    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS as _, &raw mut req) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: SIOCGIFFLAGS filled the `ifru_flags` member of the union.
+    unsafe { req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short };
+    // SAFETY: as above; SIOCSIFFLAGS reads the name and the flags from `req`.
+    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS as _, &raw mut req) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// What the parent knows of one worker, from its progress lines.
+#[derive(Debug, Clone, Default)]
+pub struct WorkerState {
+    pub pid: u32,
+    pub report: Report,
+    /// The error it printed, if it could not go on.
+    pub error: Option<String>,
+    /// Its stdout closed: it exited.
+    pub exited: bool,
+}
+
+struct Worker {
+    child: Child,
+    stdin: Option<ChildStdin>,
+}
+
+/// Workers of one workload, all in one namespace.
+pub struct Fleet {
+    workers: Vec<Worker>,
+    states: Arc<Mutex<Vec<WorkerState>>>,
+}
+
+impl Fleet {
+    #[must_use]
+    pub fn new() -> Self {
+        Self { workers: Vec::new(), states: Arc::new(Mutex::new(Vec::new())) }
+    }
+
+    /// Starts `tcptrace load hold ARGS` in `netns`; its progress is followed from then on.
+    pub fn spawn(&mut self, netns: &Netns, args: Vec<String>) -> anyhow::Result<()> {
+        let exe = std::env::current_exe().context("cannot find the tcptrace binary")?;
+        let mut child = netns.run(move || {
+            Command::new(exe)
+                .args(["load", "hold"])
+                .args(args)
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::inherit())
+                .spawn()
+        })?;
+        let index = {
+            let mut states = self.states.lock().expect("not poisoned");
+            states.push(WorkerState { pid: child.id(), ..WorkerState::default() });
+            states.len() - 1
+        };
+        let stdout = child.stdout.take().expect("piped");
+        let states = Arc::clone(&self.states);
+        thread::spawn(move || follow(index, BufReader::new(stdout), &states));
+        let stdin = child.stdin.take();
+        self.workers.push(Worker { child, stdin });
+        Ok(())
+    }
+
+    /// Tells every worker waiting for it to start connecting.
+    pub fn go(&mut self) {
+        for w in &mut self.workers {
+            if let Some(stdin) = w.stdin.as_mut() {
+                let _ = writeln!(stdin, "go").and_then(|()| stdin.flush());
+            }
+        }
+    }
+
+    #[must_use]
+    pub fn states(&self) -> Vec<WorkerState> {
+        self.states.lock().expect("not poisoned").clone()
+    }
+
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.workers.len()
+    }
+
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.workers.is_empty()
+    }
+
+    /// Ends every worker (closing stdin asks; SIGKILL makes sure) and waits for them.
+    /// Returns how many there were.
+    pub fn stop(&mut self) -> usize {
+        let workers = mem::take(&mut self.workers);
+        let n = workers.len();
+        for mut w in workers {
+            drop(w.stdin.take());
+            let _ = w.child.kill();
+            let _ = w.child.wait();
+        }
+        n
+    }
+}
+
+impl Default for Fleet {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for Fleet {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn follow(index: usize, stdout: impl BufRead, states: &Mutex<Vec<WorkerState>>) {
+    for line in stdout.lines() {
+        let Ok(line) = line else { break };
+        let mut states = states.lock().expect("not poisoned");
+        let state = &mut states[index];
+        if let Ok(report) = serde_json::from_str::<Report>(&line) {
+            state.report = report;
+        } else if let Ok(failure) = serde_json::from_str::<Failure>(&line) {
+            state.error = Some(failure.error);
+        }
+    }
+    states.lock().expect("not poisoned")[index].exited = true;
+}
+
+/// The sum of the workers' counts.
+#[must_use]
+pub fn totals(states: &[WorkerState]) -> Report {
+    states.iter().fold(Report::default(), |mut t, s| {
+        t.connected += s.report.connected;
+        t.accepted += s.report.accepted;
+        t.failed += s.report.failed;
+        t
+    })
+}
