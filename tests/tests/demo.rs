@@ -46,7 +46,7 @@ fn demo_counts_one_port_and_an_exhausted_range_exactly() {
     let n_text = n.to_string();
     let exit = run_to_exit(
         &["demo", "--connections", &n_text, "--per-process", "1000", "--json"],
-        Duration::from_secs(300),
+        Duration::from_mins(5),
     );
     assert_eq!(exit.code(), Some(0), "demo failed:\n{}\n{}", exit.stdout, exit.stderr);
     let r: Value = serde_json::from_str(exit.stdout.trim()).expect("one JSON object");
@@ -102,7 +102,7 @@ fn an_interrupted_demo_leaves_nothing_behind() {
         }
     });
     // The namespace, from the plan line; then wait for connections to be held.
-    let deadline = Instant::now() + Duration::from_secs(120);
+    let deadline = Instant::now() + Duration::from_mins(2);
     let mut netns = None;
     let mut log = Vec::new();
     while Instant::now() < deadline {
@@ -125,7 +125,7 @@ fn an_interrupted_demo_leaves_nothing_behind() {
         nix::sys::signal::Signal::SIGINT,
     )
     .expect("SIGINT");
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let deadline = Instant::now() + Duration::from_mins(1);
     let status = loop {
         if let Some(status) = child.try_wait().expect("wait") {
             break status;

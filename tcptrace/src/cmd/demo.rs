@@ -556,7 +556,7 @@ impl Demo {
             match tick {
                 Tick::Stop => return Ok(Phase::Interrupted),
                 Tick::Report => {
-                    self.progress_line(what, &g, &fleet::totals(&states), started, false)
+                    self.progress_line(what, &g, &fleet::totals(&states), started, false);
                 }
                 Tick::Drain => {}
             }
