@@ -51,6 +51,8 @@ const CLIENT_SOURCE: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 9);
 const SECOND_DESTINATION_CONNECTIONS: u64 = 1_000;
 /// A ramp that makes no progress for this long has failed.
 const STALL: Duration = Duration::from_secs(30);
+/// Worker processes connecting at the same time (the others wait for their turn).
+const CONNECTING_AT_ONCE: usize = 4;
 /// The ring buffer the demo uses unless told otherwise (--ring-size).
 const DEMO_RING_BYTES: u32 = 64 << 20;
 /// The full demo's size; smaller runs narrow the client side's ephemeral range to fit.
@@ -380,7 +382,6 @@ impl Demo {
         if let Phase::Interrupted = listening.await? {
             return Ok(Phase::Interrupted);
         }
-        self.server.go();
         let target = self.args.connections;
         let ramp = self.ramp("server side", Side::Server, move |states| {
             let t = fleet::totals(states);
@@ -461,7 +462,6 @@ impl Demo {
         if let Phase::Interrupted = listening.await? {
             return Ok(Phase::Interrupted);
         }
-        self.clients.go();
         let exhausted = self.ramp("client side: exhausting", Side::Client, move |states| {
             let done = states.iter().filter(|s| s.report.done).count() as u64;
             Goal::reached(done, n)
@@ -543,10 +543,12 @@ impl Demo {
         let started = Instant::now();
         let mut best = (0, Instant::now());
         loop {
-            let states = match side {
-                Side::Server => self.server.states(),
-                Side::Client => self.clients.states(),
+            let fleet = match side {
+                Side::Server => &mut self.server,
+                Side::Client => &mut self.clients,
             };
+            fleet.go(CONNECTING_AT_ONCE);
+            let states = fleet.states();
             if let Some(failed) = states.iter().find_map(|s| s.error.as_ref().map(|e| (s.pid, e))) {
                 bail!("{what}: worker {} failed: {}", failed.0, failed.1);
             }

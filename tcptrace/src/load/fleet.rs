@@ -134,6 +134,7 @@ pub struct WorkerState {
 struct Worker {
     child: Child,
     stdin: Option<ChildStdin>,
+    told_go: bool,
 }
 
 /// Workers of one workload, all in one namespace.
@@ -169,13 +170,24 @@ impl Fleet {
         let states = Arc::clone(&self.states);
         thread::spawn(move || follow(index, BufReader::new(stdout), &states));
         let stdin = child.stdin.take();
-        self.workers.push(Worker { child, stdin });
+        self.workers.push(Worker { child, stdin, told_go: false });
         Ok(())
     }
 
-    /// Tells every worker waiting for it to start connecting.
-    pub fn go(&mut self) {
-        for w in &mut self.workers {
+    /// Tells waiting workers to start connecting, so that at most `at_once` are connecting
+    /// at a time: a hundred processes all connecting at once on a small box starve
+    /// everything else, the tracer included, and finish no sooner.
+    pub fn go(&mut self, at_once: usize) {
+        let states = self.states();
+        let connecting = self
+            .workers
+            .iter()
+            .zip(&states)
+            .filter(|(w, s)| w.told_go && !s.report.done)
+            .count();
+        let waiting = self.workers.iter_mut().filter(|w| !w.told_go);
+        for w in waiting.take(at_once.saturating_sub(connecting)) {
+            w.told_go = true;
             if let Some(stdin) = w.stdin.as_mut() {
                 let _ = writeln!(stdin, "go").and_then(|()| stdin.flush());
             }
