@@ -49,6 +49,8 @@ const SECOND_DESTINATION: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 3);
 const CLIENT_SOURCE: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 9);
 /// Connections the second destination gets (at most).
 const SECOND_DESTINATION_CONNECTIONS: u64 = 1_000;
+/// How long the teardown waits for the workers to exit and the tracer to see it.
+const TEARDOWN_WAIT: Duration = Duration::from_mins(3);
 /// A ramp that makes no progress for this long has failed.
 const STALL: Duration = Duration::from_secs(30);
 /// Worker processes connecting at the same time (the others wait for their turn).
@@ -294,6 +296,8 @@ struct Demo {
     clients: Fleet,
     results: Results,
     progress_on_tty: bool,
+    /// SIGINT or SIGTERM came (or --duration ran out): every step stops at its next tick.
+    interrupted: bool,
 }
 
 impl Demo {
@@ -329,6 +333,7 @@ impl Demo {
             clients: Fleet::new(),
             results,
             progress_on_tty: std::io::stderr().is_terminal(),
+            interrupted: false,
         })
     }
 
@@ -395,6 +400,9 @@ impl Demo {
             available_before.saturating_sub(mem_available()?) / (2 * target);
         // The load holds everything; give the tracer the time to drain the last events.
         let traced = self.settle(Self::server_live, target).await?;
+        if self.interrupted {
+            return Ok(Phase::Interrupted);
+        }
         self.update(&Tick::Stop)?;
         let rows = self.capacity.refresh(0)?;
         let row = rows.listeners.iter().find(|l| {
@@ -429,16 +437,7 @@ impl Demo {
     }
 
     async fn client_side(&mut self) -> anyhow::Result<Phase> {
-        let netns = self.netns();
-        let range = match self.plan.client_range {
-            Some(ports) => {
-                let low = 40_000u32;
-                let high = low + ports - 1;
-                netns.sysctl("net.ipv4.ip_local_port_range", &format!("{low} {high}"))?;
-                (low, high)
-            }
-            None => parse_range(&netns.read_sysctl("net.ipv4.ip_local_port_range")?)?,
-        };
+        let range = self.client_range()?;
         let ports = range.1 - range.0 + 1;
         let first = SocketAddr::new(FIRST_DESTINATION.into(), self.args.port);
         // Enough workers to exhaust the range with room to spare: the range, not the
@@ -493,6 +492,9 @@ impl Demo {
         }
         let second_opened = self.clients.states()[second_index].report.connected;
         self.settle(|d| d.client_live(second), second_opened).await?;
+        if self.interrupted {
+            return Ok(Phase::Interrupted);
+        }
         self.update(&Tick::Stop)?;
         let rows = self.capacity.refresh(0)?;
         let dest = rows.destinations.iter().find(|d| {
@@ -532,6 +534,21 @@ impl Demo {
         Ok(Phase::Done)
     }
 
+    /// The client side's ephemeral range: the namespace's own, or narrowed to fit
+    /// `--connections`.
+    fn client_range(&self) -> anyhow::Result<(u32, u32)> {
+        let netns = self.netns();
+        match self.plan.client_range {
+            Some(ports) => {
+                let low = 40_000u32;
+                let high = low + ports - 1;
+                netns.sysctl("net.ipv4.ip_local_port_range", &format!("{low} {high}"))?;
+                Ok((low, high))
+            }
+            None => parse_range(&netns.read_sysctl("net.ipv4.ip_local_port_range")?),
+        }
+    }
+
     /// Drains and reports until `goal` says the workers are there, printing progress every
     /// interval. Fails when a worker fails or the ramp stalls.
     async fn ramp(
@@ -543,6 +560,9 @@ impl Demo {
         let started = Instant::now();
         let mut best = (0, Instant::now());
         loop {
+            if self.interrupted {
+                return Ok(Phase::Interrupted);
+            }
             let fleet = match side {
                 Side::Server => &mut self.server,
                 Side::Client => &mut self.clients,
@@ -572,8 +592,7 @@ impl Demo {
                     STALL.as_secs()
                 );
             }
-            let tick = self.session.next().await;
-            self.update(&tick)?;
+            let tick = self.next_tick().await?;
             match tick {
                 Tick::Stop => return Ok(Phase::Interrupted),
                 Tick::Report => {
@@ -593,12 +612,18 @@ impl Demo {
             if n == target || Instant::now() > deadline {
                 return Ok(n);
             }
-            let tick = self.session.next().await;
-            self.update(&tick)?;
-            if let Tick::Stop = tick {
+            if let Tick::Stop = self.next_tick().await? {
                 return Ok(count(self));
             }
         }
+    }
+
+    /// The session's next tick, applied; remembers a stop.
+    async fn next_tick(&mut self) -> anyhow::Result<Tick> {
+        let tick = self.session.next().await;
+        self.update(&tick)?;
+        self.interrupted |= matches!(tick, Tick::Stop);
+        Ok(tick)
     }
 
     fn update(&mut self, tick: &Tick) -> anyhow::Result<()> {
@@ -673,19 +698,38 @@ impl Demo {
         self.local_ports_to(second).iter().filter(|p| first_ports.contains(p)).count() as u64
     }
 
-    /// Stops every worker, drops the namespace, and waits for the tracer to see the
-    /// namespace empty.
+    /// Stops every worker, drops the namespace, and waits (draining, so that the close
+    /// storm is counted too) until the workers are gone and the tracer sees the namespace
+    /// empty. Ctrl-C here is not a reason to stop early: leaving nothing behind is the point.
     async fn teardown(&mut self, interrupted: bool) -> Teardown {
-        let workers_stopped = self.server.stop() + self.clients.stop();
-        drop(self.netns.take());
+        let workers = self.server.len() + self.clients.len();
+        self.server.kill_all();
+        self.clients.kill_all();
         let netns = self.traced_netns;
         let in_netns = |d: &Self| count_conns(&d.tracked.ledger, |c| c.netns == netns);
-        let left_live = self.settle(in_netns, 0).await.unwrap_or_else(|_| in_netns(self));
+        let deadline = Instant::now() + TEARDOWN_WAIT;
+        let mut workers_stopped = 0;
+        loop {
+            let gone =
+                self.server.reap(&mut workers_stopped) & self.clients.reap(&mut workers_stopped);
+            if gone && self.netns.is_some() {
+                // The namespace thread is the last holder of the namespace.
+                drop(self.netns.take());
+            }
+            if (gone && in_netns(self) == 0) || Instant::now() > deadline {
+                break;
+            }
+            let tick = self.session.next().await;
+            if let Err(e) = self.update(&tick) {
+                log::warn!("draining during teardown: {e:#}");
+            }
+        }
+        let left_live = in_netns(self);
         if !self.args.json || self.progress_on_tty {
             let why = if interrupted { "interrupted; " } else { "" };
             eprintln!(
-                "tcptrace demo: {why}teardown: {workers_stopped} worker processes stopped; \
-                 {left_live} connections left in the demo's namespace"
+                "tcptrace demo: {why}teardown: {workers_stopped} of {workers} worker processes \
+                 stopped; {left_live} connections left in the demo's namespace"
             );
         }
         Teardown { workers_stopped, left_live, interrupted }

@@ -179,12 +179,8 @@ impl Fleet {
     /// everything else, the tracer included, and finish no sooner.
     pub fn go(&mut self, at_once: usize) {
         let states = self.states();
-        let connecting = self
-            .workers
-            .iter()
-            .zip(&states)
-            .filter(|(w, s)| w.told_go && !s.report.done)
-            .count();
+        let connecting =
+            self.workers.iter().zip(&states).filter(|(w, s)| w.told_go && !s.report.done).count();
         let waiting = self.workers.iter_mut().filter(|w| !w.told_go);
         for w in waiting.take(at_once.saturating_sub(connecting)) {
             w.told_go = true;
@@ -209,17 +205,23 @@ impl Fleet {
         self.workers.is_empty()
     }
 
-    /// Ends every worker (closing stdin asks; SIGKILL makes sure) and waits for them.
-    /// Returns how many there were.
-    pub fn stop(&mut self) -> usize {
-        let workers = mem::take(&mut self.workers);
-        let n = workers.len();
-        for mut w in workers {
+    /// Ends every worker: closing stdin asks, SIGKILL makes sure. All at once, without
+    /// waiting: a worker holding thousands of sockets takes a while to exit, and the
+    /// kernel closes the sockets of all of them in parallel. [`Fleet::reap`] collects them.
+    pub fn kill_all(&mut self) {
+        for w in &mut self.workers {
             drop(w.stdin.take());
             let _ = w.child.kill();
-            let _ = w.child.wait();
         }
-        n
+    }
+
+    /// Collects the workers that have exited; true when none is left. Returns how many
+    /// were collected this time through `reaped`.
+    pub fn reap(&mut self, reaped: &mut usize) -> bool {
+        let before = self.workers.len();
+        self.workers.retain_mut(|w| !matches!(w.child.try_wait(), Ok(Some(_)) | Err(_)));
+        *reaped += before - self.workers.len();
+        self.workers.is_empty()
     }
 }
 
@@ -231,7 +233,10 @@ impl Default for Fleet {
 
 impl Drop for Fleet {
     fn drop(&mut self) {
-        self.stop();
+        self.kill_all();
+        for w in &mut self.workers {
+            let _ = w.child.wait();
+        }
     }
 }
 
