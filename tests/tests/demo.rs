@@ -30,6 +30,26 @@ fn processes_in_netns(inode: u64) -> Vec<u32> {
         .collect()
 }
 
+/// What each thread of `pid` is doing (comm, state, wait channel), for a failure message.
+fn threads_of(pid: u32) -> String {
+    let Ok(dir) = fs::read_dir(format!("/proc/{pid}/task")) else { return String::new() };
+    dir.filter_map(Result::ok)
+        .map(|t| {
+            let read = |f: &str| fs::read_to_string(t.path().join(f)).unwrap_or_default();
+            let state = read("stat")
+                .rsplit(')')
+                .next()
+                .unwrap_or_default()
+                .split_whitespace()
+                .next()
+                .unwrap_or_default()
+                .to_owned();
+            format!("[{} {} {}]", read("comm").trim(), state, read("wchan"))
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 fn u(v: &Value, path: &str) -> u64 {
     v.pointer(path).and_then(Value::as_u64).unwrap_or_else(|| panic!("no {path} in {v}"))
 }
@@ -131,9 +151,15 @@ fn an_interrupted_demo_leaves_nothing_behind() {
             break status;
         }
         if Instant::now() > deadline {
+            let threads = threads_of(child.id());
             let _ = child.kill();
             log.extend(rx.try_iter());
-            panic!("the demo did not stop within 60 s of SIGINT:\n{}", log.join("\n"));
+            panic!(
+                "the demo did not stop within 60 s of SIGINT:\n{}\nits threads: {threads}\n\
+                 processes in its namespace: {:?}",
+                log.join("\n"),
+                processes_in_netns(netns)
+            );
         }
         thread::sleep(Duration::from_millis(50));
     };

@@ -378,7 +378,7 @@ impl Demo {
         // Every listener must be in the group before the first connect, or the early
         // connections all land on the first few workers.
         let workers = self.server.len();
-        let listening = self.ramp("server side: listeners", Side::Server, |states| {
+        let listening = self.ramp("server side: listeners", Side::Server, 0, |states| {
             Goal::reached(
                 states.iter().filter(|s| s.report.listening.is_some()).count() as u64,
                 workers as u64,
@@ -388,7 +388,7 @@ impl Demo {
             return Ok(Phase::Interrupted);
         }
         let target = self.args.connections;
-        let ramp = self.ramp("server side", Side::Server, move |states| {
+        let ramp = self.ramp("server side", Side::Server, CONNECTING_AT_ONCE, move |states| {
             let t = fleet::totals(states);
             Goal::reached(t.connected.min(t.accepted), target)
         });
@@ -455,16 +455,17 @@ impl Demo {
             self.clients.spawn(self.netns.as_ref().expect("namespace"), args)?;
         }
         let n = workers;
-        let listening = self.ramp("client side: listeners", Side::Client, move |states| {
+        let listening = self.ramp("client side: listeners", Side::Client, 0, move |states| {
             Goal::reached(states.iter().filter(|s| s.report.listening.is_some()).count() as u64, n)
         });
         if let Phase::Interrupted = listening.await? {
             return Ok(Phase::Interrupted);
         }
-        let exhausted = self.ramp("client side: exhausting", Side::Client, move |states| {
-            let done = states.iter().filter(|s| s.report.done).count() as u64;
-            Goal::reached(done, n)
-        });
+        let exhausted =
+            self.ramp("client side: exhausting", Side::Client, CONNECTING_AT_ONCE, move |states| {
+                let done = states.iter().filter(|s| s.report.done).count() as u64;
+                Goal::reached(done, n)
+            });
         if let Phase::Interrupted = exhausted.await? {
             return Ok(Phase::Interrupted);
         }
@@ -481,12 +482,17 @@ impl Demo {
         ];
         self.clients.spawn(self.netns.as_ref().expect("namespace"), args)?;
         let second_index = self.clients.len() - 1;
-        let reached = self.ramp("client side: second destination", Side::Client, move |states| {
-            Goal::reached(
-                states[second_index].report.connected.min(states[second_index].report.accepted),
-                second_count,
-            )
-        });
+        let reached = self.ramp(
+            "client side: second destination",
+            Side::Client,
+            CONNECTING_AT_ONCE,
+            move |states| {
+                Goal::reached(
+                    states[second_index].report.connected.min(states[second_index].report.accepted),
+                    second_count,
+                )
+            },
+        );
         if let Phase::Interrupted = reached.await? {
             return Ok(Phase::Interrupted);
         }
@@ -555,6 +561,7 @@ impl Demo {
         &mut self,
         what: &str,
         side: Side,
+        connecting_at_once: usize,
         goal: impl Fn(&[WorkerState]) -> Goal,
     ) -> anyhow::Result<Phase> {
         let started = Instant::now();
@@ -567,7 +574,7 @@ impl Demo {
                 Side::Server => &mut self.server,
                 Side::Client => &mut self.clients,
             };
-            fleet.go(CONNECTING_AT_ONCE);
+            fleet.go(connecting_at_once);
             let states = fleet.states();
             if let Some(failed) = states.iter().find_map(|s| s.error.as_ref().map(|e| (s.pid, e))) {
                 bail!("{what}: worker {} failed: {}", failed.0, failed.1);
@@ -594,7 +601,10 @@ impl Demo {
             }
             let tick = self.next_tick().await?;
             match tick {
-                Tick::Stop => return Ok(Phase::Interrupted),
+                Tick::Stop => {
+                    eprintln!("tcptrace demo: {what}: stopping; tearing the load down");
+                    return Ok(Phase::Interrupted);
+                }
                 Tick::Report => {
                     self.progress_line(what, &g, &fleet::totals(&states), started, false);
                 }
