@@ -48,6 +48,10 @@ pub enum Command {
     /// Turn a capacity claim into pass or fail: watch for --duration, then exit 0 if every
     /// --expect held, 1 if one did not, 2 on bad input or when nothing could be measured.
     Check(CheckArgs),
+    /// Full-screen live view: listeners, destinations, local ports and remote endpoints,
+    /// sortable and filterable (keys shown on screen; q quits). Prints `watch`'s table when
+    /// stdout is not a terminal.
+    Top(crate::cmd::top::TopArgs),
     /// tcptrace's own loopback load generator (used by the demo and the benchmarks).
     #[command(hide = true)]
     Load(crate::load::LoadArgs),
@@ -132,7 +136,7 @@ pub struct EventsArgs {
     pub json: bool,
 }
 
-fn parse_duration(s: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("{e} (examples: 500ms, 10s, 5m)"))
 }
 

@@ -3,6 +3,7 @@
 
 pub mod check;
 pub mod events;
+pub mod top;
 pub mod watch;
 
 use std::{
