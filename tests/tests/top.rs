@@ -180,58 +180,21 @@ fn top_shows_sorts_filters_and_quits_in_a_real_terminal() {
     tmux.type_text("127.82.0.");
     tmux.press(&["Enter"]);
     let screen = tmux.wait_for("our listeners, destination and endpoint rows", WAIT, |s| {
-        // Keys reach the view asynchronously, as a person's do: wait for the filter too.
-        let header = s.lines().next().unwrap_or_default();
-        if !header.contains("filter \"127.82.0.\"") || !s.contains("q quit") {
-            return Err(format!("filter not applied yet: {header:?}"));
-        }
-        let counts = (listener_live(s, BUSY, ns.inode())?, listener_live(s, QUIET, ns.inode())?);
-        if counts != (5, 3) {
-            return Err(format!("listeners live {counts:?}"));
-        }
-        // The client side: the destination's ports in use, and the ledger's remote endpoint.
-        let dest = table(s, "Destinations")
-            .into_iter()
-            .find(|cells| cells[..3] == [CLIENT.to_string(), "->".to_owned(), BUSY.to_string()]);
-        if dest.as_ref().is_none_or(|cells| cells[4] != "5") {
-            return Err(format!("destination row {dest:?}"));
-        }
-        match row(s, "Remote endpoints", &BUSY.to_string()) {
-            Some(cells) if cells[1..] == ["5", "5"] => Ok(s.to_owned()),
-            other => Err(format!("remote endpoint row {other:?}")),
-        }
+        our_rows(s, ns.inode())
     });
-    println!("  listeners: {BUSY} live 5, {QUIET} live 3 (netns {}); endpoint {BUSY} live 5", ns.inode());
+    println!(
+        "  listeners: {BUSY} live 5, {QUIET} live 3 (netns {}); endpoint {BUSY} live 5",
+        ns.inode()
+    );
     assert_eq!(first_cells(&screen, "Listeners"), [BUSY.to_string(), QUIET.to_string()], "LIVE v");
 
     // Sorting: flip LIVE, then sort by the address both ways.
     tmux.press(&["r"]);
-    tmux.wait_for("LIVE ascending", WAIT, |s| {
-        let order = first_cells(s, "Listeners");
-        if s.contains("LIVE ^") && order == [QUIET.to_string(), BUSY.to_string()] {
-            Ok(())
-        } else {
-            Err(format!("order {order:?}"))
-        }
-    });
+    wait_for_listener_order(&tmux, "LIVE ^", [QUIET, BUSY]);
     tmux.press(&["Left", "Left"]);
-    tmux.wait_for("LISTENER ascending", WAIT, |s| {
-        let order = first_cells(s, "Listeners");
-        if s.contains("LISTENER ^") && order == [BUSY.to_string(), QUIET.to_string()] {
-            Ok(())
-        } else {
-            Err(format!("order {order:?}"))
-        }
-    });
+    wait_for_listener_order(&tmux, "LISTENER ^", [BUSY, QUIET]);
     tmux.press(&["r"]);
-    tmux.wait_for("LISTENER descending", WAIT, |s| {
-        let order = first_cells(s, "Listeners");
-        if s.contains("LISTENER v") && order == [QUIET.to_string(), BUSY.to_string()] {
-            Ok(())
-        } else {
-            Err(format!("order {order:?}"))
-        }
-    });
+    wait_for_listener_order(&tmux, "LISTENER v", [QUIET, BUSY]);
     println!("  sorting: r flips LIVE, Left picks LISTENER, r flips it: each reorders the rows");
 
     // Closing two connections (both ends) shows at the next refresh.
@@ -284,6 +247,26 @@ fn top_shows_sorts_filters_and_quits_in_a_real_terminal() {
         BUSY.port()
     );
 
+    quit_and_check_the_terminal(&tmux);
+    drop((quiet_clients, busy_clients));
+}
+
+/// Waits until the listeners table is sorted as the header `marker` says ("LIVE ^") and
+/// shows exactly `order`.
+fn wait_for_listener_order(tmux: &Tmux, marker: &str, order: [SocketAddr; 2]) {
+    tmux.wait_for(marker, WAIT, |s| {
+        let shown = first_cells(s, "Listeners");
+        if s.contains(marker) && shown == order.map(|a| a.to_string()) {
+            Ok(())
+        } else {
+            Err(format!("order {shown:?}"))
+        }
+    });
+}
+
+/// Presses q; tcptrace must exit 0 and leave the terminal as it found it: off the
+/// alternate screen, and out of raw mode (what the pane's shell prints after it).
+fn quit_and_check_the_terminal(tmux: &Tmux) {
     tmux.press(&["q"]);
     let screen = tmux.wait_for("tcptrace to exit", WAIT, |s| {
         if s.contains("tty: ") { Ok(s.to_owned()) } else { Err("still running".into()) }
@@ -294,5 +277,29 @@ fn top_shows_sorts_filters_and_quits_in_a_real_terminal() {
     let tty = screen.lines().find(|l| l.starts_with("tty: ")).expect("tty line");
     assert_eq!(tty.split_whitespace().collect::<Vec<_>>(), ["tty:", "icanon", "echo"], "{screen}");
     println!("  q: exit status 0, alternate screen left, terminal back in cooked mode ({tty})");
-    drop((quiet_clients, busy_clients));
+}
+
+/// The screen once it shows, filtered by "127.82.0.", our listeners with 5 and 3 live in
+/// `netns`, the busy destination with 5 ports in use, and the ledger's endpoint row for it.
+fn our_rows(s: &str, netns: u32) -> Result<String, String> {
+    // Keys reach the view asynchronously, as a person's do: wait for the filter too.
+    let header = s.lines().next().unwrap_or_default();
+    if !header.contains("filter \"127.82.0.\"") || !s.contains("q quit") {
+        return Err(format!("filter not applied yet: {header:?}"));
+    }
+    let counts = (listener_live(s, BUSY, netns)?, listener_live(s, QUIET, netns)?);
+    if counts != (5, 3) {
+        return Err(format!("listeners live {counts:?}"));
+    }
+    // The client side: the destination's ports in use, and the ledger's remote endpoint.
+    let dest = table(s, "Destinations")
+        .into_iter()
+        .find(|cells| cells[..3] == [CLIENT.to_string(), "->".to_owned(), BUSY.to_string()]);
+    if dest.as_ref().is_none_or(|cells| cells[4] != "5") {
+        return Err(format!("destination row {dest:?}"));
+    }
+    match row(s, "Remote endpoints", &BUSY.to_string()) {
+        Some(cells) if cells[1..] == ["5", "5"] => Ok(s.to_owned()),
+        other => Err(format!("remote endpoint row {other:?}")),
+    }
 }
