@@ -155,6 +155,8 @@ fn top_shows_sorts_filters_and_quits_in_a_real_terminal() {
     let quiet_clients = connect(&ns, CLIENT, QUIET, 3);
     quiet.wait_accepted(3);
 
+    // The box's own connection churn can overflow the ring (`lost` > 0); reconciling every
+    // second makes the ledger's rows exact again within a second whatever was lost.
     let command = format!(
         "'{}' top --attach {} --interval 200ms --reconcile-every 1s; echo \"{EXITED} $?\"; \
          echo \"tty: $(stty -a | tr ' ;' '\\n\\n' | grep -x -e icanon -e -icanon -e echo -e -echo | tr '\\n' ' ')\"; \

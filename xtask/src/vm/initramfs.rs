@@ -115,8 +115,7 @@ pub fn build(
     archive.file_from("bin/tcptrace", &tcptrace, 0o755);
     dynamic.push(tcptrace);
     if let Workload::Tests { tests, .. } = workload {
-        let in_vm = tests.iter().filter(|t| !NOT_IN_VM.contains(&t.name.as_str()));
-        for (index, test) in in_vm.enumerate() {
+        for (index, test) in in_vm(tests).enumerate() {
             // Numbered so /tests/* globs in cargo's order; named after the test target.
             let name = format!("{:02}-{}", index + 1, test.name.replace('/', "-"));
             let copy = stripped(&test.path, &stage.join(&name));
@@ -151,12 +150,16 @@ pub fn build(
         path.display(),
         size / 1_000_000,
         match workload {
-            Workload::Tests { tests, .. } => tests.len(),
+            Workload::Tests { tests, .. } => in_vm(tests).count(),
             Workload::Smoke => 0,
         },
         libraries.len()
     );
     Ok(path)
+}
+
+fn in_vm(tests: &[TestExe]) -> impl Iterator<Item = &TestExe> {
+    tests.iter().filter(|t| !NOT_IN_VM.contains(&t.name.as_str()))
 }
 
 /// A copy of `binary` without debug info (it can be hundreds of MB, and the VM unpacks
