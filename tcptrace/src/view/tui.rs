@@ -174,7 +174,14 @@ impl TopView {
         if self.notice.is_some() {
             constraints.push(Constraint::Length(1));
         }
-        constraints.extend([Constraint::Fill(1); 4]);
+        let fixed = u16::try_from(constraints.len() + 1).unwrap_or(u16::MAX);
+        let matching = [
+            matching(&LISTENERS, &snapshot.listeners, &self.filter),
+            matching(&DESTINATIONS, &snapshot.destinations, &self.filter),
+            matching(&LOCAL_PORTS, &snapshot.local_ports, &self.filter),
+            matching(&REMOTE_ENDPOINTS, &snapshot.remote_endpoints, &self.filter),
+        ];
+        constraints.extend(table_heights(frame.area().height.saturating_sub(fixed), matching));
         constraints.push(Constraint::Length(1));
         let areas = Layout::vertical(constraints).split(frame.area());
         frame.render_widget(Paragraph::new(self.summary(snapshot)), areas[0]);
@@ -401,19 +408,47 @@ const REMOTE_ENDPOINTS: [Column<RemoteEndpointRow>; 3] = [
     ),
 ];
 
+/// Whether one of the row's searched cells contains `needle` (lowercase).
+fn passes<R>(columns: &[Column<R>], row: &R, needle: &str) -> bool {
+    needle.is_empty()
+        || columns
+            .iter()
+            .filter(|c| c.searched)
+            .any(|c| (c.text)(row).to_lowercase().contains(needle))
+}
+
+/// How many rows pass `filter`.
+fn matching<R>(columns: &[Column<R>], rows: &[R], filter: &str) -> usize {
+    let needle = filter.to_lowercase();
+    if needle.is_empty() {
+        rows.len()
+    } else {
+        rows.iter().filter(|r| passes(columns, r, &needle)).count()
+    }
+}
+
+/// The four tables' heights in `height` lines: a table whose rows fit in an equal share
+/// (with its title and column headers) takes only what it needs, and the others share the
+/// rest, so a box with three listeners and 10,000 remote endpoints shows more endpoints.
+/// The last table also takes what nobody needs, which keeps the keys at the bottom.
+fn table_heights(height: u16, matching: [usize; 4]) -> [Constraint; 4] {
+    let share = usize::from(height / 4);
+    let mut heights = matching.map(|rows| {
+        let need = 2 + rows.max(1); // an empty table says "(none)"
+        if need <= share {
+            Constraint::Length(u16::try_from(need).unwrap_or(u16::MAX))
+        } else {
+            Constraint::Fill(1)
+        }
+    });
+    heights[3] = Constraint::Fill(1);
+    heights
+}
+
 /// The rows that pass `filter`, in `sort` order (ties by the first column, ascending).
 fn visible<'a, R>(columns: &[Column<R>], rows: &'a [R], sort: Sort, filter: &str) -> Vec<&'a R> {
     let needle = filter.to_lowercase();
-    let mut shown: Vec<&R> = rows
-        .iter()
-        .filter(|row| {
-            needle.is_empty()
-                || columns
-                    .iter()
-                    .filter(|c| c.searched)
-                    .any(|c| (c.text)(row).to_lowercase().contains(&needle))
-        })
-        .collect();
+    let mut shown: Vec<&R> = rows.iter().filter(|row| passes(columns, row, &needle)).collect();
     let by = &columns[sort.column];
     shown.sort_by(|a, b| {
         let o = (by.order)(a, b);
@@ -714,7 +749,8 @@ mod tests {
             .collect();
         let lines = screen(&TopView::default(), &s);
         let rows = first_cells(&lines, "Remote endpoints");
-        assert!(!rows.is_empty() && rows.len() < 20, "{rows:?}");
+        // 40 lines: totals, keys, and the other tables' titles, headers and rows (3 + 1 + 3).
+        assert_eq!(rows.len(), 40 - 2 - (2 + 3) - (2 + 1) - (2 + 3) - 2, "{}", lines.join("\n"));
         assert_eq!(rows[0], "10.1.0.1:999", "largest live first");
         assert!(lines.iter().any(|l| l.contains("Remote endpoints  1000 of 1000")));
     }
