@@ -78,11 +78,21 @@ impl Tmux {
     }
 
     /// Reads the screen until `check` accepts it; panics with the last screen after
-    /// `timeout`, or at once if tcptrace exited when that was not what was awaited.
+    /// `timeout`, or at once if tcptrace exited.
     fn wait_for<T>(
         &self,
         what: &str,
         timeout: Duration,
+        check: impl FnMut(&str) -> Result<T, String>,
+    ) -> T {
+        self.poll(what, timeout, true, check)
+    }
+
+    fn poll<T>(
+        &self,
+        what: &str,
+        timeout: Duration,
+        stop_at_exit: bool,
         mut check: impl FnMut(&str) -> Result<T, String>,
     ) -> T {
         let deadline = Instant::now() + timeout;
@@ -90,7 +100,9 @@ impl Tmux {
             let screen = self.screen();
             match check(&screen) {
                 Ok(found) => return found,
-                Err(why) if Instant::now() >= deadline || screen.contains(EXITED) => {
+                Err(why)
+                    if Instant::now() >= deadline || (stop_at_exit && screen.contains(EXITED)) =>
+                {
                     panic!("waiting for {what}: {why}\n--- screen ---\n{screen}--------------")
                 }
                 Err(_) => thread::sleep(Duration::from_millis(100)),
@@ -270,7 +282,8 @@ fn wait_for_listener_order(tmux: &Tmux, marker: &str, order: [SocketAddr; 2]) {
 /// alternate screen, and out of raw mode (what the pane's shell prints after it).
 fn quit_and_check_the_terminal(tmux: &Tmux) {
     tmux.press(&["q"]);
-    let screen = tmux.wait_for("tcptrace to exit", WAIT, |s| {
+    // The shell prints the exit status, then the tty modes: wait for both.
+    let screen = tmux.poll("tcptrace to exit", WAIT, false, |s| {
         if s.contains("tty: ") { Ok(s.to_owned()) } else { Err("still running".into()) }
     });
     let status = screen.lines().find(|l| l.starts_with(EXITED)).expect("exit line");
