@@ -12,7 +12,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use tcptrace_tests::{
-    ATTACH_WAIT, Accepted, Netns, Server, WAIT, attach_path, connect, tracer_bin, tuples,
+    ATTACH_WAIT, Accepted, Netns, Server, WAIT, attach_path, connect, run_to_exit, tracer_bin,
+    tuples,
 };
 
 const BUSY: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, 82, 0, 1)), 21982);
@@ -317,4 +318,28 @@ fn our_rows(s: &str, netns: u32) -> Result<String, String> {
         Some(cells) if cells[1..] == ["5", "5"] => Ok(s.to_owned()),
         other => Err(format!("remote endpoint row {other:?}")),
     }
+}
+
+#[test]
+fn top_prints_the_watch_table_when_stdout_is_not_a_terminal() {
+    const PIPED: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, 82, 1, 1)), 21984);
+    println!("checks: `tcptrace top | ...` prints watch's plain table (no escape codes), exit 0");
+    let ns = Netns::new("ns-top-pipe");
+    let server = Server::listen(&ns, PIPED, Accepted::Hold);
+    let clients = connect(&ns, CLIENT, PIPED, 2);
+    server.wait_accepted(2);
+    let attach = attach_path();
+    let args = ["top", "--attach", &attach, "--duration", "1s", "--interval", "200ms"];
+    let exit = run_to_exit(&args, ATTACH_WAIT);
+    assert_eq!(exit.code(), Some(0), "{}", exit.stderr);
+    assert!(!exit.stdout.contains('\x1b'), "escape codes in a pipe:\n{}", exit.stdout);
+    let last = exit.stdout.rsplit("elapsed ").next().expect("a table");
+    let row = last
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .find(|cells| cells.first() == Some(&"21984"))
+        .unwrap_or_else(|| panic!("no LOCAL PORT row for 21984 in the last table:\n{last}"));
+    assert_eq!(row, ["21984", "2", "1"], "LOCAL PORT, LIVE, REMOTE ADDRS");
+    println!("  last table: local port 21984 live 2 from 1 remote address");
+    drop(clients);
 }
