@@ -143,3 +143,27 @@ impl Drop for Screen {
         // The cursor is shown again when the terminal (the field) is dropped after this.
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use crate::cli::{Cli, Command};
+
+    #[test]
+    fn top_takes_the_trace_options_and_keeps_every_row_by_default() {
+        let parse = |args: &[&str]| {
+            Cli::try_parse_from(std::iter::once("tcptrace").chain(args.iter().copied()))
+                .map(Cli::command)
+        };
+        let Ok(Command::Top(top)) = parse(&["top", "--interval", "250ms", "--duration", "5s"])
+        else {
+            panic!("expected top");
+        };
+        assert_eq!((top.top, top.reconcile_every.as_secs()), (0, 10));
+        assert_eq!(top.trace.interval.as_millis(), 250);
+        let err = parse(&["top", "--reconcile-every", "soon"]).unwrap_err().to_string();
+        assert!(err.contains("examples: 500ms"), "{err}");
+        assert!(parse(&["top", "--json"]).is_err(), "top has no JSON output");
+    }
+}
