@@ -52,6 +52,10 @@ pub enum Command {
     /// exhaust a client's ephemeral range, with the tracer counting; exit 0 if every count
     /// agreed. Loopback only, in a network namespace of its own, torn down at the end.
     Demo(crate::cmd::demo::DemoArgs),
+    /// Full-screen live view: listeners, destinations, local ports and remote endpoints,
+    /// sortable and filterable (keys shown on screen; q quits). Prints `watch`'s table when
+    /// stdout is not a terminal.
+    Top(crate::cmd::top::TopArgs),
     /// tcptrace's own loopback load generator (used by the demo and the benchmarks).
     #[command(hide = true)]
     Load(crate::load::LoadArgs),
@@ -136,7 +140,7 @@ pub struct EventsArgs {
     pub json: bool,
 }
 
-fn parse_duration(s: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("{e} (examples: 500ms, 10s, 5m)"))
 }
 

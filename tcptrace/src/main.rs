@@ -34,6 +34,7 @@ fn main() -> ExitCode {
             Command::Watch(args) => {
                 tcptrace::cmd::watch::run(args).await.map(|()| ExitCode::SUCCESS)
             }
+            Command::Top(args) => tcptrace::cmd::top::run(args).await.map(|()| ExitCode::SUCCESS),
             Command::Events(args) => {
                 tcptrace::cmd::events::run(args).await.map(|()| ExitCode::SUCCESS)
             }

@@ -20,7 +20,7 @@ pub struct SetupArgs {
 }
 
 /// apt packages, and why each is needed.
-const APT_PACKAGES: [(&str, &str); 7] = [
+const APT_PACKAGES: [(&str, &str); 8] = [
     ("llvm-22-dev", "bpf-linker is built against LLVM 22"),
     ("libzstd-dev", "bpf-linker links it"),
     ("zlib1g-dev", "bpf-linker links it"),
@@ -28,6 +28,7 @@ const APT_PACKAGES: [(&str, &str); 7] = [
     ("busybox-static", "the VM tier's userland"),
     ("cpio", "to list the VM initramfs: cpio -itv < target/vm/initramfs.cpio"),
     ("iproute2", "ip and ss, for the tests and inside the VM"),
+    ("tmux", "the live test of `tcptrace top` drives it in a real terminal"),
 ];
 
 /// bpf-linker must match the LLVM 22 that rustc 1.95 and the nightly use.

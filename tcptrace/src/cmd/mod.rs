@@ -4,6 +4,7 @@
 pub mod check;
 pub mod demo;
 pub mod events;
+pub mod top;
 pub mod watch;
 
 use std::{

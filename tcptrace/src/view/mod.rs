@@ -13,6 +13,7 @@ use crate::{
 pub mod events;
 pub mod json;
 pub mod table;
+pub mod tui;
 
 /// How far the counts can be trusted: see [`Snapshot::lost`] and [`Snapshot::drift`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -30,6 +30,11 @@ const NOFILE: u32 = 20_000;
 /// Host programs copied in when present; they replace busybox's smaller applets.
 const HOST_TOOLS: [&str; 2] = ["ip", "ss"];
 
+/// Test executables left out of the VM: `test/top` drives `tcptrace top` through tmux,
+/// which busybox lacks, and the full-screen view does not depend on the attach path (the
+/// live tier runs it on the host).
+const NOT_IN_VM: [&str; 1] = ["test/top"];
+
 /// Kernel modules copied in (paths under `lib/modules/<release>/`), loaded on demand by
 /// the kernel through busybox's modprobe, as on a real system. Debian builds sock_diag's
 /// protocol handlers as modules: without `tcp_diag`, a `SOCK_DIAG_BY_FAMILY` dump of TCP
@@ -110,7 +115,7 @@ pub fn build(
     archive.file_from("bin/tcptrace", &tcptrace, 0o755);
     dynamic.push(tcptrace);
     if let Workload::Tests { tests, .. } = workload {
-        for (index, test) in tests.iter().enumerate() {
+        for (index, test) in in_vm(tests).enumerate() {
             // Numbered so /tests/* globs in cargo's order; named after the test target.
             let name = format!("{:02}-{}", index + 1, test.name.replace('/', "-"));
             let copy = stripped(&test.path, &stage.join(&name));
@@ -145,12 +150,16 @@ pub fn build(
         path.display(),
         size / 1_000_000,
         match workload {
-            Workload::Tests { tests, .. } => tests.len(),
+            Workload::Tests { tests, .. } => in_vm(tests).count(),
             Workload::Smoke => 0,
         },
         libraries.len()
     );
     Ok(path)
+}
+
+fn in_vm(tests: &[TestExe]) -> impl Iterator<Item = &TestExe> {
+    tests.iter().filter(|t| !NOT_IN_VM.contains(&t.name.as_str()))
 }
 
 /// A copy of `binary` without debug info (it can be hundreds of MB, and the VM unpacks
