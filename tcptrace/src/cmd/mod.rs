@@ -3,6 +3,7 @@
 
 pub mod check;
 pub mod events;
+pub mod serve;
 pub mod watch;
 
 use std::{
