@@ -269,7 +269,7 @@ async fn serve_http(listener: TcpListener, shared: Shared) {
 
 #[cfg(test)]
 mod tests {
-    use clap::{CommandFactory as _, Parser as _};
+    use clap::{CommandFactory, Parser as _};
 
     use super::*;
     use crate::cli::{Cli, Command};
@@ -321,13 +321,13 @@ mod tests {
 
     #[test]
     fn version_names_the_attach_paths() {
-        let version = Cli::command().render_long_version();
+        let version = <Cli as CommandFactory>::command().render_long_version();
         assert!(version.contains("attach paths compiled in:"), "{version}");
     }
 
     #[test]
     fn completions_and_man_page_know_serve() {
-        let mut cmd = Cli::command();
+        let mut cmd = <Cli as CommandFactory>::command();
         let mut bash = Vec::new();
         clap_complete::generate(clap_complete::Shell::Bash, &mut cmd, "tcptrace", &mut bash);
         let bash = String::from_utf8(bash).unwrap();
@@ -336,7 +336,7 @@ mod tests {
             "serve missing from bash completion"
         );
         let mut man = Vec::new();
-        clap_mangen::Man::new(Cli::command()).render(&mut man).unwrap();
+        clap_mangen::Man::new(<Cli as CommandFactory>::command()).render(&mut man).unwrap();
         let man = String::from_utf8(man).unwrap();
         assert!(man.contains("serve"), "serve missing from the man page");
     }

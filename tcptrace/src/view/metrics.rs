@@ -299,13 +299,13 @@ mod tests {
     use super::*;
     use crate::view::tests::sample;
 
-    /// `name{labels}` → value, from the exposition's sample lines.
-    fn samples(text: &str) -> HashMap<String, f64> {
+    /// `name{labels}` → value as written, from the exposition's sample lines.
+    fn samples(text: &str) -> HashMap<String, String> {
         text.lines()
             .filter(|l| !l.starts_with('#'))
             .map(|l| {
                 let (series, value) = l.rsplit_once(' ').expect("a sample line");
-                (series.to_owned(), value.parse().expect("a number"))
+                (series.to_owned(), value.to_owned())
             })
             .collect()
     }
@@ -350,37 +350,37 @@ mod tests {
         let text = render(&s, events, 1);
         let m = samples(&text);
 
-        assert_eq!(m["tcptrace_attach_info{attach=\"fentry\"}"], 1.0);
-        assert_eq!(m["tcptrace_live_connections"], 5.0);
-        assert_eq!(m["tcptrace_lost_events_total"], 3.0);
-        assert_eq!(m["tcptrace_drift_connections"], 1.0);
-        assert_eq!(m["tcptrace_events_total{kind=\"connect\"}"], 4.0);
-        assert_eq!(m["tcptrace_events_total{kind=\"connect_failed\"}"], 0.0);
+        assert_eq!(m["tcptrace_attach_info{attach=\"fentry\"}"], "1");
+        assert_eq!(m["tcptrace_live_connections"], "5");
+        assert_eq!(m["tcptrace_lost_events_total"], "3");
+        assert_eq!(m["tcptrace_drift_connections"], "1");
+        assert_eq!(m["tcptrace_events_total{kind=\"connect\"}"], "4");
+        assert_eq!(m["tcptrace_events_total{kind=\"connect_failed\"}"], "0");
 
         // Local ports 8080 (3), 443 (1), 41000 (1): the top one, and the other two summed.
-        assert_eq!(m["tcptrace_local_ports"], 3.0);
-        assert_eq!(m["tcptrace_local_port_live_connections{port=\"8080\"}"], 3.0);
-        assert_eq!(m["tcptrace_local_port_live_connections{port=\"other\"}"], 2.0);
+        assert_eq!(m["tcptrace_local_ports"], "3");
+        assert_eq!(m["tcptrace_local_port_live_connections{port=\"8080\"}"], "3");
+        assert_eq!(m["tcptrace_local_port_live_connections{port=\"other\"}"], "2");
         let port_series = m.keys().filter(|k| k.starts_with("tcptrace_local_port_live")).count();
         assert_eq!(port_series, 2);
 
-        assert_eq!(m["tcptrace_listeners"], 3.0);
+        assert_eq!(m["tcptrace_listeners"], "3");
         let top = "{netns=\"7\",addr=\"127.0.0.1\",port=\"8080\"}";
         let other = "{netns=\"other\",addr=\"other\",port=\"other\"}";
-        assert_eq!(m[&format!("tcptrace_listener_live_connections{top}")], 3.0);
-        assert_eq!(m[&format!("tcptrace_listener_live_connections{other}")], 3.0);
-        assert_eq!(m[&format!("tcptrace_listener_remote_addresses{top}")], 1.0);
+        assert_eq!(m[&format!("tcptrace_listener_live_connections{top}")], "3");
+        assert_eq!(m[&format!("tcptrace_listener_live_connections{other}")], "3");
+        assert_eq!(m[&format!("tcptrace_listener_remote_addresses{top}")], "1");
         assert!(!m.contains_key(&format!("tcptrace_listener_remote_addresses{other}")));
 
         let d = "{netns=\"7\",laddr=\"10.0.0.1\",raddr=\"10.0.0.9\",rport=\"5432\"}";
-        assert_eq!(m["tcptrace_destinations"], 2.0);
-        assert_eq!(m[&format!("tcptrace_destination_ports_in_use{d}")], 5.0);
-        assert_eq!(m[&format!("tcptrace_destination_ephemeral_range_ports{d}")], 10.0);
-        assert_eq!(m[&format!("tcptrace_destination_headroom_ports{d}")], 5.0);
-        assert!((m[&format!("tcptrace_destination_port_use_ratio{d}")] - 0.5).abs() < 1e-12);
-        assert_eq!(m[&format!("tcptrace_destination_failed_connects_total{d}")], 2.0);
+        assert_eq!(m["tcptrace_destinations"], "2");
+        assert_eq!(m[&format!("tcptrace_destination_ports_in_use{d}")], "5");
+        assert_eq!(m[&format!("tcptrace_destination_ephemeral_range_ports{d}")], "10");
+        assert_eq!(m[&format!("tcptrace_destination_headroom_ports{d}")], "5");
+        assert_eq!(m[&format!("tcptrace_destination_port_use_ratio{d}")], "0.5");
+        assert_eq!(m[&format!("tcptrace_destination_failed_connects_total{d}")], "2");
         let other_d = "{netns=\"other\",laddr=\"other\",raddr=\"other\",rport=\"other\"}";
-        assert_eq!(m[&format!("tcptrace_destination_ports_in_use{other_d}")], 1.0);
+        assert_eq!(m[&format!("tcptrace_destination_ports_in_use{other_d}")], "1");
         assert!(text.ends_with("# EOF\n"), "{text}");
     }
 
@@ -388,17 +388,17 @@ mod tests {
     fn other_is_always_there_and_zero_when_everything_fits() {
         let s = sample();
         let m = samples(&render(&s, EventCounts::default(), 100));
-        assert_eq!(m["tcptrace_local_port_live_connections{port=\"other\"}"], 0.0);
+        assert_eq!(m["tcptrace_local_port_live_connections{port=\"other\"}"], "0");
         assert_eq!(
             m["tcptrace_listener_live_connections{netns=\"other\",addr=\"other\",port=\"other\"}"],
-            0.0
+            "0"
         );
-        let sum: f64 = m
+        let sum: u64 = m
             .iter()
             .filter(|(k, _)| k.starts_with("tcptrace_local_port_live"))
-            .map(|(_, v)| v)
+            .map(|(_, v)| v.parse::<u64>().unwrap())
             .sum();
-        assert_eq!(sum, m["tcptrace_live_connections"]);
+        assert_eq!(sum.to_string(), m["tcptrace_live_connections"]);
     }
 
     #[test]
