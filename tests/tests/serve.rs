@@ -269,7 +269,12 @@ fn scraped_metrics_match_the_connections_held() {
     assert_eq!(status, 404);
     drop(serve);
 
-    // With --top-k 1 every per-row kind has its top row and `other`, which still add up.
+    top_k_one_keeps_one_row_per_kind_and_exact_totals(held);
+    drop(clients);
+}
+
+/// With --top-k 1 every per-row kind has its top row and `other`, which still add up.
+fn top_k_one_keeps_one_row_per_kind_and_exact_totals(held: f64) {
     let serve = Serve::start(&["--top-k", "1"]);
     let m = serve.wait_for("a scrape with held connections", |m| {
         if value(m, "tcptrace_live_connections")? >= held { Ok(()) } else { Err("not yet".into()) }
@@ -285,7 +290,6 @@ fn scraped_metrics_match_the_connections_held() {
     }
     check_invariants(&m, &serve.stderr(), 1);
     println!("  --top-k 1: 2 series per kind, totals exact");
-    drop(clients);
 }
 
 /// One exposition is one moment: its per-port series (top K and `other`) add up to the
