@@ -86,7 +86,8 @@ pub struct TraceArgs {
     /// Stop by itself after this long (e.g. 30s, 5m); runs until Ctrl-C when not given.
     #[arg(long, value_parser = parse_duration)]
     pub duration: Option<Duration>,
-    /// How often to print (watch) or check for lost events (events), e.g. 500ms, 2s.
+    /// How often to print (watch), refresh the metrics (serve) or check for lost events
+    /// (events), e.g. 500ms, 2s.
     #[arg(long, default_value = "1s", value_parser = parse_interval)]
     pub interval: Duration,
     /// Size of the ring buffer in bytes: a power of two multiple of the page size. Raise it

@@ -74,7 +74,7 @@ pub struct ServeArgs {
     pub top_k: usize,
     /// How often to check the counts against the kernel's own table (sock_diag) and
     /// report the difference as tcptrace_drift_connections; `0s` only at exit.
-    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    #[arg(long, default_value = "10s", value_parser = parse_duration, value_name = "DURATION")]
     pub reconcile_every: Duration,
 }
 
@@ -91,6 +91,10 @@ fn parse_top_k(s: &str) -> Result<usize, String> {
             "must be from 1 to {MAX_TOP_K}: the top K rows get series, the rest one `other` series"
         ))
     }
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("{e} (examples: 500ms, 10s, 5m)"))
 }
 
 /// `127.0.0.1:9464`, `[::1]:9464`, `0.0.0.0:9464`, or a bare port (loopback).
