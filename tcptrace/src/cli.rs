@@ -29,7 +29,7 @@ Examples:
   tcptrace --attach tracepoint             force the tracepoint path";
 
 #[derive(Debug, Parser)]
-#[command(name = "tcptrace", version, about = ABOUT, long_about = LONG_ABOUT, after_help = AFTER_HELP)]
+#[command(name = "tcptrace", version, long_version = long_version(), about = ABOUT, long_about = LONG_ABOUT, after_help = AFTER_HELP)]
 #[command(args_conflicts_with_subcommands = true)]
 pub struct Cli {
     #[command(subcommand)]
@@ -37,6 +37,20 @@ pub struct Cli {
     /// Options of `watch`, which runs when no command is given.
     #[command(flatten)]
     pub watch: WatchArgs,
+}
+
+/// `--version`: the version, and the attach paths compiled in.
+fn long_version() -> &'static str {
+    static TEXT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    TEXT.get_or_init(|| {
+        let paths: Vec<&str> = crate::backend::compiled_in().iter().map(|b| b.name()).collect();
+        let paths = if paths.is_empty() {
+            "none (built without its BPF object: AYA_BUILD_SKIP was set)".to_owned()
+        } else {
+            format!("{} (--attach auto tries them in this order)", paths.join(", "))
+        };
+        format!("{}\nattach paths compiled in: {paths}", env!("CARGO_PKG_VERSION"))
+    })
 }
 
 #[derive(Debug, Subcommand)]
@@ -56,6 +70,8 @@ pub enum Command {
     /// sortable and filterable (keys shown on screen; q quits). Prints `watch`'s table when
     /// stdout is not a terminal.
     Top(crate::cmd::top::TopArgs),
+    /// Serve the counts as Prometheus metrics on /metrics (and /healthz) over HTTP.
+    Serve(crate::cmd::serve::ServeArgs),
     /// tcptrace's own loopback load generator (used by the demo and the benchmarks).
     #[command(hide = true)]
     Load(crate::load::LoadArgs),
@@ -78,7 +94,8 @@ pub struct TraceArgs {
     /// Stop by itself after this long (e.g. 30s, 5m); runs until Ctrl-C when not given.
     #[arg(long, value_parser = parse_duration)]
     pub duration: Option<Duration>,
-    /// How often to print (watch) or check for lost events (events), e.g. 500ms, 2s.
+    /// How often to print (watch), refresh the metrics (serve) or check for lost events
+    /// (events), e.g. 500ms, 2s.
     #[arg(long, default_value = "1s", value_parser = parse_interval)]
     pub interval: Duration,
     /// Size of the ring buffer in bytes: a power of two multiple of the page size. Raise it

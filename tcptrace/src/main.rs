@@ -38,6 +38,9 @@ fn main() -> ExitCode {
             Command::Events(args) => {
                 tcptrace::cmd::events::run(args).await.map(|()| ExitCode::SUCCESS)
             }
+            Command::Serve(args) => {
+                tcptrace::cmd::serve::run(args).await.map(|()| ExitCode::SUCCESS)
+            }
             // A check that could not measure has no verdict: that is not "the claim failed".
             Command::Check(args) => Ok(tcptrace::cmd::check::run(args)
                 .await

@@ -13,6 +13,7 @@ macro_rules! say {
 mod attach;
 mod cargo;
 mod cmd;
+mod dist;
 mod libtest;
 mod report;
 mod run;
@@ -39,7 +40,8 @@ cargo xtask setup                     install what is missing (apt, rust-src, bp
 cargo xtask run                       build in release mode and run `tcptrace` (its default view)\n  \
 cargo xtask run -- --help             pass arguments to tcptrace\n  \
 cargo xtask test                      unit + live (host kernel) + VM (Debian 6.1 kernel) tiers\n  \
-cargo xtask vm-test --paths fentry    only the fentry path, in the VM"
+cargo xtask vm-test --paths fentry    only the fentry path, in the VM\n  \
+cargo xtask dist                      release binary, completions, man pages, unit in target/dist"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -114,6 +116,21 @@ decides the outcome. QEMU is killed when --timeout runs out.\n\n\
 Does not need root (installing its apt packages does: see `cargo xtask setup`)."
     )]
     VmTest(vm::VmArgs),
+
+    /// Build what to copy to a box without Rust: binary, completions, man pages, systemd unit.
+    #[command(
+        long_about = "Set up (see `cargo xtask setup --help`), build tcptrace in release mode and \
+write target/dist/ and target/tcptrace-VERSION-ARCH-linux-gnu.tar.gz with:\n  \
+tcptrace            the binary, debug info stripped (the BPF object is inside it)\n  \
+completions/        tcptrace.bash, _tcptrace (zsh), tcptrace.fish\n  \
+man/                tcptrace.1 and one page per command (tcptrace-serve.1, ...)\n  \
+tcptrace.service    the systemd unit from contrib/ (runs `tcptrace serve`)\n  \
+NEEDS               what the binary asks of the box: shared libraries (from ldd), the \
+newest glibc symbol it uses (from objdump -T), the kernel\n\n\
+Completions and man pages come from tcptrace's clap definition (tcptrace/examples/dist-docs.rs), \
+so they cannot drift from the binary."
+    )]
+    Dist(dist::DistArgs),
 }
 
 fn main() -> ExitCode {
@@ -123,6 +140,7 @@ fn main() -> ExitCode {
         Command::Run { args } => run::run(&args),
         Command::Test(args) => test::test(&args),
         Command::VmTest(args) => vm::vm_test(&args),
+        Command::Dist(args) => dist::dist(&args),
     };
     match result {
         Ok(code) => code,

@@ -95,6 +95,13 @@ impl AttachRequest {
     }
 }
 
+/// The attach paths this binary can use, in the order `--attach auto` tries them: all of
+/// them, or none when it was built without its BPF object.
+#[must_use]
+pub fn compiled_in() -> &'static [Backend] {
+    if OBJECT.is_empty() { &[] } else { AttachRequest::Auto.candidates() }
+}
+
 #[derive(Clone, Copy, Debug)]
 pub struct Options {
     pub attach: AttachRequest,

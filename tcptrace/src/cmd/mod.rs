@@ -5,6 +5,7 @@ pub mod check;
 pub mod demo;
 pub mod events;
 pub mod top;
+pub mod serve;
 pub mod watch;
 
 use std::{

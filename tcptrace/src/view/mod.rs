@@ -12,6 +12,7 @@ use crate::{
 
 pub mod events;
 pub mod json;
+pub mod metrics;
 pub mod table;
 pub mod tui;
 
