@@ -30,8 +30,26 @@ fn processes_in_netns(inode: u64) -> Vec<u32> {
         .collect()
 }
 
-/// What each thread of `pid` is doing (comm, state, wait channel), for a failure message.
+/// What each thread of `pid` and of its children is doing (comm, state, wait channel), for
+/// a failure message.
 fn threads_of(pid: u32) -> String {
+    let children = fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .filter_map(Result::ok)
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|p| {
+            fs::read_to_string(format!("/proc/{p}/status"))
+                .is_ok_and(|s| s.lines().any(|l| l == format!("PPid:\t{pid}")))
+        });
+    std::iter::once(pid)
+        .chain(children)
+        .map(|p| format!("{p}: {}", tasks_of(p)))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+fn tasks_of(pid: u32) -> String {
     let Ok(dir) = fs::read_dir(format!("/proc/{pid}/task")) else { return String::new() };
     dir.filter_map(Result::ok)
         .map(|t| {
