@@ -19,6 +19,8 @@ pub mod table;
 pub struct Trust {
     pub lost: u64,
     pub drift: u64,
+    /// Events the in-kernel filter kept out of the ring.
+    pub filtered: u64,
 }
 
 /// The ledger's counts at one moment, with what the views print around them.
@@ -36,6 +38,9 @@ pub struct Snapshot {
     /// Connections the last reconciliation with sock_diag found wrong in the ledger (and
     /// corrected): when not 0, the hooks missed something.
     pub drift: u64,
+    /// Events the in-kernel filter (`--port`, `--addr`, ...) kept out of the ring: not
+    /// lost, only not asked for.
+    pub filtered: u64,
     pub live: u64,
     pub local_ports: Vec<LocalPortRow>,
     pub remote_endpoints: Vec<RemoteEndpointRow>,
@@ -61,6 +66,7 @@ impl Snapshot {
             events: ledger.events_seen(),
             lost: trust.lost,
             drift: trust.drift,
+            filtered: trust.filtered,
             live: ledger.live() as u64,
             local_ports: ledger.top_local_ports(top),
             remote_endpoints: ledger.top_remote_endpoints(top),
@@ -99,7 +105,7 @@ pub(crate) mod tests {
             &ledger,
             "fentry",
             Duration::from_millis(12_345),
-            Trust { lost: 3, drift: 1 },
+            Trust { lost: 3, drift: 1, filtered: 4 },
             0,
         )
     }
