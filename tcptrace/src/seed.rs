@@ -955,7 +955,7 @@ pub(crate) mod tests {
         let deadline = Instant::now() + Duration::from_secs(5);
         let all = loop {
             let mut all = BTreeMap::new();
-            dump_states(own, &StateFlags::all(), |socket| {
+            dump_states(own, &StateFlags::all(), |_, socket| {
                 all.insert(socket.conn, socket.state);
             })
             .unwrap();
