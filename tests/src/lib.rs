@@ -1031,14 +1031,16 @@ impl Tracer<Snapshot> {
 impl Tracer<Event> {
     /// `tcptrace events --json --attach TCPTRACE_ATTACH`, keeping only the events whose
     /// local or remote port is one of `ports`; returned once `tcptrace: attached` is out.
+    #[must_use]
     pub fn events(ports: &[u16]) -> Self {
         Self::events_with(&[], ports)
     }
 
     /// Like [`Tracer::events`], with more arguments (filters).
-    pub fn events_with(args: &[&str], ports: &[u16]) -> Self {
+    #[must_use]
+    pub fn events_with(extra: &[&str], ports: &[u16]) -> Self {
         let mut argv = ["events", "--json", "--attach", &attach_path()].map(str::to_owned).to_vec();
-        argv.extend(args.iter().map(|&a| a.to_owned()));
+        argv.extend(extra.iter().map(|&a| a.to_owned()));
         let ports: BTreeSet<u16> = ports.iter().copied().collect();
         let tracer = Self::spawn(&argv, move |e: &Event| {
             ports.contains(&e.lport) || ports.contains(&e.rport)

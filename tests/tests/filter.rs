@@ -54,7 +54,7 @@ fn filter_events_carry_only_the_filtered_local_port() {
     server_a.wait_accepted(3);
     server_a.close_peers_of(&tuples(&a));
     server_b.close_peers_of(&tuples(&b));
-    let want: BTreeSet<_> = tuples(&a).into_iter().map(|t| t.reversed()).collect();
+    let want: BTreeSet<_> = tuples(&a).into_iter().map(tcptrace_tests::Tuple::reversed).collect();
     tracer.wait_events("3 accepts and 3 closes on A", |events| {
         let of = |kind| events.iter().filter(|e| e.event == kind).count();
         if of(EventKind::Accept) == 3 && of(EventKind::Close) == 3 {
@@ -469,7 +469,7 @@ fn filter_bad_filter_values_exit_2_with_the_reason() {
     for (args, why) in &cases {
         let mut argv = vec!["watch", "--json", "--duration", "5s"];
         argv.extend(args.iter().map(String::as_str));
-        let exit = run_to_exit(&argv, Duration::from_secs(60));
+        let exit = run_to_exit(&argv, Duration::from_mins(1));
         assert_eq!(exit.code(), Some(2), "{argv:?}: {exit:?}");
         assert!(exit.stderr.contains(why), "{argv:?}: expected {why:?} in:\n{}", exit.stderr);
         assert!(exit.stdout.is_empty(), "{argv:?} printed: {}", exit.stdout);
