@@ -163,11 +163,85 @@ pub struct Config {
     /// Wake the consumer only once this many bytes wait in the ring (batching); userspace
     /// also drains on a short timer so that a quiet box still sees its events.
     pub wakeup_bytes: u32,
+    pub cgroup: CgroupOffsets,
+    /// Which connections to report; the rest are only counted (`FILTERED`).
+    pub filter: Filter,
+}
+
+/// Where a socket's cgroup v2 id is: `sk->sk_cgrp_data.cgroup->kn->id` (the id that
+/// `INET_DIAG_CGROUP_ID` reports and the inode number of the cgroup directory).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CgroupOffsets {
+    /// `struct sock` -> `sk_cgrp_data.cgroup` (pointer)
+    pub sock_cgroup: u32,
+    /// `struct cgroup` -> `kn` (pointer)
+    pub cgroup_kn: u32,
+    /// `struct kernfs_node` -> `id` (u64)
+    pub kn_id: u32,
+    /// 1 when the offsets above were filled from BTF.
+    pub valid: u32,
+}
+
+/// Values per kind of filter: the in-kernel filter is fixed-size arrays, looped over.
+pub const FILTER_MAX: usize = 8;
+
+/// A CIDR as two 64-bit halves of an IPv6 address, IPv4 as `::ffff:a.b.c.d` with the prefix
+/// plus 96, so one comparison covers both families and IPv4-mapped peers. `addr` is already
+/// masked; the halves are the address bytes read in native order.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Cidr {
+    pub addr: [u64; 2],
+    pub mask: [u64; 2],
+}
+
+/// What `--port`, `--lport`, `--rport`, `--addr`, `--pid`, `--netns` and `--cgroup` ask for.
+/// Values of one kind are ORed, kinds are ANDed; a kind with count 0 matches everything.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Filter {
+    /// Either end's port.
+    pub ports: [u16; FILTER_MAX],
+    pub lports: [u16; FILTER_MAX],
+    pub rports: [u16; FILTER_MAX],
+    pub n_ports: u32,
+    pub n_lports: u32,
+    pub n_rports: u32,
+    pub n_addrs: u32,
+    /// The remote address.
+    pub addrs: [Cidr; FILTER_MAX],
+    /// Process ids (tgid) of the task that owns the socket.
+    pub pids: [u32; FILTER_MAX],
+    /// Network namespace inodes.
+    pub netns: [u32; FILTER_MAX],
+    pub n_pids: u32,
+    pub n_netns: u32,
+    pub n_cgroups: u32,
+    pub _pad: u32,
+    /// cgroup v2 ids of the socket.
+    pub cgroups: [u64; FILTER_MAX],
+}
+
+impl Filter {
+    /// True when no filter is set: every connection is reported.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.n_ports == 0
+            && self.n_lports == 0
+            && self.n_rports == 0
+            && self.n_addrs == 0
+            && self.n_pids == 0
+            && self.n_netns == 0
+            && self.n_cgroups == 0
+    }
 }
 
 /// Names of the maps and the global, shared by both sides.
 pub const EVENTS_MAP: &str = "EVENTS";
 pub const LOST_MAP: &str = "LOST";
+/// Events the filter kept out of the ring, per CPU.
+pub const FILTERED_MAP: &str = "FILTERED";
 pub const CONFIG_GLOBAL: &str = "CONFIG";
 
 #[cfg(feature = "user")]

@@ -15,8 +15,8 @@
 use aya_ebpf::{
     bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::{
-        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_task, bpf_ktime_get_ns,
-        bpf_probe_read_kernel, bpf_probe_read_user,
+        bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
+        bpf_get_current_task, bpf_ktime_get_ns, bpf_probe_read_kernel, bpf_probe_read_user,
     },
     macros::{btf_tracepoint, fentry, fexit, kprobe, kretprobe, map, tracepoint},
     maps::{LruHashMap, PerCpuArray, RingBuf},
@@ -26,7 +26,7 @@ use aya_ebpf::{
     },
 };
 use tcptrace_common::{
-    AF_INET, AF_INET6, Config, EADDRNOTAVAIL, Event, IPPROTO_TCP, kind, tcp_state,
+    AF_INET, AF_INET6, Cidr, Config, EADDRNOTAVAIL, Event, FILTER_MAX, IPPROTO_TCP, kind, tcp_state,
 };
 
 /// Default ring size; userspace may change it before load (`--ring-size`).
@@ -39,16 +39,26 @@ static EVENTS: RingBuf = RingBuf::with_byte_size(RING_BYTES, 0);
 #[map]
 static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
+/// Events the filter kept out of the ring, per CPU: they cost a counter, not ring space.
+#[map]
+static FILTERED: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+/// Sockets whose open passed a `--pid` filter, so that their close passes too wherever it
+/// runs (a reset closes in softirq, on whatever task the CPU was running). LRU: a socket
+/// whose close is never seen cannot leak an entry.
+#[map]
+static ADMITTED: LruHashMap<u64, u8> = LruHashMap::with_max_entries(65536, 0);
+
 /// Who called `connect()`, per socket, from `CLOSE -> SYN_SENT` (which runs in the
 /// caller's context) until `SYN_SENT -> ESTABLISHED` (which often runs in softirq context,
 /// on whatever task the CPU was running). Tracepoint paths only; LRU so a socket whose
 /// connect never resolves cannot leak an entry.
 #[map]
-static CONNECTING: LruHashMap<u64, Owner> = LruHashMap::with_max_entries(16384, 0);
+static CONNECTING: LruHashMap<u64, Connector> = LruHashMap::with_max_entries(16384, 0);
 
 #[derive(Clone, Copy)]
 #[repr(C)]
-struct Owner {
+struct Connector {
     tgid: u32,
     pid: u32,
     comm: [u8; 16],
@@ -59,10 +69,12 @@ struct Owner {
 static CONFIG: Config = unsafe { core::mem::zeroed() };
 
 #[inline(always)]
-fn config() -> Config {
-    // Volatile: the value is patched into the object after compilation, so the compiler must
-    // not fold the zeroes above into the code.
-    unsafe { core::ptr::read_volatile(&raw const CONFIG) }
+fn config() -> &'static Config {
+    // The value is patched into the object after compilation, so the compiler must not fold
+    // the zeroes above into the code: the pointer goes through a volatile read, which makes
+    // it opaque. A reference, not a copy: with the filter the struct outgrows the 512-byte
+    // BPF stack.
+    unsafe { &*core::ptr::read_volatile(&&raw const CONFIG) }
 }
 
 #[inline(always)]
@@ -151,9 +163,12 @@ fn emit_from_sock(kind: u8, sk: *const u8) {
         return;
     }
     let cfg = config();
-    let mut ev = new_event(kind, sk, &cfg);
-    if fill_tuple_from_sock(&mut ev, sk, &cfg) {
-        submit(&ev, &cfg);
+    let mut ev = new_event(kind, sk, cfg);
+    // The server-side handshake completes in softirq: no process owns the socket until
+    // accept() takes it (and then the accept event carries the owner).
+    let owner = if kind == kind::ESTABLISHED { Owner::Unknown } else { Owner::Current };
+    if fill_tuple_from_sock(&mut ev, sk, cfg) && admit(&ev, sk, owner, cfg) {
+        submit(&ev, cfg);
     }
 }
 
@@ -266,7 +281,7 @@ fn kind_of_transition(old: u32, new: u32) -> u8 {
 fn track_connecting(sk: u64, old: u32, new: u32) -> bool {
     if new == tcp_state::SYN_SENT {
         let pid_tgid = bpf_get_current_pid_tgid();
-        let owner = Owner {
+        let owner = Connector {
             tgid: (pid_tgid >> 32) as u32,
             pid: pid_tgid as u32,
             comm: bpf_get_current_comm().unwrap_or([0; 16]),
@@ -281,18 +296,25 @@ fn track_connecting(sk: u64, old: u32, new: u32) -> bool {
     false
 }
 
-/// Attributes a completed connect to the task that called `connect()`.
+/// Attributes a completed connect to the task that called `connect()`, and says whether
+/// the event's task is the socket's owner. Only closes run in the owner's context on this
+/// path: accepted connections become established in softirq, before any accept().
 #[inline(always)]
-fn attribute_connect(ev: &mut Event) {
+fn attribute_connect(ev: &mut Event) -> Owner {
+    if ev.kind == kind::CLOSE {
+        return Owner::Current;
+    }
     if ev.kind != kind::CONNECT {
-        return;
+        return Owner::Unknown;
     }
     if let Some(owner) = unsafe { CONNECTING.get(&ev.sock) } {
         ev.tgid = owner.tgid;
         ev.pid = owner.pid;
         ev.comm = owner.comm;
         let _ = CONNECTING.remove(&ev.sock);
+        return Owner::Current;
     }
+    Owner::Unknown
 }
 
 /// match-proto:v6.1:include/trace/events/sock.h:TRACE_EVENT(inet_sock_set_state, const struct sock *sk, const int oldstate, const int newstate)
@@ -314,10 +336,12 @@ pub fn tp_btf_inet_sock_set_state(ctx: BtfTracePointContext) -> i32 {
     if kind == 0 {
         return 0;
     }
-    let mut ev = new_event(kind, sk, &cfg);
-    if fill_tuple_from_sock(&mut ev, sk, &cfg) {
-        attribute_connect(&mut ev);
-        submit(&ev, &cfg);
+    let mut ev = new_event(kind, sk, cfg);
+    if fill_tuple_from_sock(&mut ev, sk, cfg) {
+        let owner = attribute_connect(&mut ev);
+        if admit(&ev, sk, owner, cfg) {
+            submit(&ev, cfg);
+        }
     }
     0
 }
@@ -347,7 +371,7 @@ pub fn tracepoint_inet_sock_set_state(ctx: TracePointContext) -> u32 {
     if kind == 0 {
         return 0;
     }
-    let mut ev = new_event(kind, sk, &cfg);
+    let mut ev = new_event(kind, sk, cfg);
     let family = unsafe { ctx.read_at::<u16>(field(tp.family)) }.unwrap_or(0);
     ev.family = family as u8;
     unsafe {
@@ -365,8 +389,10 @@ pub fn tracepoint_inet_sock_set_state(ctx: TracePointContext) -> u32 {
             return 0;
         }
     }
-    attribute_connect(&mut ev);
-    submit(&ev, &cfg);
+    let owner = attribute_connect(&mut ev);
+    if admit(&ev, sk, owner, cfg) {
+        submit(&ev, cfg);
+    }
     0
 }
 
@@ -399,8 +425,8 @@ pub fn sys_exit_connect(ctx: TracePointContext) -> u32 {
         return 0;
     }
     let addr = addr as *const u8;
-    let mut ev = new_event(kind::CONNECT_FAILED, core::ptr::null(), &cfg);
-    ev.netns = current_netns(&cfg);
+    let mut ev = new_event(kind::CONNECT_FAILED, core::ptr::null(), cfg);
+    ev.netns = current_netns(cfg);
     // struct sockaddr_in / sockaddr_in6: family, then the port in network order, then the
     // address (after the 4-byte flow info for IPv6).
     let family = unsafe { bpf_probe_read_user(addr.cast::<u16>()) }.unwrap_or(0);
@@ -416,7 +442,9 @@ pub fn sys_exit_connect(ctx: TracePointContext) -> u32 {
     } else {
         return 0;
     }
-    submit(&ev, &cfg);
+    if admit(&ev, core::ptr::null(), Owner::Current, cfg) {
+        submit(&ev, cfg);
+    }
     0
 }
 
@@ -436,6 +464,155 @@ fn current_netns(cfg: &Config) -> u32 {
         return 0;
     }
     read(net as *const u8, cfg.sock.net_inum)
+}
+
+// ---- filters (--port, --addr, --pid, --netns, --cgroup) ---------------------------------
+
+/// Whether the task running the hook owns the event's socket: true in process context
+/// (connect, accept, close), false in softirq where the CPU runs an unrelated task.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Owner {
+    Current,
+    Unknown,
+}
+
+/// Decides whether `ev` goes to the ring; counts it in `FILTERED` when it does not. Runs
+/// before the ring is touched, so a filtered-out event costs no ring space.
+#[inline(always)]
+fn admit(ev: &Event, sk: *const u8, owner: Owner, cfg: &Config) -> bool {
+    let f = &cfg.filter;
+    let pass = any_port(&f.ports, f.n_ports, ev.lport, ev.rport)
+        && any_port(&f.lports, f.n_lports, ev.lport, ev.lport)
+        && any_port(&f.rports, f.n_rports, ev.rport, ev.rport)
+        && any_addr(&f.addrs, f.n_addrs, ev)
+        && any_u32(&f.netns, f.n_netns, ev.netns)
+        && any_cgroup(sk, cfg)
+        && pid_admits(ev, owner, cfg);
+    if !pass && let Some(filtered) = FILTERED.get_ptr_mut(0) {
+        unsafe { *filtered += 1 };
+    }
+    pass
+}
+
+#[inline(always)]
+fn any_port(values: &[u16; FILTER_MAX], n: u32, a: u16, b: u16) -> bool {
+    if n == 0 {
+        return true;
+    }
+    let mut i = 0;
+    while i < FILTER_MAX && (i as u32) < n {
+        if values[i] == a || values[i] == b {
+            return true;
+        }
+        i += 1;
+    }
+    false
+}
+
+#[inline(always)]
+fn any_u32(values: &[u32; FILTER_MAX], n: u32, v: u32) -> bool {
+    if n == 0 {
+        return true;
+    }
+    let mut i = 0;
+    while i < FILTER_MAX && (i as u32) < n {
+        if values[i] == v {
+            return true;
+        }
+        i += 1;
+    }
+    false
+}
+
+/// The remote address, as two halves of an IPv6 address (IPv4 as `::ffff:a.b.c.d`).
+#[inline(always)]
+fn remote_halves(ev: &Event) -> [u64; 2] {
+    let mut v6 = ev.raddr;
+    if u16::from(ev.family) == AF_INET {
+        v6 = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, v6[0], v6[1], v6[2], v6[3]];
+    }
+    let mut hi = [0u8; 8];
+    let mut lo = [0u8; 8];
+    hi.copy_from_slice(&v6[..8]);
+    lo.copy_from_slice(&v6[8..]);
+    [u64::from_ne_bytes(hi), u64::from_ne_bytes(lo)]
+}
+
+#[inline(always)]
+fn any_addr(values: &[Cidr; FILTER_MAX], n: u32, ev: &Event) -> bool {
+    if n == 0 {
+        return true;
+    }
+    let r = remote_halves(ev);
+    let mut i = 0;
+    while i < FILTER_MAX && (i as u32) < n {
+        let c = &values[i];
+        if r[0] & c.mask[0] == c.addr[0] && r[1] & c.mask[1] == c.addr[1] {
+            return true;
+        }
+        i += 1;
+    }
+    false
+}
+
+/// The socket's cgroup (where the socket was created; an accepted socket inherits its
+/// listener's), readable in softirq too. A failed connect has no socket: the caller's.
+#[inline(always)]
+fn any_cgroup(sk: *const u8, cfg: &Config) -> bool {
+    let f = &cfg.filter;
+    if f.n_cgroups == 0 {
+        return true;
+    }
+    let id = if sk.is_null() { unsafe { bpf_get_current_cgroup_id() } } else { cgroup_of(sk, cfg) };
+    let mut i = 0;
+    while i < FILTER_MAX && (i as u32) < f.n_cgroups {
+        if f.cgroups[i] == id {
+            return true;
+        }
+        i += 1;
+    }
+    false
+}
+
+/// `sk->sk_cgrp_data.cgroup->kn->id`, 0 when unknown.
+#[inline(always)]
+fn cgroup_of(sk: *const u8, cfg: &Config) -> u64 {
+    let c = cfg.cgroup;
+    if c.valid == 0 {
+        return 0;
+    }
+    let cgroup: u64 = read(sk, c.sock_cgroup);
+    if cgroup == 0 {
+        return 0;
+    }
+    let kn: u64 = read(cgroup as *const u8, c.cgroup_kn);
+    if kn == 0 {
+        return 0;
+    }
+    read(kn as *const u8, c.kn_id)
+}
+
+/// `--pid`: an open passes when its owner is known and matches, and is remembered so that
+/// its close passes wherever that runs; a close also passes when the closing task matches
+/// (connections that were open before tcptrace started).
+#[inline(always)]
+fn pid_admits(ev: &Event, owner: Owner, cfg: &Config) -> bool {
+    let f = &cfg.filter;
+    if f.n_pids == 0 {
+        return true;
+    }
+    let matches = owner == Owner::Current && any_u32(&f.pids, f.n_pids, ev.tgid);
+    if ev.kind == kind::CLOSE {
+        let admitted = unsafe { ADMITTED.get(&ev.sock) }.is_some();
+        if admitted {
+            let _ = ADMITTED.remove(&ev.sock);
+        }
+        return admitted || matches;
+    }
+    if matches && ev.kind != kind::CONNECT_FAILED {
+        let _ = ADMITTED.insert(&ev.sock, &1, 0);
+    }
+    matches
 }
 
 #[cfg(not(test))]

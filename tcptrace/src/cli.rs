@@ -102,6 +102,8 @@ pub struct TraceArgs {
     /// if events are lost in connection storms.
     #[arg(long, default_value_t = DEFAULT_RING_BYTES, value_name = "BYTES")]
     pub ring_size: u32,
+    #[command(flatten)]
+    pub filter: crate::filter::FilterArgs,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -2,6 +2,7 @@
 //!
 //! The modules follow the data path:
 //! - [`backend`]: chooses and attaches the kernel hooks (fentry, kprobe or tracepoint);
+//! - [`filter`]: which connections to report, applied in the hooks and to sock_diag;
 //! - [`event`]: decodes what the hooks put in the ring buffer ([`conn`] is the 4-tuple key);
 //! - [`seed`]: the connections that already existed at start, from sock_diag;
 //! - [`consumer`]: drains the ring buffer into the [`ledger`], which owns the live counts;
@@ -15,6 +16,7 @@ pub mod cmd;
 pub mod conn;
 pub mod consumer;
 pub mod event;
+pub mod filter;
 pub mod ledger;
 pub mod load;
 pub mod reconcile;

@@ -455,6 +455,8 @@ pub struct Snapshot {
     pub events: u64,
     pub lost: u64,
     pub drift: u64,
+    /// Events the in-kernel filter kept out of the ring.
+    pub filtered: u64,
     pub live: u64,
     pub local_ports: Vec<PortRow>,
     pub remote_endpoints: Vec<EndpointRow>,
@@ -1029,8 +1031,16 @@ impl Tracer<Snapshot> {
 impl Tracer<Event> {
     /// `tcptrace events --json --attach TCPTRACE_ATTACH`, keeping only the events whose
     /// local or remote port is one of `ports`; returned once `tcptrace: attached` is out.
+    #[must_use]
     pub fn events(ports: &[u16]) -> Self {
-        let argv = ["events", "--json", "--attach", &attach_path()].map(str::to_owned);
+        Self::events_with(&[], ports)
+    }
+
+    /// Like [`Tracer::events`], with more arguments (filters).
+    #[must_use]
+    pub fn events_with(extra: &[&str], ports: &[u16]) -> Self {
+        let mut argv = ["events", "--json", "--attach", &attach_path()].map(str::to_owned).to_vec();
+        argv.extend(extra.iter().map(|&a| a.to_owned()));
         let ports: BTreeSet<u16> = ports.iter().copied().collect();
         let tracer = Self::spawn(&argv, move |e: &Event| {
             ports.contains(&e.lport) || ports.contains(&e.rport)

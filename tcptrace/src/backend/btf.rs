@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use btf_rs::{Btf, Member, Struct, Type};
-use tcptrace_common::{BitField, SockOffsets};
+use tcptrace_common::{BitField, CgroupOffsets, SockOffsets};
 
 pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
 
@@ -142,6 +142,17 @@ impl KernelBtf {
             net: sk("__sk_common.skc_net.net")?,
             net_inum: self.byte_offset("net", "ns.inum")?,
             protocol: self.protocol_field()?,
+            valid: 1,
+        })
+    }
+
+    /// `sk->sk_cgrp_data.cgroup->kn->id`: a socket's cgroup v2 id (the shape since Linux
+    /// 5.15, when `sock_cgroup_data` became a plain pointer).
+    pub fn cgroup_offsets(&self) -> Result<CgroupOffsets, BtfError> {
+        Ok(CgroupOffsets {
+            sock_cgroup: self.byte_offset("sock", "sk_cgrp_data.cgroup")?,
+            cgroup_kn: self.byte_offset("cgroup", "kn")?,
+            kn_id: self.byte_offset("kernfs_node", "id")?,
             valid: 1,
         })
     }

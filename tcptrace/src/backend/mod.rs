@@ -20,7 +20,9 @@ use aya::{
     maps::{MapData, PerCpuArray, RingBuf},
     programs::{BtfTracePoint, FEntry, FExit, KProbe, ProgramError, TracePoint},
 };
-use tcptrace_common::{CONFIG_GLOBAL, Config, ConnectOffsets, EVENTS_MAP, LOST_MAP};
+use tcptrace_common::{
+    CONFIG_GLOBAL, Config, ConnectOffsets, EVENTS_MAP, FILTERED_MAP, Filter, LOST_MAP,
+};
 
 use self::{btf::KernelBtf, tracefs::Tracefs};
 
@@ -106,6 +108,8 @@ pub fn compiled_in() -> &'static [Backend] {
 pub struct Options {
     pub attach: AttachRequest,
     pub ring_bytes: u32,
+    /// Applied in the programs; see `crate::filter`.
+    pub filter: Filter,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -122,6 +126,8 @@ pub enum AttachError {
     RingSize(u32, usize),
     #[error("no attach path worked: {0}")]
     NoPath(String),
+    #[error("{0} needs kernel BTF (/sys/kernel/btf/vmlinux) to read it from sockets: {1}")]
+    FilterNeedsBtf(&'static str, String),
 }
 
 /// The loaded programs of the chosen path, and why the others were passed over.
@@ -178,6 +184,17 @@ impl Tracer {
                 notes.push(format!("failed connects (EADDRNOTAVAIL) are not counted: {e}"));
             }
         }
+        config.filter = opts.filter;
+        if opts.filter.n_netns > 0 && config.sock.valid == 0 {
+            return Err(AttachError::FilterNeedsBtf("--netns", "no socket offsets".into()));
+        }
+        if opts.filter.n_cgroups > 0 {
+            let offsets = kernel_btf
+                .as_ref()
+                .map_err(ToString::to_string)
+                .and_then(|btf| btf.cgroup_offsets().map_err(|e| e.to_string()));
+            config.cgroup = offsets.map_err(|e| AttachError::FilterNeedsBtf("--cgroup", e))?;
+        }
         let aya_btf = Btf::from_sys_fs().ok();
         log::debug!("offsets and aya BTF ready after {:?}", t0.elapsed());
 
@@ -218,6 +235,14 @@ impl Tracer {
         let Some(map) = self.ebpf.map(LOST_MAP) else { return 0 };
         let Ok(lost) = PerCpuArray::<_, u64>::try_from(map) else { return 0 };
         lost.get(&0, 0).map_or(0, |per_cpu| per_cpu.iter().sum())
+    }
+
+    /// Events the in-kernel filter kept out of the ring, summed over CPUs.
+    #[must_use]
+    pub fn filtered(&self) -> u64 {
+        let Some(map) = self.ebpf.map(FILTERED_MAP) else { return 0 };
+        let Ok(filtered) = PerCpuArray::<_, u64>::try_from(map) else { return 0 };
+        filtered.get(&0, 0).map_or(0, |per_cpu| per_cpu.iter().sum())
     }
 
     /// One line for the user: which path is live and why the others were not used.

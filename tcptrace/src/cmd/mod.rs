@@ -27,9 +27,9 @@ use crate::{
     conn::Conn,
     consumer::Consumer,
     event::Event,
+    filter::FilterArgs,
     ledger::Ledger,
     reconcile::{Drift, reconcile},
-    seed,
     view::Trust,
 };
 
@@ -48,6 +48,8 @@ pub enum Tick {
 
 pub struct Session {
     pub tracer: Tracer,
+    /// The same filter as the programs', for the sock_diag side.
+    pub filter: FilterArgs,
     pub consumer: Consumer,
     pub started: Instant,
     deadline: Option<tokio::time::Instant>,
@@ -60,8 +62,10 @@ pub struct Session {
 impl Session {
     /// Attaches the programs and says on stderr which path is live and what was passed over.
     pub fn start(args: &TraceArgs) -> anyhow::Result<Self> {
+        // Too many values for the in-kernel arrays is a usage error: exit 2, as clap does.
+        let filter = args.filter.to_wire().unwrap_or_else(|e| e.exit());
         let mut tracer =
-            Tracer::attach(Options { attach: args.attach, ring_bytes: args.ring_size })?;
+            Tracer::attach(Options { attach: args.attach, ring_bytes: args.ring_size, filter })?;
         for note in &tracer.notes {
             eprintln!("tcptrace: note: {note}");
         }
@@ -73,6 +77,7 @@ impl Session {
         report.set_missed_tick_behavior(MissedTickBehavior::Delay);
         Ok(Self {
             tracer,
+            filter: args.filter.clone(),
             consumer,
             started: Instant::now(),
             deadline: args.duration.map(|d| start + d),
@@ -174,7 +179,11 @@ impl Tracked {
 
     #[must_use]
     pub fn trust(&self, session: &Session) -> Trust {
-        Trust { lost: session.tracer.lost(), drift: self.drift.total() }
+        Trust {
+            lost: session.tracer.lost(),
+            drift: self.drift.total(),
+            filtered: session.tracer.filtered(),
+        }
     }
 
     /// Compares the ledger with a fresh sock_diag snapshot and corrects it. Events drained
@@ -211,7 +220,7 @@ struct KernelView {
 
 impl KernelView {
     fn take(session: &Session) -> anyhow::Result<Self> {
-        let snapshot = seed::snapshot()?;
+        let snapshot = session.filter.snapshot()?;
         let knows_netns = session.tracer.knows_netns;
         // Without BTF the programs report netns 0; key the kernel's view the same way.
         let netns = |n: u32| if knows_netns { n } else { 0 };

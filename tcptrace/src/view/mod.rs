@@ -21,6 +21,8 @@ pub mod tui;
 pub struct Trust {
     pub lost: u64,
     pub drift: u64,
+    /// Events the in-kernel filter kept out of the ring.
+    pub filtered: u64,
 }
 
 /// The ledger's counts at one moment, with what the views print around them.
@@ -38,6 +40,9 @@ pub struct Snapshot {
     /// Connections the last reconciliation with sock_diag found wrong in the ledger (and
     /// corrected): when not 0, the hooks missed something.
     pub drift: u64,
+    /// Events the in-kernel filter (`--port`, `--addr`, ...) kept out of the ring: not
+    /// lost, only not asked for.
+    pub filtered: u64,
     pub live: u64,
     pub local_ports: Vec<LocalPortRow>,
     pub remote_endpoints: Vec<RemoteEndpointRow>,
@@ -63,6 +68,7 @@ impl Snapshot {
             events: ledger.events_seen(),
             lost: trust.lost,
             drift: trust.drift,
+            filtered: trust.filtered,
             live: ledger.live() as u64,
             local_ports: ledger.top_local_ports(top),
             remote_endpoints: ledger.top_remote_endpoints(top),
@@ -101,7 +107,7 @@ pub(crate) mod tests {
             &ledger,
             "fentry",
             Duration::from_millis(12_345),
-            Trust { lost: 3, drift: 1 },
+            Trust { lost: 3, drift: 1, filtered: 4 },
             0,
         )
     }

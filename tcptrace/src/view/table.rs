@@ -10,8 +10,8 @@ use super::Snapshot;
 #[must_use]
 pub fn render(s: &Snapshot) -> String {
     let mut out = format!(
-        "elapsed {:.1}s  backend {}  live {}  events {}  lost {}  drift {}\n",
-        s.elapsed_s, s.backend, s.live, s.events, s.lost, s.drift
+        "elapsed {:.1}s  backend {}  live {}  events {}  lost {}  drift {}  filtered {}\n",
+        s.elapsed_s, s.backend, s.live, s.events, s.lost, s.drift, s.filtered
     );
     if s.local_ports.is_empty() && s.remote_endpoints.is_empty() {
         out.push_str("\n(no live connections)\n");
@@ -165,7 +165,15 @@ mod tests {
     fn summary_line_has_the_totals() {
         let table = render(&sample());
         let first = table.lines().next().unwrap();
-        for part in ["elapsed 12.3s", "backend fentry", "live 5", "events 0", "lost 3", "drift 1"] {
+        for part in [
+            "elapsed 12.3s",
+            "backend fentry",
+            "live 5",
+            "events 0",
+            "lost 3",
+            "drift 1",
+            "filtered 4",
+        ] {
             assert!(first.contains(part), "{first}");
         }
     }
