@@ -11,6 +11,7 @@ macro_rules! say {
 }
 
 mod attach;
+mod bench;
 mod cargo;
 mod cmd;
 mod libtest;
@@ -114,7 +115,23 @@ decides the outcome. QEMU is killed when --timeout runs out.\n\n\
 Does not need root (installing its apt packages does: see `cargo xtask setup`)."
     )]
     VmTest(vm::VmArgs),
+
+    /// Measure tcptrace's cost under a loopback connection storm, beside tcplife, tcpstates and bpftrace.
+    #[command(long_about = BENCH_ABOUT)]
+    Bench(bench::BenchArgs),
 }
+
+const BENCH_ABOUT: &str = "Measure what tcptrace costs under a loopback connection storm, beside \
+the tools users would otherwise run, and print a Markdown table of medians and ratios (what \
+BENCHMARKS.md keeps).\n\n\
+Builds tcptrace in release mode; installs the peers if missing (apt: libbpf-tools for tcplife \
+and tcpstates, bpftrace); then, for several rounds, runs `tcptrace load churn` once with no \
+tracer and once under each of: tcptrace (attach auto, and tracepoint-classic), tcplife, \
+tcpstates, and a bpftrace script counting live connections per local port. The order rotates \
+every round. Per run it records the churn rate, the tracer's voluntary context switches a \
+second (its wake-ups) and CPU share, and for tcptrace the lost and drift of its last line.\n\n\
+Not part of `cargo xtask test`: a benchmark is not a timed test. Needs root. About \
+rounds x 6 x (seconds + 2) s in all.";
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -123,6 +140,7 @@ fn main() -> ExitCode {
         Command::Run { args } => run::run(&args),
         Command::Test(args) => test::test(&args),
         Command::VmTest(args) => vm::vm_test(&args),
+        Command::Bench(args) => bench::bench(&args).map(|()| ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,

@@ -29,7 +29,8 @@ use std::{
 use anyhow::{Context as _, bail};
 use clap::Args;
 use nix::sys::socket::{
-    AddressFamily, Backlog, SockFlag, SockType, SockaddrIn, bind, connect, setsockopt, socket, sockopt,
+    AddressFamily, Backlog, SockFlag, SockType, SockaddrIn, bind, connect, setsockopt, socket,
+    sockopt,
 };
 use serde::Serialize;
 
@@ -317,7 +318,8 @@ impl Client {
             }
             let source = source_addr((n % u64::from(self.sources)) as u16);
             // Walk the listeners at a different pace than the sources, so every pair is used.
-            let listener = listen_addr(((n / u64::from(self.sources)) % u64::from(self.listeners)) as u16);
+            let listener =
+                listen_addr(((n / u64::from(self.sources)) % u64::from(self.listeners)) as u16);
             n += u64::from(self.stride);
             match self.connect_and_close(source, listener) {
                 Ok(()) => counters.connected.fetch_add(1, Ordering::SeqCst),
