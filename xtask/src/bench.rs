@@ -54,6 +54,9 @@ pub enum Tracer {
     Tcptrace,
     /// `tcptrace watch --json --attach tracepoint-classic`.
     TcptraceClassic,
+    /// `tcptrace watch --json --interval 1h`: no snapshot (no sock_diag dump) during the
+    /// churn, so the row shows the event path alone (BPF programs, ring, ledger).
+    TcptraceEventsOnly,
     /// libbpf-tools' tcplife: one line per closed connection.
     Tcplife,
     /// libbpf-tools' tcpstates: one line per state change.
@@ -63,10 +66,11 @@ pub enum Tracer {
 }
 
 impl Tracer {
-    const ALL: [Self; 6] = [
+    const ALL: [Self; 7] = [
         Self::Baseline,
         Self::Tcptrace,
         Self::TcptraceClassic,
+        Self::TcptraceEventsOnly,
         Self::Tcplife,
         Self::Tcpstates,
         Self::Bpftrace,
@@ -77,6 +81,7 @@ impl Tracer {
             Self::Baseline => "baseline (no tracer)",
             Self::Tcptrace => "tcptrace (auto: tp_btf)",
             Self::TcptraceClassic => "tcptrace (tracepoint-classic)",
+            Self::TcptraceEventsOnly => "tcptrace (auto), no snapshots during the run",
             Self::Tcplife => "tcplife (libbpf-tools)",
             Self::Tcpstates => "tcpstates (libbpf-tools)",
             Self::Bpftrace => "bpftrace live-per-port script",
@@ -84,6 +89,11 @@ impl Tracer {
     }
 
     fn is_tcptrace(self) -> bool {
+        matches!(self, Self::Tcptrace | Self::TcptraceClassic | Self::TcptraceEventsOnly)
+    }
+
+    /// The rows that the targets apply to: what a user runs.
+    fn has_targets(self) -> bool {
         matches!(self, Self::Tcptrace | Self::TcptraceClassic)
     }
 
@@ -263,7 +273,10 @@ fn measure(
             let stdout = fs::File::create(&stdout_file)?;
             let stderr = fs::File::create(&err)?;
             command.stdin(Stdio::null()).stdout(stdout).stderr(stderr);
-            Some(Traced::start(command, &stdout_file, &err)?)
+            // tcptrace is ready when it prints its first snapshot (after seeding from
+            // sock_diag, which can take seconds on a busy box); a peer when it has attached.
+            let ready = if tracer.is_tcptrace() { Ready::FirstLine } else { Ready::Attached };
+            Some(Traced::start(command, ready, &stdout_file, &err)?)
         }
         None => None,
     };
@@ -307,10 +320,13 @@ fn tracer_command(tracer: Tracer, tcptrace: &Path, script: &Path) -> Option<Comm
         c.args(["watch", "--json", "--top", "5", "--attach", attach]);
         c
     };
+    let mut quiet = watch("auto");
+    quiet.args(["--interval", "1h"]);
     match tracer {
         Tracer::Baseline => None,
         Tracer::Tcptrace => Some(watch("auto")),
         Tracer::TcptraceClassic => Some(watch("tracepoint-classic")),
+        Tracer::TcptraceEventsOnly => Some(quiet),
         Tracer::Tcplife => Some(Command::new("tcplife")),
         Tracer::Tcpstates => Some(Command::new("tcpstates")),
         Tracer::Bpftrace => {
@@ -367,6 +383,15 @@ struct WatchEnd {
     drift: u64,
 }
 
+/// What tells that a tracer is ready to measure.
+#[derive(Clone, Copy)]
+enum Ready {
+    /// A first line on stdout.
+    FirstLine,
+    /// A BPF link or perf event fd, or any output.
+    Attached,
+}
+
 /// A tracer running in the background, its output going to files.
 struct Traced {
     child: Child,
@@ -381,7 +406,7 @@ impl Traced {
     /// Starts the tracer and waits until it has attached: it holds a BPF link or perf event
     /// (a tracepoint attachment), or has said something. Output alone is not enough: a
     /// peer's stdout into a file is block-buffered, so its header may come much later.
-    fn start(mut command: Command, out: &Path, err: &Path) -> Result<Self> {
+    fn start(mut command: Command, ready: Ready, out: &Path, err: &Path) -> Result<Self> {
         say!("bench: starting {}", cmd::display(&command));
         let child = command.spawn().with_context(|| format!("cannot start {command:?}"))?;
         let mut running = Self { child };
@@ -392,7 +417,11 @@ impl Traced {
                 bail!("exited before attaching ({status}): {}", why.trim());
             }
             let said = |p: &Path| fs::metadata(p).is_ok_and(|m| m.len() > 0);
-            if holds_attachment(running.pid()) || said(out) || said(err) {
+            let is_ready = match ready {
+                Ready::FirstLine => fs::read(out).is_ok_and(|text| text.contains(&b'\n')),
+                Ready::Attached => holds_attachment(running.pid()) || said(out) || said(err),
+            };
+            if is_ready {
                 break;
             }
             if began.elapsed() > ATTACH_TIMEOUT {
@@ -643,7 +672,7 @@ fn verdicts(rows: &[Row]) -> Vec<String> {
         .map(|r| r.ratio)
         .fold(None, |a: Option<f64>, r| Some(a.map_or(r, |a| a.max(r))));
     rows.iter()
-        .filter(|r| r.tracer.is_tcptrace())
+        .filter(|r| r.tracer.has_targets())
         .map(|r| {
             let mut missed = Vec::new();
             if r.ratio < 0.98 {
