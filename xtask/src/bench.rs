@@ -29,7 +29,7 @@ use crate::{
 #[derive(Args, Debug)]
 pub struct BenchArgs {
     /// Rounds: every tracer runs once per round.
-    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=50))]
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=50))]
     pub rounds: u32,
     /// Seconds of churn per run.
     #[arg(long, default_value_t = 5, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..=120))]
@@ -732,7 +732,7 @@ mod tests {
     #[test]
     fn parses_arguments() {
         let a = parse(&[]).unwrap();
-        assert_eq!((a.rounds, a.seconds, a.threads, a.only.len()), (5, 5, None, 0));
+        assert_eq!((a.rounds, a.seconds, a.threads, a.only.len()), (3, 5, None, 0));
         let a = parse(&["--only", "tcptrace,tcplife", "--rounds", "3", "--seconds", "2"]).unwrap();
         assert_eq!(a.only, [Tracer::Tcptrace, Tracer::Tcplife]);
         assert_eq!((a.rounds, a.seconds), (3, 2));

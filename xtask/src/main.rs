@@ -126,12 +126,13 @@ the tools users would otherwise run, and print a Markdown table of medians and r
 BENCHMARKS.md keeps).\n\n\
 Builds tcptrace in release mode; installs the peers if missing (apt: libbpf-tools for tcplife \
 and tcpstates, bpftrace); then, for several rounds, runs `tcptrace load churn` once with no \
-tracer and once under each of: tcptrace (attach auto, and tracepoint-classic), tcplife, \
-tcpstates, and a bpftrace script counting live connections per local port. The order rotates \
-every round. Per run it records the churn rate, the tracer's voluntary context switches a \
-second (its wake-ups) and CPU share, and for tcptrace the lost and drift of its last line.\n\n\
+tracer and once under each of: tcptrace (attach auto, tracepoint-classic, and auto with no \
+snapshot during the run, which isolates the event path), tcplife, tcpstates, and a bpftrace \
+script counting live connections per local port. The order rotates every round. Per run it \
+records the churn rate, the tracer's voluntary context switches a second (its wake-ups) and \
+CPU share, and for tcptrace its events per connection, lost and drift from its last line.\n\n\
 Not part of `cargo xtask test`: a benchmark is not a timed test. Needs root. About \
-rounds x 6 x (seconds + 2) s in all.";
+rounds x 7 x (seconds + 3) s in all, more when tcptrace's start-up snapshot is slow.";
 
 fn main() -> ExitCode {
     let cli = Cli::parse();

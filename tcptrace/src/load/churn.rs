@@ -161,6 +161,10 @@ struct Counters {
     stop_servers: AtomicBool,
 }
 
+#[expect(
+    clippy::needless_pass_by_value,
+    reason = "load::run hands every workload its arguments by value"
+)]
 pub fn run(args: ChurnArgs) -> anyhow::Result<()> {
     let report = churn(&args)?;
     println!("{}", serde_json::to_string(&report)?);
