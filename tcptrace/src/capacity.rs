@@ -257,6 +257,9 @@ const PIDS_MIN_AGE: Duration = Duration::from_secs(5);
 /// A `/proc/*/fd` scan stops after this long; the pids it found by then are kept.
 const PID_SCAN_BUDGET: Duration = Duration::from_millis(500);
 
+/// A `watch` snapshot dumps sockets at most 1/DUMP_DUTY of the time (5 %).
+const DUMP_DUTY: u32 = 20;
+
 /// Capacity state kept across refreshes by the watch loop.
 #[derive(Debug)]
 pub struct Tracker {
@@ -274,6 +277,9 @@ pub struct Tracker {
     /// Ports in use per destination at the last refresh, and when.
     last_in_use: Option<(Instant, HashMap<DestKey, u64>)>,
     pids: PidCache,
+    /// The last refresh's rows, when it ended and how long it took (see
+    /// [`Tracker::refresh_within_budget`]).
+    last: Option<(Capacity, Instant, Duration)>,
 }
 
 impl Default for Tracker {
@@ -303,6 +309,7 @@ impl Tracker {
             peaks: HashMap::new(),
             last_in_use: None,
             pids: PidCache::default(),
+            last: None,
         }
     }
 
@@ -327,6 +334,24 @@ impl Tracker {
             }
             EventKind::Established | EventKind::Close => {}
         }
+    }
+
+    /// [`refresh`](Self::refresh), unless the last one is more recent than
+    /// [`DUMP_DUTY`] times what it took: then its rows again (the event counts keep
+    /// accumulating, so the next rates cover the whole time). The dump walks every TCP
+    /// socket on the box, TIME_WAIT included (up to `tcp_max_tw_buckets`, 131,072 here,
+    /// in a connection storm), and under load one took 0.5 s to several seconds; each
+    /// interval, that cost a storm a third of its rate (BENCHMARKS.md).
+    pub fn refresh_within_budget(&mut self, top: usize) -> anyhow::Result<Capacity> {
+        if let Some((rows, at, took)) = &self.last
+            && at.elapsed() < *took * DUMP_DUTY
+        {
+            return Ok(rows.clone());
+        }
+        let started = Instant::now();
+        let rows = self.refresh(top)?;
+        self.last = Some((rows.clone(), Instant::now(), started.elapsed()));
+        Ok(rows)
     }
 
     /// Dumps every network namespace (listeners and every port-holding state, with the

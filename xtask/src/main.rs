@@ -11,6 +11,7 @@ macro_rules! say {
 }
 
 mod attach;
+mod bench;
 mod cargo;
 mod cmd;
 mod dist;
@@ -131,7 +132,23 @@ Completions and man pages come from tcptrace's clap definition (tcptrace/example
 so they cannot drift from the binary."
     )]
     Dist(dist::DistArgs),
+    /// Measure tcptrace's cost under a loopback connection storm, beside tcplife, tcpstates and bpftrace.
+    #[command(long_about = BENCH_ABOUT)]
+    Bench(bench::BenchArgs),
 }
+
+const BENCH_ABOUT: &str = "Measure what tcptrace costs under a loopback connection storm, beside \
+the tools users would otherwise run, and print a Markdown table of medians and ratios (what \
+BENCHMARKS.md keeps).\n\n\
+Builds tcptrace in release mode; installs the peers if missing (apt: libbpf-tools for tcplife \
+and tcpstates, bpftrace); then, for several rounds, runs `tcptrace load churn` once with no \
+tracer and once under each of: tcptrace (attach auto, tracepoint-classic, and auto with no \
+snapshot during the run, which isolates the event path), tcplife, tcpstates, and a bpftrace \
+script counting live connections per local port. The order rotates every round. Per run it \
+records the churn rate, the tracer's voluntary context switches a second (its wake-ups) and \
+CPU share, and for tcptrace its events per connection, lost and drift from its last line.\n\n\
+Not part of `cargo xtask test`: a benchmark is not a timed test. Needs root. About \
+rounds x 7 x (seconds + 3) s in all, more when tcptrace's start-up snapshot is slow.";
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -141,6 +158,7 @@ fn main() -> ExitCode {
         Command::Test(args) => test::test(&args),
         Command::VmTest(args) => vm::vm_test(&args),
         Command::Dist(args) => dist::dist(&args),
+        Command::Bench(args) => bench::bench(&args).map(|()| ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,

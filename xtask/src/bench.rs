@@ -1,0 +1,867 @@
+//! `cargo xtask bench`: what tcptrace costs a box under a connection storm, side by side
+//! with what users would otherwise run (libbpf-tools' tcplife and tcpstates, a bpftrace
+//! script), against a baseline with no tracer.
+//!
+//! Every round runs the same loopback churn (`tcptrace load churn`) once per tracer, in
+//! an order that rotates from round to round, so slow drifts of a shared, noisy box (other
+//! builds, background traffic) spread over every tracer instead of landing on one. The
+//! table gives medians over rounds; a tracer's ratio is the median of its per-round
+//! ratios to that round's baseline.
+
+use std::{
+    fmt::Write as _,
+    fs,
+    path::Path,
+    process::{Child, Command, Stdio},
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result, bail};
+use clap::{Args, ValueEnum};
+use serde_json::Value;
+
+use crate::{
+    cargo::{self, Profile},
+    cmd, setup,
+};
+
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    /// Rounds: every tracer runs once per round.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=50))]
+    pub rounds: u32,
+    /// Seconds of churn per run.
+    #[arg(long, default_value_t = 5, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..=120))]
+    pub seconds: u64,
+    /// Load generator threads (clients, and as many acceptors); default: twice the CPUs.
+    #[arg(long, value_name = "N")]
+    pub threads: Option<u16>,
+    /// Only these tracers, comma-separated (the baseline always runs).
+    #[arg(long, value_enum, value_delimiter = ',', value_name = "TRACERS")]
+    pub only: Vec<Tracer>,
+    /// Do not install missing peers (apt); skip the tracers that are missing instead.
+    #[arg(long)]
+    pub no_install: bool,
+}
+
+/// What watches the churn in one run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, ValueEnum)]
+pub enum Tracer {
+    /// No tracer: the reference rate.
+    Baseline,
+    /// `tcptrace watch --json`, attach path auto (tp_btf on the host).
+    Tcptrace,
+    /// `tcptrace watch --json --attach tracepoint-classic`.
+    TcptraceClassic,
+    /// `tcptrace watch --json --interval 1h`: no snapshot (no sock_diag dump) during the
+    /// churn, so the row shows the event path alone (BPF programs, ring, ledger).
+    TcptraceEventsOnly,
+    /// libbpf-tools' tcplife: one line per closed connection.
+    Tcplife,
+    /// libbpf-tools' tcpstates: one line per state change.
+    Tcpstates,
+    /// bpftrace counting live connections per local port on sock:inet_sock_set_state.
+    Bpftrace,
+}
+
+impl Tracer {
+    const ALL: [Self; 7] = [
+        Self::Baseline,
+        Self::Tcptrace,
+        Self::TcptraceClassic,
+        Self::TcptraceEventsOnly,
+        Self::Tcplife,
+        Self::Tcpstates,
+        Self::Bpftrace,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            Self::Baseline => "baseline (no tracer)",
+            Self::Tcptrace => "tcptrace (auto: tp_btf)",
+            Self::TcptraceClassic => "tcptrace (tracepoint-classic)",
+            Self::TcptraceEventsOnly => "tcptrace (auto), no snapshots during the run",
+            Self::Tcplife => "tcplife (libbpf-tools)",
+            Self::Tcpstates => "tcpstates (libbpf-tools)",
+            Self::Bpftrace => "bpftrace live-per-port script",
+        }
+    }
+
+    fn is_tcptrace(self) -> bool {
+        matches!(self, Self::Tcptrace | Self::TcptraceClassic | Self::TcptraceEventsOnly)
+    }
+
+    /// The rows that the targets apply to: what a user runs.
+    fn has_targets(self) -> bool {
+        matches!(self, Self::Tcptrace | Self::TcptraceClassic)
+    }
+
+    fn is_peer(self) -> bool {
+        matches!(self, Self::Tcplife | Self::Tcpstates | Self::Bpftrace)
+    }
+}
+
+/// The bpftrace peer: live connections (ESTABLISHED and CLOSE_WAIT, as tcptrace counts
+/// them) per local port, the top 20 printed every second, like `tcptrace watch`.
+const BPFTRACE_SCRIPT: &str = r"tracepoint:sock:inet_sock_set_state
+/args->protocol == 6/
+{
+  if (args->newstate == 1) { @live[args->sport]++; }
+  if ((args->oldstate == 1 && args->newstate != 8) || args->oldstate == 8) { @live[args->sport]--; }
+}
+interval:s:1 { print(@live, 20); }
+";
+
+/// apt packages the peers come from, and the programs we run from them.
+const PEER_PACKAGES: [(&str, &[&str]); 2] =
+    [("libbpf-tools", &["tcplife", "tcpstates"]), ("bpftrace", &["bpftrace"])];
+
+pub fn bench(args: &BenchArgs) -> Result<()> {
+    if !cmd::may_load_bpf() {
+        bail!("benchmarks attach eBPF programs: run `cargo xtask bench` as root");
+    }
+    let mut tracers: Vec<Tracer> = if args.only.is_empty() {
+        Tracer::ALL.to_vec()
+    } else {
+        let mut t = vec![Tracer::Baseline];
+        t.extend(args.only.iter().filter(|&&t| t != Tracer::Baseline));
+        t
+    };
+    let missing = ensure_peers(&tracers, args.no_install)?;
+    tracers.retain(|t| !missing.contains(t));
+
+    let tcptrace = cargo::build_tcptrace(Profile::Release)?;
+    let work = cargo::target_dir()?.join("bench");
+    fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
+    let script = work.join("live_per_port.bt");
+    fs::write(&script, BPFTRACE_SCRIPT).with_context(|| format!("writing {}", script.display()))?;
+
+    let machine = Machine::read();
+    say!("bench: {machine}");
+    say!(
+        "bench: {} rounds x {} tracers x {} s of churn; load average now {}",
+        args.rounds,
+        tracers.len(),
+        args.seconds,
+        load_average()
+    );
+    let mut runs = Vec::new();
+    for round in 0..args.rounds {
+        for tracer in rotated(&tracers, round as usize) {
+            let run = measure(tracer, &tcptrace, &work, &script, args)
+                .with_context(|| format!("round {}: {}", round + 1, tracer.name()))?;
+            say!("bench: round {} {}: {}", round + 1, tracer.name(), run.describe());
+            runs.push((round, run));
+        }
+    }
+    let rows = summarize(&tracers, &runs);
+    let load_after = load_average();
+    println!("{}", render(&machine, args, &rows, &load_after));
+    for line in verdicts(&rows) {
+        say!("bench: {line}");
+    }
+    Ok(())
+}
+
+/// Installs the apt packages of the peers that are asked for (unless `no_install`), and
+/// returns the tracers still missing.
+fn ensure_peers(tracers: &[Tracer], no_install: bool) -> Result<Vec<Tracer>> {
+    let wanted = |program: &str| match program {
+        "tcplife" => tracers.contains(&Tracer::Tcplife),
+        "tcpstates" => tracers.contains(&Tracer::Tcpstates),
+        _ => tracers.contains(&Tracer::Bpftrace),
+    };
+    let mut install = Vec::new();
+    for (package, programs) in PEER_PACKAGES {
+        let needed: Vec<_> = programs.iter().filter(|p| wanted(p)).collect();
+        if needed.is_empty() {
+            continue;
+        }
+        if needed.iter().all(|p| cmd::on_path(p).is_some()) {
+            say!("bench: skipping apt package {package}: {} already installed", join(&needed));
+        } else {
+            install.push(package);
+        }
+    }
+    if !install.is_empty() && !no_install {
+        say!("bench: installing the peers' apt packages: {}", install.join(" "));
+        setup::apt_update_once()?;
+        cmd::run(
+            setup::apt_get().args(["install", "-y", "--no-install-recommends"]).args(&install),
+        )?;
+    }
+    let missing: Vec<Tracer> = tracers
+        .iter()
+        .copied()
+        .filter(|t| match t {
+            Tracer::Tcplife => cmd::on_path("tcplife").is_none(),
+            Tracer::Tcpstates => cmd::on_path("tcpstates").is_none(),
+            Tracer::Bpftrace => cmd::on_path("bpftrace").is_none(),
+            _ => false,
+        })
+        .collect();
+    for t in &missing {
+        say!("bench: skipping {}: not installed (drop --no-install to install it)", t.name());
+    }
+    Ok(missing)
+}
+
+fn join(items: &[&&str]) -> String {
+    items.iter().map(|s| **s).collect::<Vec<_>>().join(", ")
+}
+
+/// The tracers in round `round`'s order: the list rotated by one more each round, the
+/// baseline included, so no tracer always runs first or right after another.
+fn rotated(tracers: &[Tracer], round: usize) -> Vec<Tracer> {
+    let mut order = tracers.to_vec();
+    if !order.is_empty() {
+        let by = round % order.len();
+        order.rotate_left(by);
+    }
+    order
+}
+
+/// One churn with one tracer attached.
+#[derive(Debug, Clone, PartialEq)]
+struct Run {
+    tracer: Tracer,
+    /// Connections (connect + accept + close) a second.
+    rate: f64,
+    /// The tracer process's voluntary context switches a second during the churn.
+    wakeups: Option<f64>,
+    /// The tracer process's CPU time (user + system) over wall time during the churn.
+    cpu: Option<f64>,
+    /// tcptrace's events over the churn's connections: 4 (connect, accept, two closes)
+    /// when it saw every one and nothing else ran.
+    events_per_conn: Option<f64>,
+    /// tcptrace's last line: events lost and drift against sock_diag at exit.
+    lost: Option<u64>,
+    drift: Option<u64>,
+}
+
+impl Run {
+    fn describe(&self) -> String {
+        let mut s = format!("{:.0} conn/s", self.rate);
+        if let Some(w) = self.wakeups {
+            let _ = write!(s, ", {w:.0} wakeups/s");
+        }
+        if let Some(c) = self.cpu {
+            let _ = write!(s, ", tracer CPU {:.0}%", c * 100.0);
+        }
+        if let Some(e) = self.events_per_conn {
+            let _ = write!(s, ", {e:.3} events/conn");
+        }
+        if let (Some(l), Some(d)) = (self.lost, self.drift) {
+            let _ = write!(s, ", lost {l}, drift {d}");
+        }
+        s
+    }
+}
+
+fn measure(
+    tracer: Tracer,
+    tcptrace: &Path,
+    work: &Path,
+    script: &Path,
+    args: &BenchArgs,
+) -> Result<Run> {
+    let stdout_file = work.join("tracer.out");
+    let err = work.join("tracer.err");
+    let mut child = match tracer_command(tracer, tcptrace, script) {
+        Some(mut command) => {
+            let stdout = fs::File::create(&stdout_file)?;
+            let stderr = fs::File::create(&err)?;
+            command.stdin(Stdio::null()).stdout(stdout).stderr(stderr);
+            // tcptrace is ready when it prints its first snapshot (after seeding from
+            // sock_diag, which can take seconds on a busy box); a peer when it has attached.
+            let ready = if tracer.is_tcptrace() { Ready::FirstLine } else { Ready::Attached };
+            Some(Traced::start(command, ready, &stdout_file, &err)?)
+        }
+        None => None,
+    };
+    let before = child.as_ref().map(|c| ProcSample::read(c.pid()));
+    let began = Instant::now();
+    let churned = churn(tcptrace, args);
+    let wall = began.elapsed().as_secs_f64();
+    let after = child.as_ref().map(|c| ProcSample::read(c.pid()));
+    let last_line = match child.take() {
+        Some(running) => running.stop(&stdout_file)?,
+        None => None,
+    };
+    let churned = churned?;
+    let (wakeups, cpu) = match (before, after) {
+        (Some(Some(b)), Some(Some(a))) => {
+            let (w, c) = a.since(&b, wall);
+            (Some(w), Some(c))
+        }
+        _ => (None, None),
+    };
+    let end = if tracer.is_tcptrace() {
+        let line = last_line.context("tcptrace printed no JSON line")?;
+        Some(parse_watch_line(&line)?)
+    } else {
+        None
+    };
+    Ok(Run {
+        tracer,
+        rate: churned.rate,
+        wakeups,
+        cpu,
+        events_per_conn: end.map(|e| ratio(e.events, churned.connections)),
+        lost: end.map(|e| e.lost),
+        drift: end.map(|e| e.drift),
+    })
+}
+
+fn tracer_command(tracer: Tracer, tcptrace: &Path, script: &Path) -> Option<Command> {
+    let watch = |attach: &str| {
+        let mut c = Command::new(tcptrace);
+        c.args(["watch", "--json", "--top", "5", "--attach", attach]);
+        c
+    };
+    let mut quiet = watch("auto");
+    quiet.args(["--interval", "1h"]);
+    match tracer {
+        Tracer::Baseline => None,
+        Tracer::Tcptrace => Some(watch("auto")),
+        Tracer::TcptraceClassic => Some(watch("tracepoint-classic")),
+        Tracer::TcptraceEventsOnly => Some(quiet),
+        Tracer::Tcplife => Some(Command::new("tcplife")),
+        Tracer::Tcpstates => Some(Command::new("tcpstates")),
+        Tracer::Bpftrace => {
+            let mut c = Command::new("bpftrace");
+            // Every ephemeral port of the churn is a key; bpftrace's default (4096) would
+            // drop updates once they fill the map.
+            c.env("BPFTRACE_MAP_KEYS_MAX", "65536").arg(script);
+            Some(c)
+        }
+    }
+}
+
+/// What the load generator did in one run.
+fn churn(tcptrace: &Path, args: &BenchArgs) -> Result<Churned> {
+    let mut c = Command::new(tcptrace);
+    c.args(["load", "churn", "--duration", &format!("{}s", args.seconds)]);
+    if let Some(t) = args.threads {
+        c.args(["--threads", &t.to_string()]);
+    }
+    let out = cmd::output(&mut c)?;
+    let line = out.lines().last().context("the churn printed nothing")?;
+    parse_churn(line)
+}
+
+/// The rate and the connection count of the churn's JSON line.
+fn parse_churn(line: &str) -> Result<Churned> {
+    let v: Value = serde_json::from_str(line).with_context(|| format!("not JSON: {line}"))?;
+    Ok(Churned {
+        rate: v["rate"].as_f64().with_context(|| format!("no rate in {line}"))?,
+        connections: v["connections"]
+            .as_u64()
+            .with_context(|| format!("no connections in {line}"))?,
+    })
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Churned {
+    rate: f64,
+    connections: u64,
+}
+
+/// `events`, `lost` and `drift` of a `tcptrace watch --json` line.
+fn parse_watch_line(line: &str) -> Result<WatchEnd> {
+    let v: Value = serde_json::from_str(line).with_context(|| format!("not JSON: {line}"))?;
+    let field = |k: &str| v[k].as_u64().with_context(|| format!("no {k} in {line}"));
+    Ok(WatchEnd { events: field("events")?, lost: field("lost")?, drift: field("drift")? })
+}
+
+/// tcptrace's last word on a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct WatchEnd {
+    events: u64,
+    lost: u64,
+    drift: u64,
+}
+
+/// What tells that a tracer is ready to measure.
+#[derive(Clone, Copy)]
+enum Ready {
+    /// A first line on stdout.
+    FirstLine,
+    /// A BPF link or perf event fd, or any output.
+    Attached,
+}
+
+/// A tracer running in the background, its output going to files.
+struct Traced {
+    child: Child,
+}
+
+/// How long a tracer may take to attach (bpftrace compiles its script with LLVM).
+const ATTACH_TIMEOUT: Duration = Duration::from_mins(1);
+/// After the first output, so the last probe is surely attached.
+const SETTLE: Duration = Duration::from_secs(1);
+
+impl Traced {
+    /// Starts the tracer and waits until it has attached: it holds a BPF link or perf event
+    /// (a tracepoint attachment), or has said something. Output alone is not enough: a
+    /// peer's stdout into a file is block-buffered, so its header may come much later.
+    fn start(mut command: Command, ready: Ready, out: &Path, err: &Path) -> Result<Self> {
+        say!("bench: starting {}", cmd::display(&command));
+        let child = command.spawn().with_context(|| format!("cannot start {command:?}"))?;
+        let mut running = Self { child };
+        let began = Instant::now();
+        loop {
+            if let Some(status) = running.child.try_wait()? {
+                let why = fs::read_to_string(err).unwrap_or_default();
+                bail!("exited before attaching ({status}): {}", why.trim());
+            }
+            let said = |p: &Path| fs::metadata(p).is_ok_and(|m| m.len() > 0);
+            let is_ready = match ready {
+                Ready::FirstLine => fs::read(out).is_ok_and(|text| text.contains(&b'\n')),
+                Ready::Attached => holds_attachment(running.pid()) || said(out) || said(err),
+            };
+            if is_ready {
+                break;
+            }
+            if began.elapsed() > ATTACH_TIMEOUT {
+                let _ = running.child.kill();
+                bail!("did not attach within {ATTACH_TIMEOUT:?}");
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+        // The first attachment is not the last: give the others time too.
+        thread::sleep(SETTLE);
+        Ok(running)
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Stops it with SIGINT (tcptrace reconciles and prints a last line) and returns the
+    /// last line of its stdout.
+    fn stop(mut self, out: &Path) -> Result<Option<String>> {
+        let _ = Command::new("kill").args(["-INT", &self.pid().to_string()]).status();
+        let began = Instant::now();
+        while self.child.try_wait()?.is_none() {
+            if began.elapsed() > Duration::from_secs(30) {
+                let _ = self.child.kill();
+                bail!("did not stop within 30 s of SIGINT");
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        let text = fs::read_to_string(out).unwrap_or_default();
+        Ok(text.lines().rfind(|l| !l.trim().is_empty()).map(str::to_owned))
+    }
+}
+
+/// Whether the process holds a BPF link or a perf event (how tracepoints are attached).
+fn holds_attachment(pid: u32) -> bool {
+    let Ok(fds) = fs::read_dir(format!("/proc/{pid}/fd")) else { return false };
+    fds.filter_map(Result::ok).filter_map(|fd| fs::read_link(fd.path()).ok()).any(|target| {
+        let target = target.to_string_lossy();
+        is_attachment(&target)
+    })
+}
+
+fn is_attachment(fd_target: &str) -> bool {
+    fd_target == "anon_inode:bpf_link" || fd_target == "anon_inode:[perf_event]"
+}
+
+/// Counters of a process, summed over its threads.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct ProcSample {
+    voluntary_switches: u64,
+    /// utime + stime, in clock ticks.
+    cpu_ticks: u64,
+}
+
+/// USER_HZ: the unit of /proc/PID/stat's times (100 on every Linux architecture we run on).
+const CLOCK_TICKS: f64 = 100.0;
+
+impl ProcSample {
+    /// Voluntary context switches are the wake-ups after blocking (in epoll or poll):
+    /// an upper bound on the consumer's wake-ups, which also counts its own timers.
+    fn read(pid: u32) -> Option<Self> {
+        let mut sample = Self { voluntary_switches: 0, cpu_ticks: 0 };
+        for task in fs::read_dir(format!("/proc/{pid}/task")).ok()? {
+            let dir = task.ok()?.path();
+            let status = fs::read_to_string(dir.join("status")).ok()?;
+            sample.voluntary_switches += parse_voluntary_switches(&status)?;
+            let stat = fs::read_to_string(dir.join("stat")).ok()?;
+            sample.cpu_ticks += parse_cpu_ticks(&stat)?;
+        }
+        Some(sample)
+    }
+
+    /// Wake-ups a second and CPU share since `before`, over `wall` seconds.
+    #[expect(clippy::cast_precision_loss, reason = "counts far below 2^53")]
+    fn since(&self, before: &Self, wall: f64) -> (f64, f64) {
+        let switches = self.voluntary_switches.saturating_sub(before.voluntary_switches) as f64;
+        let ticks = self.cpu_ticks.saturating_sub(before.cpu_ticks) as f64;
+        (switches / wall, ticks / CLOCK_TICKS / wall)
+    }
+}
+
+fn parse_voluntary_switches(status: &str) -> Option<u64> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// utime + stime (fields 14 and 15) of a stat line; the command name (field 2) may hold
+/// spaces and parentheses, so fields are counted after its closing parenthesis.
+fn parse_cpu_ticks(stat: &str) -> Option<u64> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // After the name: state is field 3, so utime (14) is index 11 here.
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some(utime + stime)
+}
+
+/// One line of the table: a tracer's medians over the rounds.
+#[derive(Debug, Clone, PartialEq)]
+struct Row {
+    tracer: Tracer,
+    rate: f64,
+    /// Median of (this round's rate / this round's baseline rate).
+    ratio: f64,
+    ratio_min: f64,
+    ratio_max: f64,
+    wakeups: Option<f64>,
+    cpu: Option<f64>,
+    events_per_conn: Option<f64>,
+    /// Worst over the rounds.
+    lost: Option<u64>,
+    drift: Option<u64>,
+    rounds: usize,
+}
+
+fn summarize(tracers: &[Tracer], runs: &[(u32, Run)]) -> Vec<Row> {
+    let baseline = |round: u32| {
+        runs.iter()
+            .find(|(r, run)| *r == round && run.tracer == Tracer::Baseline)
+            .map(|(_, run)| run.rate)
+    };
+    tracers
+        .iter()
+        .filter_map(|&tracer| {
+            let mine: Vec<&(u32, Run)> =
+                runs.iter().filter(|(_, run)| run.tracer == tracer).collect();
+            let ratios: Vec<f64> = mine
+                .iter()
+                .filter_map(|(round, run)| {
+                    baseline(*round).filter(|b| *b > 0.0).map(|b| run.rate / b)
+                })
+                .collect();
+            let opt_median = |f: fn(&Run) -> Option<f64>| {
+                let v: Vec<f64> = mine.iter().filter_map(|(_, run)| f(run)).collect();
+                median(&v)
+            };
+            Some(Row {
+                tracer,
+                rate: median(&mine.iter().map(|(_, run)| run.rate).collect::<Vec<_>>())?,
+                ratio: median(&ratios)?,
+                ratio_min: ratios.iter().copied().fold(f64::INFINITY, f64::min),
+                ratio_max: ratios.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+                wakeups: opt_median(|r| r.wakeups),
+                cpu: opt_median(|r| r.cpu),
+                events_per_conn: opt_median(|r| r.events_per_conn),
+                lost: mine.iter().filter_map(|(_, run)| run.lost).max(),
+                drift: mine.iter().filter_map(|(_, run)| run.drift).max(),
+                rounds: mine.len(),
+            })
+        })
+        .collect()
+}
+
+#[expect(clippy::cast_precision_loss, reason = "counts far below 2^53")]
+fn ratio(a: u64, b: u64) -> f64 {
+    if b == 0 { f64::NAN } else { a as f64 / b as f64 }
+}
+
+fn median(values: &[f64]) -> Option<f64> {
+    let mut v: Vec<f64> = values.iter().copied().filter(|x| x.is_finite()).collect();
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    let mid = v.len() / 2;
+    Some(if v.len() % 2 == 1 { v[mid] } else { f64::midpoint(v[mid - 1], v[mid]) })
+}
+
+/// The machine, for the record.
+struct Machine {
+    cpus: usize,
+    kernel: String,
+    cpu_model: String,
+}
+
+impl Machine {
+    fn read() -> Self {
+        let cpuinfo = fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        Self {
+            cpus: thread::available_parallelism().map_or(0, std::num::NonZero::get),
+            kernel: fs::read_to_string("/proc/sys/kernel/osrelease")
+                .map_or_else(|_| "unknown".into(), |s| s.trim().to_owned()),
+            cpu_model: cpuinfo
+                .lines()
+                .find_map(|l| l.strip_prefix("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map_or_else(|| "unknown".into(), |(_, m)| m.trim().to_owned()),
+        }
+    }
+}
+
+impl std::fmt::Display for Machine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} CPUs ({}), Linux {}", self.cpus, self.cpu_model, self.kernel)
+    }
+}
+
+fn load_average() -> String {
+    fs::read_to_string("/proc/loadavg").map_or_else(
+        |_| "unknown".into(),
+        |s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "),
+    )
+}
+
+/// The report, in Markdown (what BENCHMARKS.md keeps).
+fn render(machine: &Machine, args: &BenchArgs, rows: &[Row], load_after: &str) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "Machine: {machine}; load average after the run {load_after}.");
+    let _ = writeln!(
+        s,
+        "Load: `tcptrace load churn --duration {}s{}` per run, {} rounds, tracers in a rotating order.\n",
+        args.seconds,
+        args.threads.map_or_else(String::new, |t| format!(" --threads {t}")),
+        args.rounds
+    );
+    s.push_str("| tracer | conn/s (median) | ratio to baseline (median) | ratio range | wakeups/s | tracer CPU | events/conn | lost | drift | rounds |\n");
+    s.push_str("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n");
+    let dash = || "–".to_owned();
+    for row in rows {
+        let _ = writeln!(
+            s,
+            "| {} | {:.0} | {:.3} | {:.3}–{:.3} | {} | {} | {} | {} | {} | {} |",
+            row.tracer.name(),
+            row.rate,
+            row.ratio,
+            row.ratio_min,
+            row.ratio_max,
+            row.wakeups.map_or_else(dash, |w| format!("{w:.0}")),
+            row.cpu.map_or_else(dash, |c| format!("{:.0}%", c * 100.0)),
+            row.events_per_conn.map_or_else(dash, |e| format!("{e:.3}")),
+            row.lost.map_or_else(dash, |l| l.to_string()),
+            row.drift.map_or_else(dash, |d| d.to_string()),
+            row.rounds,
+        );
+    }
+    s
+}
+
+/// Targets of issue 4 for each tcptrace row: ratio >= 0.98 and above every peer's, lost 0,
+/// drift 0, wake-ups <= 1000/s.
+fn verdicts(rows: &[Row]) -> Vec<String> {
+    let best_peer = rows
+        .iter()
+        .filter(|r| r.tracer.is_peer())
+        .map(|r| r.ratio)
+        .fold(None, |a: Option<f64>, r| Some(a.map_or(r, |a| a.max(r))));
+    rows.iter()
+        .filter(|r| r.tracer.has_targets())
+        .map(|r| {
+            let mut missed = Vec::new();
+            if r.ratio < 0.98 {
+                missed.push(format!("ratio {:.3} < 0.98", r.ratio));
+            }
+            if let Some(peer) = best_peer
+                && r.ratio <= peer
+            {
+                missed.push(format!("ratio {:.3} not above the best peer's {peer:.3}", r.ratio));
+            }
+            if r.lost != Some(0) {
+                missed.push(format!("lost {:?}", r.lost));
+            }
+            if r.drift != Some(0) {
+                missed.push(format!("drift {:?}", r.drift));
+            }
+            if r.wakeups.is_none_or(|w| w > 1000.0) {
+                missed.push(format!("wakeups/s {:?} > 1000", r.wakeups));
+            }
+            if missed.is_empty() {
+                format!("{}: every target met", r.tracer.name())
+            } else {
+                format!("{}: missed {}", r.tracer.name(), missed.join("; "))
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        bench: BenchArgs,
+    }
+
+    fn parse(args: &[&str]) -> Result<BenchArgs, clap::Error> {
+        Cli::try_parse_from(std::iter::once("bench").chain(args.iter().copied())).map(|c| c.bench)
+    }
+
+    fn run(tracer: Tracer, rate: f64) -> Run {
+        Run {
+            tracer,
+            rate,
+            wakeups: None,
+            cpu: None,
+            events_per_conn: None,
+            lost: None,
+            drift: None,
+        }
+    }
+
+    #[test]
+    fn parses_arguments() {
+        let a = parse(&[]).unwrap();
+        assert_eq!((a.rounds, a.seconds, a.threads, a.only.len()), (3, 5, None, 0));
+        let a = parse(&["--only", "tcptrace,tcplife", "--rounds", "3", "--seconds", "2"]).unwrap();
+        assert_eq!(a.only, [Tracer::Tcptrace, Tracer::Tcplife]);
+        assert_eq!((a.rounds, a.seconds), (3, 2));
+        assert!(parse(&["--rounds", "0"]).is_err());
+        assert!(parse(&["--only", "tcpdump"]).is_err());
+    }
+
+    #[test]
+    fn medians() {
+        assert_eq!(median(&[]), None);
+        assert_eq!(median(&[3.0]), Some(3.0));
+        assert_eq!(median(&[5.0, 1.0, 3.0]), Some(3.0));
+        assert_eq!(median(&[4.0, 1.0, 3.0, 2.0]), Some(2.5));
+        assert_eq!(median(&[f64::NAN, 2.0]), Some(2.0));
+    }
+
+    #[test]
+    fn rotates_the_order_each_round() {
+        let t = [Tracer::Baseline, Tracer::Tcptrace, Tracer::Tcplife];
+        assert_eq!(rotated(&t, 0), t);
+        assert_eq!(rotated(&t, 1), [Tracer::Tcptrace, Tracer::Tcplife, Tracer::Baseline]);
+        assert_eq!(rotated(&t, 3), t);
+    }
+
+    #[test]
+    fn ratios_are_per_round_then_median() {
+        let runs = vec![
+            (0, run(Tracer::Baseline, 100.0)),
+            (0, run(Tracer::Tcptrace, 99.0)),
+            (1, run(Tracer::Baseline, 50.0)),
+            (1, run(Tracer::Tcptrace, 45.0)),
+            (2, run(Tracer::Baseline, 80.0)),
+            (2, run(Tracer::Tcptrace, 80.0)),
+        ];
+        let rows = summarize(&[Tracer::Baseline, Tracer::Tcptrace], &runs);
+        assert_eq!(rows.len(), 2);
+        assert!((rows[0].ratio - 1.0).abs() < 1e-12);
+        assert!((rows[1].ratio - 0.99).abs() < 1e-12, "{:?}", rows[1]);
+        assert!((rows[1].ratio_min - 0.9).abs() < 1e-12);
+        assert!((rows[1].ratio_max - 1.0).abs() < 1e-12);
+        assert!((rows[1].rate - 80.0).abs() < 1e-12);
+        assert_eq!(rows[1].rounds, 3);
+    }
+
+    #[test]
+    fn verdicts_name_each_missed_target() {
+        let row = |tracer, ratio, lost, wakeups| Row {
+            tracer,
+            rate: 1.0,
+            ratio,
+            ratio_min: ratio,
+            ratio_max: ratio,
+            wakeups,
+            cpu: None,
+            events_per_conn: None,
+            lost,
+            drift: lost,
+            rounds: 1,
+        };
+        let rows = [
+            row(Tracer::Tcptrace, 0.99, Some(0), Some(20.0)),
+            row(Tracer::TcptraceClassic, 0.95, Some(3), Some(2000.0)),
+            row(Tracer::Tcplife, 0.96, None, None),
+        ];
+        let v = verdicts(&rows);
+        assert_eq!(v.len(), 2);
+        assert!(v[0].ends_with("every target met"), "{}", v[0]);
+        for what in [
+            "ratio 0.950 < 0.98",
+            "best peer's 0.960",
+            "lost Some(3)",
+            "drift Some(3)",
+            "wakeups/s",
+        ] {
+            assert!(v[1].contains(what), "{what}: {}", v[1]);
+        }
+    }
+
+    #[test]
+    fn renders_a_markdown_table() {
+        let rows = summarize(
+            &[Tracer::Baseline, Tracer::Tcptrace],
+            &[
+                (0, run(Tracer::Baseline, 1000.0)),
+                (
+                    0,
+                    Run {
+                        lost: Some(0),
+                        drift: Some(0),
+                        wakeups: Some(12.0),
+                        cpu: Some(0.05),
+                        events_per_conn: Some(4.0),
+                        ..run(Tracer::Tcptrace, 990.0)
+                    },
+                ),
+            ],
+        );
+        let machine = Machine { cpus: 2, kernel: "6.18".into(), cpu_model: "X".into() };
+        let table = render(&machine, &parse(&["--seconds", "3"]).unwrap(), &rows, "1.0 1.0 1.0");
+        assert!(table.contains("2 CPUs (X), Linux 6.18"), "{table}");
+        assert!(table.contains("`tcptrace load churn --duration 3s`"), "{table}");
+        assert!(table.contains("| baseline (no tracer) | 1000 | 1.000 |"), "{table}");
+        assert!(
+            table.contains(
+                "| tcptrace (auto: tp_btf) | 990 | 0.990 | 0.990–0.990 | 12 | 5% | 4.000 | 0 | 0 | 1 |"
+            ),
+            "{table}"
+        );
+    }
+
+    #[test]
+    fn parses_tool_output_and_proc_files() {
+        let churn = r#"{"workload":"churn","connections":10,"rate":1234.5}"#;
+        assert_eq!(parse_churn(churn).unwrap(), Churned { rate: 1234.5, connections: 10 });
+        assert!(parse_churn("oops").is_err());
+        assert!(is_attachment("anon_inode:bpf_link"));
+        assert!(is_attachment("anon_inode:[perf_event]"));
+        assert!(!is_attachment("anon_inode:bpf-map"));
+        let watch =
+            r#"{"elapsed_s":1.0,"backend":"tp_btf","events":9,"lost":2,"drift":1,"live":0}"#;
+        assert_eq!(parse_watch_line(watch).unwrap(), WatchEnd { events: 9, lost: 2, drift: 1 });
+        assert!(parse_watch_line(r#"{"lost":1}"#).is_err());
+        let status = "Name:\tx\nvoluntary_ctxt_switches:\t42\nnonvoluntary_ctxt_switches:\t7\n";
+        assert_eq!(parse_voluntary_switches(status), Some(42));
+        let stat = "123 (a (b) c) S 1 2 3 4 5 6 7 8 9 10 17 4 0 0 20 0 1 0";
+        assert_eq!(parse_cpu_ticks(stat), Some(21));
+        let a = ProcSample { voluntary_switches: 100, cpu_ticks: 10 };
+        let b = ProcSample { voluntary_switches: 300, cpu_ticks: 60 };
+        let (w, c) = b.since(&a, 2.0);
+        assert!((w - 100.0).abs() < 1e-9 && (c - 0.25).abs() < 1e-9);
+    }
+}
