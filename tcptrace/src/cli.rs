@@ -181,6 +181,13 @@ mod tests {
     }
 
     #[test]
+    fn every_command_is_well_formed() {
+        // clap checks unique names, conflicts and defaults only when it builds a command:
+        // this builds them all, so a clash (say, a flattened flag) fails here and not in use.
+        <Cli as clap::CommandFactory>::command().debug_assert();
+    }
+
+    #[test]
     fn no_command_means_watch_with_its_flags() {
         let Ok(Command::Watch(w)) = parse(&["--json", "--top", "5", "--interval", "250ms"]) else {
             panic!("expected watch");

@@ -74,7 +74,7 @@ pub struct DemoArgs {
     pub connections: u64,
     /// The server port (in the demo's own network namespace, so it cannot clash).
     #[arg(long, default_value_t = 8080, value_parser = clap::value_parser!(u16).range(1..))]
-    pub port: u16,
+    pub server_port: u16,
     /// Connections per worker process; each also accepts about as many, so two sockets
     /// per connection must fit in RLIMIT_NOFILE.
     #[arg(long, default_value_t = 8_000, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
@@ -315,7 +315,7 @@ impl Demo {
             "tcptrace demo: {} connections to {SERVER_IP}:{} in a new network namespace \
              ({}): {} worker processes of up to {}; about {} of kernel memory",
             args.connections,
-            args.port,
+            args.server_port,
             netns.inode,
             plan.workers,
             plan.per_worker,
@@ -361,7 +361,7 @@ impl Demo {
     async fn server_side(&mut self) -> anyhow::Result<Phase> {
         let started = Instant::now();
         let available_before = mem_available()?;
-        let listen = SocketAddr::new(SERVER_IP.into(), self.args.port);
+        let listen = SocketAddr::new(SERVER_IP.into(), self.args.server_port);
         let mut left = self.args.connections;
         for i in 0..self.plan.workers {
             let count = left.min(self.plan.per_worker);
@@ -407,7 +407,7 @@ impl Demo {
         let rows = self.capacity.refresh(0)?;
         let row = rows.listeners.iter().find(|l| {
             l.netns == self.netns().inode
-                && l.port == self.args.port
+                && l.port == self.args.server_port
                 && l.addr == IpAddr::from(SERVER_IP)
         });
         let totals = fleet::totals(&self.server.states());
@@ -439,7 +439,7 @@ impl Demo {
     async fn client_side(&mut self) -> anyhow::Result<Phase> {
         let range = self.client_range()?;
         let ports = range.1 - range.0 + 1;
-        let first = SocketAddr::new(FIRST_DESTINATION.into(), self.args.port);
+        let first = SocketAddr::new(FIRST_DESTINATION.into(), self.args.server_port);
         // Enough workers to exhaust the range with room to spare: the range, not the
         // workers' counts, must be what stops them.
         let workers = u64::from(ports).div_ceil(self.plan.per_worker) + 1;
@@ -472,7 +472,7 @@ impl Demo {
         let totals = fleet::totals(&self.clients.states());
 
         // The same source, a second server: the same local port numbers serve it too.
-        let second = SocketAddr::new(SECOND_DESTINATION.into(), self.args.port);
+        let second = SocketAddr::new(SECOND_DESTINATION.into(), self.args.server_port);
         let second_count = SECOND_DESTINATION_CONNECTIONS.min(u64::from(ports));
         let args = vec![
             format!("--listen={second}"),
@@ -662,7 +662,7 @@ impl Demo {
             totals.connected,
             totals.accepted,
             self.server_live(),
-            self.args.port,
+            self.args.server_port,
             self.session.tracer.lost(),
             started.elapsed().as_secs_f64()
         );
@@ -678,7 +678,8 @@ impl Demo {
 
     /// Live connections on the server port in the demo's namespace, by the tracer.
     fn server_live(&self) -> u64 {
-        let (netns, local) = (self.traced_netns, SocketAddr::new(SERVER_IP.into(), self.args.port));
+        let (netns, local) =
+            (self.traced_netns, SocketAddr::new(SERVER_IP.into(), self.args.server_port));
         count_conns(&self.tracked.ledger, |c| c.netns == netns && c.local == local)
     }
 

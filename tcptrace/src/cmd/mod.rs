@@ -4,8 +4,8 @@
 pub mod check;
 pub mod demo;
 pub mod events;
-pub mod top;
 pub mod serve;
+pub mod top;
 pub mod watch;
 
 use std::{
