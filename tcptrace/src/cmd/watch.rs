@@ -19,6 +19,9 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
             log::warn!("capacity views unavailable: {e:#}");
             Capacity::default()
         });
+        if let Some(note) = capacity.cadence_note() {
+            eprintln!("tcptrace: note: {note}");
+        }
         let snapshot = Snapshot::from_ledger(
             &tracked.ledger,
             session.tracer.backend.name(),
