@@ -355,7 +355,8 @@ impl Tracker {
     /// since the previous refresh.
     ///
     /// Blocking. The kernel's dump dominates, about 1.5 to 2 µs per TCP socket: measured
-    /// 30 ms with 10,000 sockets and 160 to 190 ms with 100,000. A refresh that scans
+    /// 30 ms with 10,000 sockets, 160 to 190 ms with 100,000 (mostly `TIME_WAIT`) and
+    /// 780 ms with 180,000 live ones (`tests::scale_cost`). A refresh that scans
     /// `/proc/*/fd` for the listeners' pids (the first one, then see [`ListenerRow::pids`])
     /// adds about 10 µs per open file on the box.
     ///
@@ -1359,6 +1360,13 @@ mod tests {
         }
     }
 
+    /// The median time of `runs` runs of `f`.
+    fn median_time(runs: usize, mut f: impl FnMut() -> Duration) -> Duration {
+        let mut times: Vec<Duration> = (0..runs).map(|_| f()).collect();
+        times.sort();
+        times[times.len() / 2]
+    }
+
     /// Cost at scale with real sockets: `cargo test --release -p tcptrace --lib
     /// capacity::tests::scale_cost -- --ignored --nocapture`. 10 processes hold 9,000
     /// loopback connections each in a network namespace of this test's own: 180,000 live
@@ -1377,46 +1385,30 @@ mod tests {
                 let got = (&*ready).read(&mut byte).unwrap_or(0);
                 assert_eq!(got, 1, "holder {pid} failed to set up its connections");
             }
-            let median = |mut v: Vec<Duration>| {
-                v.sort();
-                v[v.len() / 2]
-            };
             let runs = 5;
-            let dump = median(
-                (0..runs)
-                    .map(|_| {
-                        let t = Instant::now();
-                        seed::dump_current_netns(netns).unwrap();
-                        t.elapsed()
-                    })
-                    .collect(),
-            );
+            let dump = median_time(runs, || {
+                let t = Instant::now();
+                seed::dump_current_netns(netns).unwrap();
+                t.elapsed()
+            });
             let conns = seed::dump_current_netns(netns).unwrap();
             let sockets = conns.len();
             eprintln!(
                 "{sockets} live sockets held by {HOLDERS} processes, set up in {:.1?}",
                 started.elapsed()
             );
-            let snapshot = median(
-                (0..runs)
-                    .map(|_| {
-                        let t = Instant::now();
-                        seed::snapshot().unwrap();
-                        t.elapsed()
-                    })
-                    .collect(),
-            );
+            let snapshot = median_time(runs, || {
+                let t = Instant::now();
+                seed::snapshot().unwrap();
+                t.elapsed()
+            });
             let mut tracker = Tracker::new();
             tracker.refresh_now(20).unwrap();
-            let refresh = median(
-                (0..runs)
-                    .map(|_| {
-                        let t = Instant::now();
-                        tracker.refresh_now(20).unwrap();
-                        t.elapsed()
-                    })
-                    .collect(),
-            );
+            let refresh = median_time(runs, || {
+                let t = Instant::now();
+                tracker.refresh_now(20).unwrap();
+                t.elapsed()
+            });
             let states = seed::dump_sockets(netns, &dumped_states()).unwrap();
             let t = Instant::now();
             let mut ledger = crate::ledger::Ledger::new();
@@ -1426,30 +1418,21 @@ mod tests {
             let seed_ledger = t.elapsed();
             let dumped = std::collections::HashSet::from([netns]);
             let touched = std::collections::HashSet::new();
-            let reconcile = median(
-                (0..runs)
-                    .map(|_| {
-                        let t = Instant::now();
-                        let drift =
-                            crate::reconcile::reconcile(&mut ledger, &conns, &dumped, &touched);
-                        assert_eq!(drift.total(), 0);
-                        t.elapsed()
-                    })
-                    .collect(),
-            );
+            let reconcile = median_time(runs, || {
+                let t = Instant::now();
+                let drift = crate::reconcile::reconcile(&mut ledger, &conns, &dumped, &touched);
+                assert_eq!(drift.total(), 0);
+                t.elapsed()
+            });
             // What the reconciliation did before: a std HashSet of the kernel's connections.
-            let set_before = median(
-                (0..runs)
-                    .map(|_| {
-                        let t = Instant::now();
-                        let set: std::collections::HashSet<crate::conn::Conn> =
-                            conns.iter().copied().collect();
-                        let stale = ledger.conns().filter(|c| !set.contains(c)).count();
-                        assert_eq!(stale, 0);
-                        t.elapsed()
-                    })
-                    .collect(),
-            );
+            let set_before = median_time(runs, || {
+                let t = Instant::now();
+                let set: std::collections::HashSet<crate::conn::Conn> =
+                    conns.iter().copied().collect();
+                let stale = ledger.conns().filter(|c| !set.contains(c)).count();
+                assert_eq!(stale, 0);
+                t.elapsed()
+            });
             let t = Instant::now();
             let dumps =
                 [NetnsDump { netns, sockets: states, range: Ok(EphemeralRange::read().unwrap()) }];
