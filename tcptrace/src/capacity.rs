@@ -356,7 +356,7 @@ impl Tracker {
     ///
     /// Blocking. The kernel's dump dominates, about 1.5 to 2 µs per TCP socket: measured
     /// 30 ms with 10,000 sockets, 160 to 190 ms with 100,000 (mostly `TIME_WAIT`) and
-    /// 780 ms with 180,000 live ones (`tests::scale_cost`). A refresh that scans
+    /// 300 ms with 180,000 live ones (`tests::scale_cost`). A refresh that scans
     /// `/proc/*/fd` for the listeners' pids (the first one, then see [`ListenerRow::pids`])
     /// adds about 10 µs per open file on the box.
     ///
