@@ -5,18 +5,24 @@
 //! so a view never walks the connections: it only ranks the aggregates.
 //!
 //! Memory is what limits how many connections we can follow (the goal is millions), so
-//! nothing here is allocated per connection: only flat hash maps with small `Copy` keys.
-//! IPv4 and IPv6 connections live in separate tables so that IPv4, the common case, pays
-//! for 4-byte addresses (a 16-byte connection key) rather than 16-byte ones (40 bytes).
-//! Measured with 2,000,000 connections to as many remote endpoints: about 100 bytes of
-//! heap per IPv4 connection, 250 per IPv6 one.
+//! nothing here is allocated per connection: only flat hash tables (hashbrown, foldhash)
+//! with small `Copy` keys that hash as one or two integers. IPv6 addresses are interned to
+//! 4-byte ids, so both families pay for a 16-byte connection key; a remote endpoint with a
+//! single local port (the common case: a client's ephemeral port seen from a server) keeps
+//! it inline rather than in a table of its own. Measured with a counting allocator
+//! (`cargo bench -p tcptrace --bench ledger_memory`): 1,000,000 server ends from 125
+//! addresses take 71 bytes of heap a connection, the demo's 2,000,000 ends 54, and
+//! 1,000,000 connections from as many remote addresses 99 (IPv4) or 130 (IPv6). A table
+//! doubles once 7/8 full, so just after a growth the figures are up to 8% higher (76, 57,
+//! 105, 139) and just before it about half.
 
 use std::cmp::{Ordering, Reverse};
-use std::collections::hash_map::Entry;
-use std::collections::{BinaryHeap, HashMap, HashSet};
-use std::hash::Hash;
+use std::collections::BinaryHeap;
+use std::hash::{BuildHasher as _, Hash, Hasher};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
+use hashbrown::hash_map::Entry;
+use hashbrown::{DefaultHashBuilder, HashMap, HashSet, HashTable};
 use serde::Serialize;
 
 use crate::conn::{Conn, canonical_ip};
@@ -76,7 +82,10 @@ impl EventCounts {
 #[derive(Debug, Default)]
 pub struct Ledger {
     v4: Family<Ipv4Addr>,
-    v6: Family<Ipv6Addr>,
+    /// IPv6 connections keyed by interned addresses (see [`Interner`]), so that their keys
+    /// are as small as IPv4 ones.
+    v6: Family<AddrId>,
+    v6_addrs: Interner,
     /// Local port → live connections and distinct remote addresses. Shared by both
     /// families: a port's IPv4 and IPv6 remote addresses never coincide once
     /// canonicalised, so their distinct counts simply add up.
@@ -96,7 +105,14 @@ impl Ledger {
     pub fn open(&mut self, conn: Conn) -> bool {
         match Key::of(&conn) {
             Key::V4(t) => self.v4.open(t, &mut self.ports),
-            Key::V6(t) => self.v6.open(t, &mut self.ports),
+            Key::V6(t) => {
+                if self.v6_key(&t).is_some_and(|known| self.v6.conns.contains(&known)) {
+                    return false;
+                }
+                let local = self.v6_addrs.acquire(t.local);
+                let remote = self.v6_addrs.acquire(t.remote);
+                self.v6.open(Tuple { local, remote, ..t.ports_of() }, &mut self.ports)
+            }
         }
     }
 
@@ -105,8 +121,23 @@ impl Ledger {
     pub fn close(&mut self, conn: &Conn) -> bool {
         match Key::of(conn) {
             Key::V4(t) => self.v4.close(&t, &mut self.ports),
-            Key::V6(t) => self.v6.close(&t, &mut self.ports),
+            Key::V6(t) => {
+                let Some(key) = self.v6_key(&t) else { return false };
+                if !self.v6.close(&key, &mut self.ports) {
+                    return false;
+                }
+                self.v6_addrs.release(key.local);
+                self.v6_addrs.release(key.remote);
+                true
+            }
         }
+    }
+
+    /// The IPv6 table's key for `t`, if both its addresses are known.
+    fn v6_key(&self, t: &Tuple<Ipv6Addr>) -> Option<Tuple<AddrId>> {
+        let local = self.v6_addrs.get(t.local)?;
+        let remote = self.v6_addrs.get(t.remote)?;
+        Some(Tuple { local, remote, ..t.ports_of() })
     }
 
     /// Applies a hook event: connect, accept and established open the connection (opens
@@ -146,7 +177,7 @@ impl Ledger {
     /// Every live connection (for reconciliation against the kernel's own table).
     pub fn conns(&self) -> impl Iterator<Item = Conn> + '_ {
         let v4 = self.v4.conns.iter().map(|t| t.conn(IpAddr::V4));
-        let v6 = self.v6.conns.iter().map(|t| t.conn(IpAddr::V6));
+        let v6 = self.v6.conns.iter().map(|t| t.conn(|id| IpAddr::V6(self.v6_addrs.addr(id))));
         v4.chain(v6)
     }
 
@@ -154,7 +185,7 @@ impl Ledger {
     pub fn is_live(&self, conn: &Conn) -> bool {
         match Key::of(conn) {
             Key::V4(t) => self.v4.conns.contains(&t),
-            Key::V6(t) => self.v6.conns.contains(&t),
+            Key::V6(t) => self.v6_key(&t).is_some_and(|key| self.v6.conns.contains(&key)),
         }
     }
 
@@ -190,15 +221,18 @@ impl Ledger {
     /// The live connections to one remote endpoint, if it has any.
     #[must_use]
     pub fn remote_endpoint(&self, endpoint: SocketAddr) -> Option<RemoteEndpointRow> {
-        let agg = match canonical_ip(endpoint.ip()) {
-            IpAddr::V4(ip) => self.v4.endpoints.get(&(ip, endpoint.port())),
-            IpAddr::V6(ip) => self.v6.endpoints.get(&(ip, endpoint.port())),
+        let addr = canonical_ip(endpoint.ip());
+        let ep = match addr {
+            IpAddr::V4(ip) => self.v4.endpoints.get(&RemoteKey(ip, endpoint.port())),
+            IpAddr::V6(ip) => {
+                self.v6.endpoints.get(&RemoteKey(self.v6_addrs.get(ip)?, endpoint.port()))
+            }
         }?;
         Some(RemoteEndpointRow {
-            addr: canonical_ip(endpoint.ip()),
+            addr,
             port: endpoint.port(),
-            live: u64::from(agg.live),
-            local_ports: u64::from(agg.distinct),
+            live: u64::from(ep.live),
+            local_ports: u64::from(ep.distinct),
         })
     }
 
@@ -206,8 +240,8 @@ impl Ledger {
     /// the per-(port, remote address) counts: meant for the few ports a check names.
     #[must_use]
     pub fn max_per_remote(&self, port: u16) -> u64 {
-        let v4 = self.v4.port_remotes.iter().filter(|((p, _), _)| *p == port).map(|(_, &n)| n);
-        let v6 = self.v6.port_remotes.iter().filter(|((p, _), _)| *p == port).map(|(_, &n)| n);
+        let v4 = self.v4.port_remotes.iter().filter(|(k, _)| k.0 == port).map(|(_, &n)| n);
+        let v6 = self.v6.port_remotes.iter().filter(|(k, _)| k.0 == port).map(|(_, &n)| n);
         u64::from(v4.chain(v6).max().unwrap_or(0))
     }
 
@@ -227,26 +261,91 @@ impl Ledger {
     /// 0), most first, ties by address then port.
     #[must_use]
     pub fn top_remote_endpoints(&self, n: usize) -> Vec<RemoteEndpointRow> {
-        let row = |addr: IpAddr, port: u16, agg: &Aggregate| RemoteEndpointRow {
+        let row = |addr: IpAddr, port: u16, ep: &Endpoint| RemoteEndpointRow {
             addr,
             port,
-            live: u64::from(agg.live),
-            local_ports: u64::from(agg.distinct),
+            live: u64::from(ep.live),
+            local_ports: u64::from(ep.distinct),
         };
-        let v4 = self.v4.endpoints.iter().map(|(&(ip, port), agg)| row(ip.into(), port, agg));
-        let v6 = self.v6.endpoints.iter().map(|(&(ip, port), agg)| row(ip.into(), port, agg));
+        let v4 =
+            self.v4.endpoints.iter().map(|(&RemoteKey(ip, port), ep)| row(ip.into(), port, ep));
+        let v6 = self
+            .v6
+            .endpoints
+            .iter()
+            .map(|(&RemoteKey(id, port), ep)| row(self.v6_addrs.addr(id).into(), port, ep));
         top(v4.chain(v6), n, |r| (Reverse(r.live), r.addr, r.port))
     }
 }
 
+/// An address as the tables store it: 32 bits, an IPv4 address or an interned IPv6 one.
+trait Addr: Copy + Eq {
+    fn bits(self) -> u32;
+}
+
+impl Addr for Ipv4Addr {
+    fn bits(self) -> u32 {
+        self.to_bits()
+    }
+}
+
+impl Addr for AddrId {
+    fn bits(self) -> u32 {
+        self.0
+    }
+}
+
 /// A connection key in the compact form the ledger stores.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Tuple<A> {
     netns: u32,
     local: A,
     remote: A,
     lport: u16,
     rport: u16,
+}
+
+/// The keys hash as one or two integers: a derived `Hash` would feed the hasher field by
+/// field (and an `Ipv4Addr` as a length-prefixed byte slice), several rounds instead of one.
+impl<A: Addr> Hash for Tuple<A> {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        let addrs = u64::from(self.local.bits()) << 32 | u64::from(self.remote.bits());
+        let rest =
+            u64::from(self.netns) << 32 | u64::from(self.lport) << 16 | u64::from(self.rport);
+        state.write_u128(u128::from(addrs) << 64 | u128::from(rest));
+    }
+}
+
+/// (local port, remote address).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct PortRemote<A>(u16, A);
+
+impl<A: Addr> Hash for PortRemote<A> {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u64(u64::from(self.0) << 32 | u64::from(self.1.bits()));
+    }
+}
+
+/// (remote address, remote port): a remote endpoint.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct RemoteKey<A>(A, u16);
+
+impl<A: Addr> Hash for RemoteKey<A> {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u64(u64::from(self.0.bits()) << 16 | u64::from(self.1));
+    }
+}
+
+/// (remote address, remote port, local port).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct EndpointPort<A>(A, u16, u16);
+
+impl<A: Addr> Hash for EndpointPort<A> {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u64(
+            u64::from(self.0.bits()) << 32 | u64::from(self.1) << 16 | u64::from(self.2),
+        );
+    }
 }
 
 impl<A: Copy> Tuple<A> {
@@ -256,6 +355,17 @@ impl<A: Copy> Tuple<A> {
             SocketAddr::new(ip(self.local), self.lport),
             SocketAddr::new(ip(self.remote), self.rport),
         )
+    }
+
+    /// The same namespace and ports, with addresses to be filled in.
+    fn ports_of<B: Default>(&self) -> Tuple<B> {
+        Tuple {
+            netns: self.netns,
+            local: B::default(),
+            remote: B::default(),
+            lport: self.lport,
+            rport: self.rport,
+        }
     }
 }
 
@@ -290,12 +400,85 @@ fn as_v6(ip: IpAddr) -> Ipv6Addr {
     }
 }
 
-/// Live connections of a port or an endpoint, and how many distinct counterparts they
-/// have (remote addresses of a port, local ports of an endpoint).
+/// An IPv6 address's number in the [`Interner`]: 4 bytes in every key instead of 16.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+struct AddrId(u32);
+
+/// The IPv6 addresses of live connections, each stored once with the number of connection
+/// ends that use it, and numbered. A box has few local addresses and usually far fewer
+/// remote addresses than connections, so this costs much less than 16-byte keys.
+#[derive(Debug, Default)]
+struct Interner {
+    /// Address and number of connection ends using it, by id; a free slot has 0 users.
+    slots: Vec<(Ipv6Addr, u32)>,
+    /// Ids of the used slots, hashed by their address: 4 bytes a slot rather than 20.
+    ids: HashTable<u32>,
+    free: Vec<u32>,
+    hasher: DefaultHashBuilder,
+}
+
+impl Interner {
+    fn get(&self, ip: Ipv6Addr) -> Option<AddrId> {
+        let hash = self.hasher.hash_one(ip);
+        self.ids.find(hash, |&id| self.slots[id as usize].0 == ip).map(|&id| AddrId(id))
+    }
+
+    /// The address's id, with one more user.
+    fn acquire(&mut self, ip: Ipv6Addr) -> AddrId {
+        let hash = self.hasher.hash_one(ip);
+        if let Some(&id) = self.ids.find(hash, |&id| self.slots[id as usize].0 == ip) {
+            self.slots[id as usize].1 += 1;
+            return AddrId(id);
+        }
+        let id = if let Some(id) = self.free.pop() {
+            self.slots[id as usize] = (ip, 1);
+            id
+        } else {
+            self.slots.push((ip, 1));
+            u32::try_from(self.slots.len() - 1).expect("fewer than 2^32 IPv6 addresses")
+        };
+        let (slots, hasher) = (&self.slots, &self.hasher);
+        self.ids.insert_unique(hash, id, |&id| hasher.hash_one(slots[id as usize].0));
+        AddrId(id)
+    }
+
+    /// One user less; the address is forgotten with its last user.
+    fn release(&mut self, AddrId(id): AddrId) {
+        let slot = &mut self.slots[id as usize];
+        slot.1 -= 1;
+        if slot.1 == 0 {
+            let hash = self.hasher.hash_one(slot.0);
+            if let Ok(entry) = self.ids.find_entry(hash, |&other| other == id) {
+                entry.remove();
+            }
+            self.free.push(id);
+        }
+    }
+
+    fn addr(&self, AddrId(id): AddrId) -> Ipv6Addr {
+        self.slots[id as usize].0
+    }
+}
+
+/// Live connections of a local port, and how many distinct remote addresses they have.
 #[derive(Clone, Copy, Debug, Default)]
 struct Aggregate {
     live: u32,
     distinct: u32,
+}
+
+/// Live connections to a remote endpoint, and how many distinct local ports they have.
+///
+/// Most endpoints (a client's ephemeral port seen from a server) have a single local port:
+/// for them the per-local-port count is `live` itself and nothing else is stored. Only an
+/// endpoint with several local ports keeps per-port counts in `endpoint_ports`. The XOR of
+/// the distinct local ports is the remaining one when an endpoint is back to one.
+#[derive(Clone, Copy, Debug, Default)]
+struct Endpoint {
+    live: u32,
+    /// A live connection's local port is never 0, so at most 65,535.
+    distinct: u16,
+    ports_xor: u16,
 }
 
 /// The connections of one address family and their per-endpoint aggregates.
@@ -304,33 +487,33 @@ struct Family<A> {
     conns: HashSet<Tuple<A>>,
     /// (local port, remote address) → live connections: the distinct remote addresses of
     /// a port are the keys that carry its number.
-    port_remotes: HashMap<(u16, A), u32>,
+    port_remotes: HashMap<PortRemote<A>, u32>,
     /// (remote address, remote port) → aggregate.
-    endpoints: HashMap<(A, u16), Aggregate>,
-    /// (remote address, remote port, local port) → live connections.
-    endpoint_ports: HashMap<(A, u16, u16), u32>,
+    endpoints: HashMap<RemoteKey<A>, Endpoint>,
+    /// (remote address, remote port, local port) → live connections, for the endpoints
+    /// with more than one local port only.
+    endpoint_ports: HashMap<EndpointPort<A>, u32>,
 }
 
 impl<A> Default for Family<A> {
     fn default() -> Self {
         Self {
-            conns: HashSet::new(),
-            port_remotes: HashMap::new(),
-            endpoints: HashMap::new(),
-            endpoint_ports: HashMap::new(),
+            conns: HashSet::default(),
+            port_remotes: HashMap::default(),
+            endpoints: HashMap::default(),
+            endpoint_ports: HashMap::default(),
         }
     }
 }
 
-impl<A: Copy + Eq + Hash> Family<A> {
+impl<A: Addr> Family<A> {
     fn open(&mut self, t: Tuple<A>, ports: &mut HashMap<u16, Aggregate>) -> bool {
         if !self.conns.insert(t) {
             return false;
         }
-        let new_remote = count_up(&mut self.port_remotes, (t.lport, t.remote));
+        let new_remote = count_up(&mut self.port_remotes, PortRemote(t.lport, t.remote));
         aggregate_up(ports, t.lport, new_remote);
-        let new_port = count_up(&mut self.endpoint_ports, (t.remote, t.rport, t.lport));
-        aggregate_up(&mut self.endpoints, (t.remote, t.rport), new_port);
+        self.endpoint_up(RemoteKey(t.remote, t.rport), t.lport);
         true
     }
 
@@ -338,11 +521,54 @@ impl<A: Copy + Eq + Hash> Family<A> {
         if !self.conns.remove(t) {
             return false;
         }
-        let last_remote = count_down(&mut self.port_remotes, (t.lport, t.remote));
+        let last_remote = count_down(&mut self.port_remotes, PortRemote(t.lport, t.remote));
         aggregate_down(ports, t.lport, last_remote);
-        let last_port = count_down(&mut self.endpoint_ports, (t.remote, t.rport, t.lport));
-        aggregate_down(&mut self.endpoints, (t.remote, t.rport), last_port);
+        self.endpoint_down(RemoteKey(t.remote, t.rport), t.lport);
         true
+    }
+
+    fn endpoint_up(&mut self, key: RemoteKey<A>, lport: u16) {
+        let ep = self.endpoints.entry(key).or_default();
+        let new_port = match ep.distinct {
+            0 => true,
+            1 if ep.ports_xor == lport => false,
+            // A second local port: the first one's count moves out of line.
+            1 => {
+                self.endpoint_ports.insert(EndpointPort(key.0, key.1, ep.ports_xor), ep.live);
+                self.endpoint_ports.insert(EndpointPort(key.0, key.1, lport), 1);
+                true
+            }
+            _ => count_up(&mut self.endpoint_ports, EndpointPort(key.0, key.1, lport)),
+        };
+        ep.live += 1;
+        if new_port {
+            ep.distinct += 1;
+            ep.ports_xor ^= lport;
+        }
+    }
+
+    /// Removes the endpoint with its last connection, so endpoints that come and go do
+    /// not pile up.
+    fn endpoint_down(&mut self, key: RemoteKey<A>, lport: u16) {
+        let Entry::Occupied(mut entry) = self.endpoints.entry(key) else {
+            unreachable!("ledger endpoint closed more often than opened");
+        };
+        let ep = entry.get_mut();
+        if ep.live == 1 {
+            entry.remove();
+            return;
+        }
+        ep.live -= 1;
+        if ep.distinct > 1
+            && count_down(&mut self.endpoint_ports, EndpointPort(key.0, key.1, lport))
+        {
+            ep.distinct -= 1;
+            ep.ports_xor ^= lport;
+            if ep.distinct == 1 {
+                // Back to one local port: its count is `live` again.
+                self.endpoint_ports.remove(&EndpointPort(key.0, key.1, ep.ports_xor));
+            }
+        }
     }
 }
 
@@ -375,8 +601,7 @@ fn aggregate_up<K: Eq + Hash>(aggs: &mut HashMap<K, Aggregate>, key: K, new_dist
     agg.distinct += u32::from(new_distinct);
 }
 
-/// Removes the entry with its last connection, so ports and endpoints that come and go do
-/// not pile up.
+/// Removes the entry with its last connection, so ports that come and go do not pile up.
 fn aggregate_down<K: Eq + Hash>(aggs: &mut HashMap<K, Aggregate>, key: K, last_distinct: bool) {
     let Entry::Occupied(mut e) = aggs.entry(key) else {
         unreachable!("ledger aggregate closed more often than opened");
@@ -743,6 +968,13 @@ mod tests {
                 let (ports, endpoints) = rescan(&open);
                 assert_eq!(l.top_local_ports(0), ports, "step {step}");
                 assert_eq!(l.top_remote_endpoints(0), endpoints, "step {step}");
+                // Per-local-port counts are kept only for endpoints with several.
+                let spilled: usize = endpoints
+                    .iter()
+                    .filter(|r| r.local_ports > 1)
+                    .map(|r| r.local_ports as usize)
+                    .sum();
+                assert_eq!(l.v4.endpoint_ports.len() + l.v6.endpoint_ports.len(), spilled);
             }
             assert_eq!(l.live(), open.len());
         }
@@ -769,8 +1001,32 @@ mod tests {
     }
 
     #[test]
+    fn ipv6_addresses_are_forgotten_with_their_last_connection() {
+        let mut l = Ledger::new();
+        let a = conn("[2001:db8::1]:443", "[2001:db8::2]:40000");
+        let b = conn("[2001:db8::1]:443", "[2001:db8::3]:40000");
+        l.open(a);
+        l.open(b);
+        assert!(!l.open(a));
+        assert_eq!(l.v6_addrs.ids.len(), 3);
+        l.close(&a);
+        assert_eq!(l.v6_addrs.ids.len(), 2, "2001:db8::2 had no other user");
+        assert!(!l.is_live(&a) && l.is_live(&b));
+        // Its slot is reused for the next new address.
+        let c = conn("[2001:db8::1]:443", "[2001:db8::4]:40000");
+        l.open(c);
+        assert_eq!(l.v6_addrs.slots.len(), 3);
+        assert_eq!(l.conns().filter(|x| *x == c || *x == b).count(), 2);
+        l.close(&b);
+        l.close(&c);
+        assert!(l.v6_addrs.ids.is_empty() && l.live() == 0);
+    }
+
+    #[test]
     fn compact_keys_stay_small() {
         assert_eq!(size_of::<Tuple<Ipv4Addr>>(), 16);
-        assert_eq!(size_of::<Tuple<Ipv6Addr>>(), 40);
+        assert_eq!(size_of::<Tuple<AddrId>>(), 16);
+        assert_eq!(size_of::<(RemoteKey<Ipv4Addr>, Endpoint)>(), 16);
+        assert_eq!(size_of::<(PortRemote<Ipv4Addr>, u32)>(), 12);
     }
 }

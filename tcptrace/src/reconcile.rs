@@ -30,21 +30,37 @@ impl Drift {
     clippy::implicit_hasher,
     reason = "the callers build these sets; a generic hasher would only add noise"
 )]
-/// Compares the ledger with `kernel` (the live connections of the namespaces in `dumped`)
-/// and corrects it. `touched` holds the connections that had an event while the snapshot
-/// was taken: they are not compared.
+/// Compares the ledger with `kernel` (the live connections of the namespaces in `dumped`,
+/// each once) and corrects it. `touched` holds the connections that had an event while the
+/// snapshot was taken: they are not compared.
+///
+/// At 2,000,000 sockets a set of the kernel's connections would cost hundreds of MB and
+/// most of a second, so none is built unless needed: every kernel connection is looked up
+/// in the ledger, and only if fewer matched than the ledger holds (in those namespaces,
+/// untouched) is there a stale connection to find.
 pub fn reconcile(
     ledger: &mut Ledger,
-    kernel: &HashSet<Conn>,
+    kernel: &[Conn],
     dumped: &HashSet<u32>,
     touched: &HashSet<Conn>,
 ) -> Drift {
-    let stale: Vec<Conn> = ledger
-        .conns()
-        .filter(|c| dumped.contains(&c.netns) && !touched.contains(c) && !kernel.contains(c))
-        .collect();
-    let missing: Vec<Conn> =
-        kernel.iter().filter(|c| !touched.contains(c) && !ledger.is_live(c)).copied().collect();
+    let compared = |c: &Conn| dumped.contains(&c.netns) && !touched.contains(c);
+    let mut missing = Vec::new();
+    let mut matched = 0;
+    for c in kernel.iter().filter(|c| !touched.contains(c)) {
+        if ledger.is_live(c) {
+            matched += 1;
+        } else {
+            missing.push(*c);
+        }
+    }
+    let held = ledger.conns().filter(|c| compared(c)).count();
+    let stale: Vec<Conn> = if held == matched {
+        Vec::new()
+    } else {
+        let kernel: hashbrown::HashSet<&Conn> = kernel.iter().collect();
+        ledger.conns().filter(|c| compared(c) && !kernel.contains(c)).collect()
+    };
     for c in &stale {
         ledger.close(c);
     }
@@ -67,7 +83,7 @@ mod tests {
         let mut ledger = Ledger::new();
         let a = conn(1, "127.0.0.1:80", "127.0.0.2:40000");
         ledger.open(a);
-        let kernel = HashSet::from([a]);
+        let kernel = [a];
         let drift = reconcile(&mut ledger, &kernel, &HashSet::from([1]), &HashSet::new());
         assert_eq!(drift, Drift::default());
         assert_eq!(ledger.live(), 1);
@@ -81,7 +97,7 @@ mod tests {
         let missing = conn(1, "[::1]:80", "[::1]:40002");
         ledger.open(kept);
         ledger.open(stale);
-        let kernel = HashSet::from([kept, missing]);
+        let kernel = [kept, missing];
         let drift = reconcile(&mut ledger, &kernel, &HashSet::from([1]), &HashSet::new());
         assert_eq!(drift, Drift { missing: 1, stale: 1 });
         assert_eq!(drift.total(), 2);
@@ -94,7 +110,7 @@ mod tests {
         let closing = conn(1, "127.0.0.1:80", "127.0.0.2:40000");
         let opening = conn(1, "127.0.0.1:80", "127.0.0.2:40001");
         ledger.open(closing);
-        let kernel = HashSet::from([opening]);
+        let kernel = [opening];
         let touched = HashSet::from([closing, opening]);
         let drift = reconcile(&mut ledger, &kernel, &HashSet::from([1]), &touched);
         assert_eq!(drift.total(), 0);
@@ -106,7 +122,7 @@ mod tests {
         let mut ledger = Ledger::new();
         let elsewhere = conn(7, "127.0.0.1:80", "127.0.0.2:40000");
         ledger.open(elsewhere);
-        let drift = reconcile(&mut ledger, &HashSet::new(), &HashSet::from([1]), &HashSet::new());
+        let drift = reconcile(&mut ledger, &[], &HashSet::from([1]), &HashSet::new());
         assert_eq!(drift.total(), 0);
         assert!(ledger.is_live(&elsewhere));
     }

@@ -127,6 +127,8 @@ fn an_interrupted_demo_leaves_nothing_behind() {
     );
     let mut child = Command::new(tracer_bin())
         .args(["demo", "--connections", "20000", "--interval", "200ms"])
+        // The teardown's steps, in the failure message if it hangs.
+        .env("RUST_LOG", "debug")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

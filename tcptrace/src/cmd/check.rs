@@ -33,6 +33,9 @@ pub async fn run(args: CheckArgs) -> anyhow::Result<Outcome> {
             continue;
         }
         let rows = capacity.refresh(0)?;
+        if let Some(note) = capacity.cadence_note() {
+            eprintln!("tcptrace: note: {note}");
+        }
         check.observe(&Observed {
             ledger: &tracked.ledger,
             capacity: &rows,

@@ -404,7 +404,7 @@ impl Demo {
             return Ok(Phase::Interrupted);
         }
         self.update(&Tick::Stop)?;
-        let rows = self.capacity.refresh(0)?;
+        let rows = self.capacity.refresh_now(0)?;
         let row = rows.listeners.iter().find(|l| {
             l.netns == self.netns().inode
                 && l.port == self.args.server_port
@@ -502,7 +502,7 @@ impl Demo {
             return Ok(Phase::Interrupted);
         }
         self.update(&Tick::Stop)?;
-        let rows = self.capacity.refresh(0)?;
+        let rows = self.capacity.refresh_now(0)?;
         let dest = rows.destinations.iter().find(|d| {
             d.netns == self.netns().inode
                 && d.laddr == IpAddr::from(CLIENT_SOURCE)
@@ -714,6 +714,7 @@ impl Demo {
     /// empty. Ctrl-C here is not a reason to stop early: leaving nothing behind is the point.
     async fn teardown(&mut self, interrupted: bool) -> Teardown {
         let workers = self.server.len() + self.clients.len();
+        log::debug!("teardown: stopping {workers} workers");
         self.server.kill_all();
         self.clients.kill_all();
         let netns = self.traced_netns;
@@ -727,7 +728,9 @@ impl Demo {
                 // The namespace thread is the last holder of the namespace.
                 drop(self.netns.take());
             }
-            if (gone && in_netns(self) == 0) || Instant::now() > deadline {
+            let left = in_netns(self);
+            log::debug!("teardown: workers gone {gone}, {left} live in the namespace");
+            if (gone && left == 0) || Instant::now() > deadline {
                 break;
             }
             let tick = self.session.next().await;

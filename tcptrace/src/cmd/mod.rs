@@ -212,7 +212,8 @@ impl Tracked {
 
 /// The kernel's live connections, keyed the way the programs key their events.
 struct KernelView {
-    conns: HashSet<Conn>,
+    /// Each once (the dump removes repeats); a list, not a set: see [`reconcile`].
+    conns: Vec<Conn>,
     /// Network namespaces whose connections were read.
     namespaces: HashSet<u32>,
     skipped: Vec<String>,
@@ -225,8 +226,15 @@ impl KernelView {
         // Without BTF the programs report netns 0; key the kernel's view the same way.
         let netns = |n: u32| if knows_netns { n } else { 0 };
         let namespaces = snapshot.namespaces.iter().map(|&n| netns(n)).collect();
-        let conns =
-            snapshot.conns.into_iter().map(|c| Conn { netns: netns(c.netns), ..c }).collect();
+        let mut conns = snapshot.conns;
+        if !knows_netns {
+            for c in &mut conns {
+                c.netns = 0;
+            }
+            // Namespaces merged into 0 can hold the same 4-tuple more than once.
+            conns.sort_unstable();
+            conns.dedup();
+        }
         Ok(Self { conns, namespaces, skipped: snapshot.skipped })
     }
 }

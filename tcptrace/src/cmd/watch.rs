@@ -15,10 +15,13 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
     let mut capacity = capacity::Tracker::new();
     let clear_screen = !args.json && std::io::stdout().is_terminal();
     let render = |session: &Session, tracked: &Tracked, capacity: &mut capacity::Tracker| {
-        let rows = capacity.refresh_within_budget(args.top).unwrap_or_else(|e| {
+        let rows = capacity.refresh(args.top).unwrap_or_else(|e| {
             log::warn!("capacity views unavailable: {e:#}");
             Capacity::default()
         });
+        if let Some(note) = capacity.cadence_note() {
+            eprintln!("tcptrace: note: {note}");
+        }
         let snapshot = Snapshot::from_ledger(
             &tracked.ledger,
             session.tracer.backend.name(),
