@@ -51,6 +51,8 @@ const CLIENT_SOURCE: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 9);
 const SECOND_DESTINATION_CONNECTIONS: u64 = 1_000;
 /// How long the teardown waits for the workers to exit and the tracer to see it.
 const TEARDOWN_WAIT: Duration = Duration::from_mins(3);
+/// How long the tracer may take to catch up with what the load already did.
+const SETTLE_WAIT: Duration = Duration::from_secs(10);
 /// A ramp that makes no progress for this long has failed.
 const STALL: Duration = Duration::from_secs(30);
 /// Worker processes connecting at the same time (the others wait for their turn).
@@ -616,7 +618,7 @@ impl Demo {
     /// Waits (draining) until `count` reaches `target`, for at most a few seconds: the
     /// workers already hold everything, so only the tracer's events can be behind.
     async fn settle(&mut self, count: impl Fn(&Self) -> u64, target: u64) -> anyhow::Result<u64> {
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + SETTLE_WAIT;
         loop {
             let n = count(self);
             if n == target || Instant::now() > deadline {
@@ -719,7 +721,7 @@ impl Demo {
         self.clients.kill_all();
         let netns = self.traced_netns;
         let in_netns = |d: &Self| count_conns(&d.tracked.ledger, |c| c.netns == netns);
-        let deadline = Instant::now() + TEARDOWN_WAIT;
+        let mut deadline = Instant::now() + TEARDOWN_WAIT;
         let mut workers_stopped = 0;
         loop {
             let gone =
@@ -727,6 +729,10 @@ impl Demo {
             if gone && self.netns.is_some() {
                 // The namespace thread is the last holder of the namespace.
                 drop(self.netns.take());
+                // Every socket is closed now; only the tracer's events can be behind. On
+                // the fentry and kprobe paths a connection still in an accept queue when
+                // its listener closed never reaches tcp_close, so it may never come.
+                deadline = deadline.min(Instant::now() + SETTLE_WAIT);
             }
             let left = in_netns(self);
             log::debug!("teardown: workers gone {gone}, {left} live in the namespace");
