@@ -52,6 +52,12 @@ pub struct BenchArgs {
     /// (two clock reads per program run) in the tracers' CPU.
     #[arg(long)]
     pub no_bpf_stats: bool,
+    /// Instead of the churn: the scale benchmark, `tcptrace demo --connections N` (one
+    /// port held by N connections, then a client's ephemeral range exhausted), printing the
+    /// demo's table; 1,000,000 needs about 10 GB of memory (issue 6's figures in
+    /// BENCHMARKS.md come from it).
+    #[arg(long, value_name = "N", num_args = 0..=1, default_missing_value = "1000000")]
+    pub scale: Option<u64>,
 }
 
 /// What watches the churn in one run.
@@ -140,6 +146,9 @@ const PEER_PACKAGES: [(&str, &[&str]); 2] =
 pub fn bench(args: &BenchArgs) -> Result<()> {
     if !cmd::may_load_bpf() {
         bail!("benchmarks attach eBPF programs: run `cargo xtask bench` as root");
+    }
+    if let Some(connections) = args.scale {
+        return scale(connections);
     }
     // In ALL's order (the baselines apart), whatever the order of --only.
     let mut tracers: Vec<Tracer> = Tracer::ALL
@@ -949,6 +958,24 @@ fn verdicts(rows: &[Row]) -> Vec<String> {
         }
     });
     control.into_iter().chain(targets).collect()
+}
+
+/// The scale benchmark: the demo at size `connections`, its table and its verdict.
+fn scale(connections: u64) -> Result<()> {
+    let tcptrace = cargo::build_tcptrace(Profile::Release)?;
+    say!(
+        "bench: load average now {}",
+        fs::read_to_string("/proc/loadavg").unwrap_or_default().trim()
+    );
+    say!("running: {} demo --connections {connections}", tcptrace.display());
+    let status = std::process::Command::new(&tcptrace)
+        .args(["demo", "--connections", &connections.to_string()])
+        .status()
+        .with_context(|| format!("running {}", tcptrace.display()))?;
+    if !status.success() {
+        bail!("the demo did not pass ({status}): its counts disagreed or it could not run");
+    }
+    Ok(())
 }
 
 #[cfg(test)]
