@@ -40,8 +40,9 @@ pub struct TestArgs {
     #[arg(long, value_name = "PATHS", value_delimiter = ',', default_value = AttachPath::VM_DEFAULT_LIST)]
     pub vm_paths: Vec<AttachPath>,
 
-    /// Kill the VM after this many seconds.
-    #[arg(long, value_name = "SECONDS", default_value_t = 1200)]
+    /// Kill the VM after this many seconds. Every path runs every live test under software
+    /// emulation: about 5.5 minutes a path here, 22 for the four.
+    #[arg(long, value_name = "SECONDS", default_value_t = vm::DEFAULT_TIMEOUT_S)]
     pub vm_timeout: u64,
 
     /// Build the tcptrace binary and the live tests with --release for the live and VM

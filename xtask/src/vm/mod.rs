@@ -18,6 +18,10 @@ use crate::{
     setup,
 };
 
+/// When QEMU is killed: room for the four paths (about 5.5 minutes each under TCG on the
+/// project's 2-core host) and a slow boot.
+pub const DEFAULT_TIMEOUT_S: u64 = 2700;
+
 #[derive(Args, Debug, Clone)]
 pub struct VmArgs {
     /// Attach paths to test, comma-separated; each is one run of every test executable
@@ -26,7 +30,7 @@ pub struct VmArgs {
     pub paths: Vec<AttachPath>,
 
     /// Kill QEMU after this many seconds (boot, every path, power-off).
-    #[arg(long, value_name = "SECONDS", default_value_t = 1200)]
+    #[arg(long, value_name = "SECONDS", default_value_t = DEFAULT_TIMEOUT_S)]
     pub timeout: u64,
 
     /// Boot this Debian kernel package instead of linux-image-6.1.0-50-cloud-amd64-unsigned
@@ -52,7 +56,7 @@ impl Default for VmArgs {
     fn default() -> Self {
         Self {
             paths: AttachPath::VM_DEFAULT.to_vec(),
-            timeout: 1200,
+            timeout: DEFAULT_TIMEOUT_S,
             kernel_package: None,
             release: false,
             smoke: false,
