@@ -41,7 +41,7 @@ pub struct TestArgs {
     pub vm_paths: Vec<AttachPath>,
 
     /// Kill the VM after this many seconds. Every path runs every live test under software
-    /// emulation: about 5.5 minutes a path here, 22 for the four.
+    /// emulation: 220 to 310 s a path here, 1,080 s for the four.
     #[arg(long, value_name = "SECONDS", default_value_t = vm::DEFAULT_TIMEOUT_S)]
     pub vm_timeout: u64,
 

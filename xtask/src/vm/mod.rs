@@ -18,8 +18,9 @@ use crate::{
     setup,
 };
 
-/// When QEMU is killed: room for the four paths (about 5.5 minutes each under TCG on the
-/// project's 2-core host) and a slow boot.
+/// When QEMU is killed: room for the four paths (220 to 310 s each under TCG on the
+/// project's 2-core host, 1,080 s in all, close to the old limit of 1,200) on a slower or
+/// busier box.
 pub const DEFAULT_TIMEOUT_S: u64 = 2700;
 
 #[derive(Args, Debug, Clone)]
