@@ -6,7 +6,7 @@ mod initramfs;
 mod kernel;
 mod qemu;
 
-use std::{process::ExitCode, time::Duration};
+use std::{collections::BTreeMap, process::ExitCode, time::Duration};
 
 use anyhow::Result;
 use clap::Args;
@@ -120,62 +120,114 @@ pub fn run(args: &VmArgs) -> Result<VmReport> {
     };
     let initrd = initramfs::build(&vm_dir, &kernel, &tcptrace, &workload)?;
 
-    let paths: Vec<&str> = args.paths.iter().map(|p| p.as_str()).collect();
-    // Each test executable may use its share of the whole budget, so one that hangs
-    // leaves time for the other paths.
-    let per_executable = (args.timeout / args.paths.len().max(1) as u64).max(60);
-    say!(
-        "vm: step 4/4: booting {} ({} {}) for {}",
-        kernel.release,
-        kernel.package,
-        kernel.version,
-        paths.join(", ")
-    );
     let log = vm_dir.join("console.log");
-    let console = qemu::boot(&qemu::Boot {
-        vmlinuz: &kernel.vmlinuz,
-        initrd: &initrd,
-        append: format!("tcptrace.paths={} tcptrace.timeout={per_executable}", paths.join(",")),
-        timeout: Duration::from_secs(args.timeout),
-        log: &log,
-    })?;
+    let boot_args = |paths: &[&str]| {
+        // Each test executable may use its share of the whole budget, so one that hangs
+        // leaves time for the other paths.
+        let per_executable = (args.timeout / paths.len().max(1) as u64).max(60);
+        format!("tcptrace.paths={} tcptrace.timeout={per_executable}", paths.join(","))
+    };
+    let mut pending: Vec<&str> = args.paths.iter().map(|p| p.as_str()).collect();
+    let mut reports: BTreeMap<&str, (qemu::PathReport, Option<String>)> = BTreeMap::new();
+    // Set when the first boot hung: why the second one ran.
+    let mut second_boot: Option<String> = None;
+    let mut console;
+    loop {
+        say!(
+            "vm: step 4/4: booting {} ({} {}) for {}",
+            kernel.release,
+            kernel.package,
+            kernel.version,
+            pending.join(", ")
+        );
+        console = qemu::boot(&qemu::Boot {
+            vmlinuz: &kernel.vmlinuz,
+            initrd: &initrd,
+            append: boot_args(&pending),
+            timeout: Duration::from_secs(args.timeout),
+            log: &log,
+        })?;
+        if let Some(started) = console.init_started {
+            say!("vm: /init started {:.1} s after QEMU did", started.as_secs_f64());
+        }
+        for warning in &console.warnings {
+            say!("vm: warning from the VM: {warning}");
+        }
+        let hung_in = console.hung.as_ref().map(|hang| (console.current.clone(), hang.clone()));
+        for path in &pending {
+            if let Some(report) = console.paths.get(*path)
+                && report.result.is_some()
+            {
+                reports.insert(path, (report.clone(), second_boot.clone()));
+            }
+        }
+        pending.retain(|path| !reports.contains_key(path));
+        // A guest kernel that stops scheduling (a soft lockup under software emulation) is
+        // the VM's failure, not a verdict on the path it interrupted: boot once more for
+        // the paths without a result, and say so in the summary. A second hang fails them.
+        match hung_in {
+            Some((path, hang)) if second_boot.is_none() && !pending.is_empty() => {
+                let path = path.unwrap_or_else(|| "-".into());
+                say!(
+                    "vm: the guest kernel hung during path {path} ({hang}); its stack traces are \
+                     above and in {}. Booting a fresh VM once for: {}",
+                    log.display(),
+                    pending.join(", ")
+                );
+                second_boot = Some(format!("second boot: the first hung during {path}"));
+                // Keep the first boot's console next to the second's.
+                let _ = std::fs::copy(&log, vm_dir.join("console-hung.log"));
+            }
+            _ => break,
+        }
+    }
 
-    if let Some(started) = console.init_started {
-        say!("vm: /init started {:.1} s after QEMU did", started.as_secs_f64());
-    }
-    for warning in &console.warnings {
-        say!("vm: warning from the VM: {warning}");
-    }
     let release = console.kernel_release.clone().unwrap_or_else(|| kernel.release.clone());
     let label = format!("{release} (Debian {})", kernel.version);
-    let rows = args
-        .paths
+    let rows = rows(args, &reports, &console, &release, &log);
+    Ok(VmReport { kernel: label, rows })
+}
+
+/// One row per requested path, from the boot that gave it a result.
+fn rows(
+    args: &VmArgs,
+    reports: &BTreeMap<&str, (qemu::PathReport, Option<String>)>,
+    console: &qemu::Console,
+    release: &str,
+    log: &std::path::Path,
+) -> Vec<Row> {
+    args.paths
         .iter()
         .map(|path| {
-            let report = console.paths.get(path.as_str());
-            let verdict = match report.and_then(|r| r.result.as_deref()) {
+            let report = reports.get(path.as_str());
+            let verdict = match report.and_then(|(r, _)| r.result.as_deref()) {
                 Some("passed") => Verdict::Passed,
                 Some(other) => {
                     Verdict::Failed(format!("the VM reported `{other}`; see {}", log.display()))
                 }
-                None => Verdict::Failed(missing_reason(&console)),
+                None => Verdict::Failed(missing_reason(console)),
+            };
+            let what = match report {
+                Some((_, Some(retried))) => format!("{path} ({retried})"),
+                _ => path.to_string(),
             };
             Row {
                 kernel: format!("vm {release}"),
                 tier: "vm",
-                what: path.to_string(),
+                what,
                 verdict,
-                counts: (!args.smoke).then(|| report.map(|r| r.counts).unwrap_or_default()),
-                took: report.and_then(|r| r.took),
+                counts: (!args.smoke).then(|| report.map(|(r, _)| r.counts).unwrap_or_default()),
+                took: report.and_then(|(r, _)| r.took),
             }
         })
-        .collect();
-    Ok(VmReport { kernel: label, rows })
+        .collect()
 }
 
 fn missing_reason(console: &qemu::Console) -> String {
     let status = console.qemu_status.as_deref().unwrap_or("unknown status");
-    if console.timed_out {
+    if let Some(hang) = &console.hung {
+        format!("no result: the guest kernel hung ({hang}); see the stack traces in the console")
+    } else if console.timed_out {
         "no result: the VM timed out (see --timeout)".into()
     } else if let Some(panic) = &console.panic {
         format!("no result: {panic}")

@@ -36,7 +36,13 @@ pub fn boot(boot: &Boot<'_>) -> Result<Console> {
         .arg("-initrd")
         .arg(boot.initrd)
         .arg("-append")
-        .arg(format!("console=ttyS0 quiet panic=-1 {}", boot.append));
+        // `quiet` keeps the boot short on the slow serial console; `loglevel=5` still shows
+        // warnings and the stack traces the kernel prints with them (a soft lockup's trace is
+        // what tells a kernel hang apart from a slow test).
+        .arg(format!(
+            "console=ttyS0 quiet loglevel=5 softlockup_all_cpu_backtrace=1 panic=-1 {}",
+            boot.append
+        ));
     say!("running: {}", cmd::display(&qemu));
     say!(
         "vm: the console follows (also in {}); QEMU is killed after {} s",
@@ -76,6 +82,11 @@ pub fn boot(boot: &Boot<'_>) -> Result<Console> {
                 writeln!(log, "{source}: {line}")?;
                 if source == "vm" {
                     console.feed(&line, started.elapsed());
+                    if let Some(hang) = &console.hung {
+                        say!("vm: the guest kernel is hung ({hang}); killing QEMU");
+                        let _ = child.kill();
+                        break;
+                    }
                 }
             }
             Err(mpsc::RecvTimeoutError::Timeout) => {}
@@ -150,11 +161,19 @@ pub struct Console {
     pub done: bool,
     pub timed_out: bool,
     pub panic: Option<String>,
+    /// A soft lockup that lasted [`HUNG_AFTER_S`]: the kernel line that said so.
+    pub hung: Option<String>,
     pub warnings: Vec<String>,
     pub elapsed: Duration,
     pub qemu_status: Option<String>,
-    current: Option<String>,
+    /// The path running now (between its BEGIN and RESULT markers).
+    pub current: Option<String>,
 }
+
+/// How long a CPU may be stuck in the kernel before the guest counts as hung. The kernel
+/// reports a soft lockup after 20 s; under emulation on a busy host a vCPU can lag that
+/// long and recover, while a real hang goes on (the one seen in CI lasted 25 minutes).
+pub const HUNG_AFTER_S: u64 = 120;
 
 #[derive(Debug, Default, Clone)]
 pub struct PathReport {
@@ -185,6 +204,10 @@ impl Console {
             self.done = true;
         } else if let Some(warning) = marker(line, "TCPTRACE-VM-WARNING") {
             self.warnings.push(warning.to_owned());
+        } else if let Some(stuck) = soft_lockup_seconds(line) {
+            if stuck >= HUNG_AFTER_S {
+                self.hung.get_or_insert_with(|| line.trim().to_owned());
+            }
         } else if line.contains("Kernel panic") {
             self.panic.get_or_insert_with(|| line.trim().to_owned());
         } else if let Some(current) = &self.current
@@ -193,6 +216,13 @@ impl Console {
             report.counts.absorb(line);
         }
     }
+}
+
+/// N from the kernel's `watchdog: BUG: soft lockup - CPU#0 stuck for Ns! [comm:pid]`.
+fn soft_lockup_seconds(line: &str) -> Option<u64> {
+    let rest = &line[line.find("soft lockup - CPU#")?..];
+    let after = &rest[rest.find("stuck for ")? + "stuck for ".len()..];
+    after[..after.find("s!")?].parse().ok()
 }
 
 /// The rest of the line after `name ` if the line carries that marker (anywhere: a kernel
@@ -241,6 +271,22 @@ mod tests {
         let kprobe = &console.paths["kprobe"];
         assert_eq!((kprobe.result.as_deref(), kprobe.counts.failed), (Some("failed"), 1));
         assert!(!console.paths.contains_key("tp-btf"));
+    }
+
+    #[test]
+    fn a_long_soft_lockup_is_a_hang() {
+        let mut console = Console::default();
+        let lockup = |n: u64| {
+            format!(
+                "[ 1060.748752] watchdog: BUG: soft lockup - CPU#0 stuck for {n}s! [bad_input_is_re:1407]"
+            )
+        };
+        assert_eq!(soft_lockup_seconds(&lockup(26)), Some(26));
+        assert_eq!(soft_lockup_seconds("test result: ok. 1 passed"), None);
+        console.feed(&lockup(26), Duration::ZERO);
+        assert_eq!(console.hung, None, "a short lockup may be emulation lag");
+        console.feed(&lockup(131), Duration::ZERO);
+        assert!(console.hung.as_deref().is_some_and(|l| l.contains("stuck for 131s")));
     }
 
     #[test]
