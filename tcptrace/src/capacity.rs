@@ -28,6 +28,7 @@ use anyhow::{Context as _, anyhow};
 use serde::Serialize;
 
 use crate::event::{Event, EventKind};
+use crate::filter::FilterArgs;
 use crate::seed::{self, StateFlags, TcpSocket, tcp_state};
 
 /// One listening socket, or one `SO_REUSEPORT` group of them: the sockets listening on the
@@ -278,6 +279,8 @@ pub struct Tracker {
     last: Option<LastRefresh>,
     /// Said once when the refreshes start to space out.
     note: Option<String>,
+    /// The run's `--port`, `--pid`, ... filter: rows count only the sockets that pass it.
+    filter: FilterArgs,
 }
 
 /// A refresh may use at most 1 / `REFRESH_COST_RATIO` of a core: one that took 300 ms
@@ -299,7 +302,7 @@ struct LastRefresh {
 
 impl Default for Tracker {
     fn default() -> Self {
-        Self::new()
+        Self::new(FilterArgs::default())
     }
 }
 
@@ -312,8 +315,10 @@ struct NetnsDump {
 }
 
 impl Tracker {
+    /// Rows of the sockets that pass `filter`, the same one the programs apply to the
+    /// events: listeners and destinations then agree with the live counts.
     #[must_use]
-    pub fn new() -> Self {
+    pub fn new(filter: FilterArgs) -> Self {
         Self {
             accepts: HashMap::new(),
             closes: HashMap::new(),
@@ -326,6 +331,7 @@ impl Tracker {
             pids: PidCache::default(),
             last: None,
             note: None,
+            filter,
         }
     }
 
@@ -397,6 +403,8 @@ impl Tracker {
 
     /// A refresh, however recent the last one: for a verdict that must be current.
     pub fn refresh_now(&mut self, top: usize) -> anyhow::Result<Capacity> {
+        // Taken before the dump, as for the ledger's snapshot.
+        let held = self.filter.held_sockets();
         let found = seed::in_every_netns(|netns| {
             Ok(NetnsDump {
                 netns,
@@ -417,23 +425,26 @@ impl Tracker {
             skipped.push(note);
         }
         let pids = std::mem::take(&mut self.pids.by_inode);
-        let mut capacity = self.tally(&dumps, &pids, now, top);
+        let filter = self.filter.clone();
+        let passes = |s: &TcpSocket| filter.matches_socket(s, &held);
+        let mut capacity = self.tally(&dumps, &passes, &pids, now, top);
         self.pids.by_inode = pids;
         skipped.append(&mut capacity.skipped);
         capacity.skipped = skipped;
         Ok(capacity)
     }
 
-    /// The pure part of [`refresh`](Self::refresh): rows from the dumps and the event
-    /// counts, which it resets.
+    /// The pure part of [`refresh`](Self::refresh): rows from the dumps (the sockets that
+    /// `passes`) and the event counts, which it resets.
     fn tally(
         &mut self,
         dumps: &[NetnsDump],
+        passes: &dyn Fn(&TcpSocket) -> bool,
         pids: &HashMap<u32, Vec<u32>>,
         now: Instant,
         top: usize,
     ) -> Capacity {
-        let sides = Sides::of(dumps);
+        let sides = Sides::of(dumps, passes);
         let over = now.saturating_duration_since(self.counting_since);
         self.counting_since = now;
         let mut skipped = Vec::new();
@@ -484,6 +495,7 @@ impl Tracker {
             .rows
             .into_iter()
             .enumerate()
+            .filter(|(_, l)| l.passes || l.live > 0)
             .map(|(i, l)| {
                 let (netns, addr, port) = l.key;
                 let peak_live = self.peaks.get(&l.key).copied().unwrap_or(0).max(l.live);
@@ -567,19 +579,20 @@ struct Sides {
 
 impl Sides {
     /// A socket whose local end is a listener's (see [`Listeners::owner`]) is server side,
-    /// counted if live; any other is client side, counted if it holds a port.
-    fn of(dumps: &[NetnsDump]) -> Self {
+    /// counted if live; any other is client side, counted if it holds a port. Only sockets
+    /// that `passes` are counted, but every listener decides which side a socket is on.
+    fn of(dumps: &[NetnsDump], passes: &dyn Fn(&TcpSocket) -> bool) -> Self {
         let mut listeners = Listeners::default();
         for socket in dumps.iter().flat_map(|d| &d.sockets) {
             if socket.state == tcp_state::LISTEN {
-                listeners.add(socket);
+                listeners.add(socket, passes(socket));
             }
         }
         let mut in_use: HashMap<DestKey, u64> = HashMap::new();
         let mut local_uses: HashMap<LocalKey, u32> = HashMap::new();
         for socket in dumps.iter().flat_map(|d| &d.sockets) {
             let c = &socket.conn;
-            if socket.state == tcp_state::LISTEN {
+            if socket.state == tcp_state::LISTEN || !passes(socket) {
                 continue;
             }
             if let Some(i) = listeners.owner(c.netns, c.local.ip(), c.local.port()) {
@@ -657,10 +670,13 @@ struct Listener {
     inodes: Vec<u32>,
     live: u64,
     per_remote: HashMap<IpAddr, u64>,
+    /// Whether a socket of the group passes the filter itself; a listener that does not
+    /// has a row only for the connections that do (under `--rport` or `--addr`, say).
+    passes: bool,
 }
 
 impl Listeners {
-    fn add(&mut self, socket: &TcpSocket) {
+    fn add(&mut self, socket: &TcpSocket, passes: bool) {
         let (ip, port) = (socket.conn.local.ip(), socket.conn.local.port());
         let key = (socket.conn.netns, ip, port);
         let i = *self.index.entry(key).or_insert_with(|| {
@@ -669,11 +685,13 @@ impl Listeners {
                 inodes: Vec::new(),
                 live: 0,
                 per_remote: HashMap::new(),
+                passes: false,
             });
             self.rows.len() - 1
         });
         self.any_netns.entry((ip, port)).or_insert(i);
         self.rows[i].inodes.push(socket.inode);
+        self.rows[i].passes |= passes;
         self.ports.insert(port);
     }
 
@@ -905,7 +923,7 @@ mod tests {
     }
 
     fn sock(netns: u32, state: u8, local: &str, remote: &str, inode: u32) -> TcpSocket {
-        TcpSocket { conn: Conn::new(netns, sa(local), sa(remote)), state, inode }
+        TcpSocket { conn: Conn::new(netns, sa(local), sa(remote)), state, inode, cgroup: 0 }
     }
 
     fn event(kind: EventKind, netns: u32, local: &str, remote: &str) -> Event {
@@ -922,6 +940,45 @@ mod tests {
 
     fn range(low: u16, high: u16) -> EphemeralRange {
         EphemeralRange { low, high, reserved: vec![] }
+    }
+
+    #[test]
+    fn rows_count_only_what_passes_the_filter() {
+        use tcp_state::{ESTABLISHED, LISTEN};
+        let mut sockets = vec![
+            sock(7, LISTEN, "0.0.0.0:8080", "0.0.0.0:0", 11),
+            sock(7, LISTEN, "0.0.0.0:9090", "0.0.0.0:0", 13),
+            sock(7, ESTABLISHED, "10.0.0.1:8080", "10.0.0.2:40000", 0),
+            sock(7, ESTABLISHED, "10.0.0.1:8080", "10.0.0.3:40000", 0),
+            sock(7, ESTABLISHED, "10.0.0.1:9090", "10.0.0.4:40000", 0),
+            sock(7, ESTABLISHED, "10.0.0.1:50000", "10.0.0.9:443", 0),
+            sock(7, ESTABLISHED, "10.0.0.1:50001", "10.0.0.9:80", 0),
+        ];
+        sockets.sort_unstable_by_key(|s| s.conn);
+        let dumps = [NetnsDump { netns: 7, sockets, range: Ok(range(50_000, 50_099)) }];
+        let rows = |filter: FilterArgs| {
+            let passes =
+                |s: &TcpSocket| filter.matches_socket(s, &std::collections::HashSet::new());
+            let c = Tracker::default().tally(&dumps, &passes, &HashMap::new(), Instant::now(), 0);
+            let listeners: Vec<(u16, u64)> = c.listeners.iter().map(|l| (l.port, l.live)).collect();
+            let destinations: Vec<(u16, u64)> =
+                c.destinations.iter().map(|d| (d.rport, d.ports_in_use)).collect();
+            (listeners, destinations)
+        };
+        let everything = rows(FilterArgs::default());
+        assert_eq!(everything.0, [(8080, 2), (9090, 1)]);
+        assert_eq!(everything.1.len(), 2);
+        let lport = rows(FilterArgs { lport: vec![8080], ..FilterArgs::default() });
+        assert_eq!(lport, (vec![(8080, 2)], vec![]), "the client side uses other local ports");
+        // A listener has no remote end: under --addr it shows for its matching connections
+        // only, and the other one not at all; an accepted connection never becomes a client.
+        let addr =
+            rows(FilterArgs { addr: vec!["10.0.0.3".parse().unwrap()], ..FilterArgs::default() });
+        assert_eq!(addr, (vec![(8080, 1)], vec![]));
+        let rport = rows(FilterArgs { rport: vec![443], ..FilterArgs::default() });
+        assert_eq!(rport, (vec![], vec![(443, 1)]));
+        let other_netns = rows(FilterArgs { netns: vec![8], ..FilterArgs::default() });
+        assert_eq!(other_netns, (vec![], vec![]));
     }
 
     #[test]
@@ -963,7 +1020,7 @@ mod tests {
             NetnsDump { netns: 8, sockets: other, range: Err("gone".into()) },
         ];
 
-        let mut t = Tracker::new();
+        let mut t = Tracker::default();
         let t0 = t.counting_since;
         for _ in 0..6 {
             t.on_event(&event(EventKind::Accept, NS, "10.0.0.1:8080", "10.0.0.2:1"));
@@ -976,7 +1033,7 @@ mod tests {
             t.on_event(&event(EventKind::Connect, NS, "10.0.0.1:50000", "10.0.0.9:443"));
         }
         let pids = HashMap::from([(11, vec![100]), (12, vec![100, 101]), (14, vec![102])]);
-        let c = t.tally(&dumps, &pids, t0 + Duration::from_secs(2), 0);
+        let c = t.tally(&dumps, &|_| true, &pids, t0 + Duration::from_secs(2), 0);
 
         let by_port = |port| c.listeners.iter().find(|l| l.port == port).unwrap();
         let l = by_port(8080);
@@ -1015,7 +1072,7 @@ mod tests {
             }),
         );
         let dumps = [NetnsDump { netns: NS, sockets, range: Ok(range(50_000, 50_099)) }];
-        let c = t.tally(&dumps, &pids, t0 + Duration::from_secs(4), 0);
+        let c = t.tally(&dumps, &|_| true, &pids, t0 + Duration::from_secs(4), 0);
         let l = c.listeners.iter().find(|l| l.port == 8080).unwrap();
         assert_eq!(
             (l.port, l.live, l.peak_live, l.accept_rate, l.close_rate),
@@ -1027,7 +1084,7 @@ mod tests {
         assert_eq!(d.exhaustion_s, Some(14.0));
 
         // Top 1 of each; no growth since, no estimate.
-        let c = t.tally(&dumps, &pids, t0 + Duration::from_secs(6), 1);
+        let c = t.tally(&dumps, &|_| true, &pids, t0 + Duration::from_secs(6), 1);
         assert_eq!((c.listeners.len(), c.destinations.len()), (1, 1));
         assert_eq!((c.listeners[0].port, c.listeners[0].live), (9090, 2));
         assert_eq!((c.destinations[0].rport, c.destinations[0].exhaustion_s), (443, None));
@@ -1113,7 +1170,7 @@ mod tests {
                 }
             }
             wait_for_state(netns, tcp_state::ESTABLISHED, 20);
-            let mut tracker = Tracker::new();
+            let mut tracker = Tracker::default();
             let got = tracker.refresh(0).unwrap();
             drop((listeners, clients));
             ((netns, got), std::process::id())
@@ -1163,7 +1220,7 @@ mod tests {
                 .iter()
                 .filter(|(c, _)| a_ports.contains(&c.local_addr().unwrap().port()))
                 .count();
-            let got = Tracker::new().refresh(0).unwrap();
+            let got = Tracker::default().refresh(0).unwrap();
             drop((to_a, to_b));
             (netns, got, range, shared, laddr)
         });
@@ -1215,7 +1272,7 @@ mod tests {
                 SocketAddr::new("::1".parse().unwrap(), dual_port),
             ));
             wait_for_state(netns, tcp_state::ESTABLISHED, 18);
-            let got = Tracker::new().refresh(0).unwrap();
+            let got = Tracker::default().refresh(0).unwrap();
             drop((keep, v6, dual));
             (netns, got)
         });
@@ -1281,7 +1338,7 @@ mod tests {
             .collect();
         let sockets = seed::dump_sockets(netns, &dumped_states()).unwrap().len();
         eprintln!("{sockets} sockets in the namespace (set up in {:?})", started.elapsed());
-        let mut tracker = Tracker::new();
+        let mut tracker = Tracker::default();
         let cold = Instant::now();
         let c = tracker.refresh(0).unwrap();
         let cold = cold.elapsed();
@@ -1406,7 +1463,7 @@ mod tests {
                 seed::snapshot().unwrap();
                 t.elapsed()
             });
-            let mut tracker = Tracker::new();
+            let mut tracker = Tracker::default();
             tracker.refresh_now(20).unwrap();
             let refresh = median_time(runs, || {
                 let t = Instant::now();
@@ -1442,7 +1499,7 @@ mod tests {
                 [NetnsDump { netns, sockets: states, range: Ok(EphemeralRange::read().unwrap()) }];
             let tally = t.elapsed();
             let t = Instant::now();
-            Tracker::new().tally(&dumps, &HashMap::new(), Instant::now(), 20);
+            Tracker::default().tally(&dumps, &|_| true, &HashMap::new(), Instant::now(), 20);
             let tally = tally + t.elapsed();
             let per = |d: Duration| d.as_secs_f64() * 1e9 / sockets as f64;
             eprintln!(

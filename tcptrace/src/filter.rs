@@ -234,21 +234,36 @@ impl FilterArgs {
             return Ok(snapshot);
         }
         // Taken before the dump: a socket opened in between has its own event.
-        let held = socket_inodes_of(&self.pid);
-        let found = seed::in_every_netns(seed::dump_live_owned)?;
+        let held = self.held_sockets();
+        let found = seed::in_every_netns(seed::dump_live)?;
         let namespaces = found.results.iter().map(|&(netns, _)| netns).collect();
         let conns = found
             .results
             .into_iter()
             .flat_map(|(_, sockets)| sockets)
-            .filter(|(s, cgroup)| {
-                self.matches_conn(&s.conn)
-                    && (self.cgroup.is_empty() || self.cgroup.contains(cgroup))
-                    && (self.pid.is_empty() || held.contains(&s.inode))
-            })
-            .map(|(s, _)| s.conn)
+            .filter(|s| self.matches_socket(s, &held))
+            .map(|s| s.conn)
             .collect();
         Ok(seed::Snapshot { conns, namespaces, skipped: found.skipped })
+    }
+
+    /// The socket inodes the `--pid` processes hold open, for [`matches_socket`]; empty
+    /// (and not looked up) without `--pid`.
+    ///
+    /// [`matches_socket`]: Self::matches_socket
+    #[must_use]
+    pub fn held_sockets(&self) -> HashSet<u32> {
+        socket_inodes_of(&self.pid)
+    }
+
+    /// Whether a socket of a sock_diag dump passes every filter; `held` is
+    /// [`held_sockets`](Self::held_sockets). A listener's remote end is `0.0.0.0:0`, so
+    /// `--rport` and `--addr` never pass one.
+    #[must_use]
+    pub fn matches_socket(&self, s: &seed::TcpSocket, held: &HashSet<u32>) -> bool {
+        self.matches_conn(&s.conn)
+            && (self.cgroup.is_empty() || self.cgroup.contains(&s.cgroup))
+            && (self.pid.is_empty() || held.contains(&s.inode))
     }
 }
 

@@ -159,7 +159,7 @@ where
 /// caught by the hooks or a later dump.
 pub fn dump_current_netns(netns: u32) -> anyhow::Result<Vec<Conn>> {
     let mut conns = Vec::new();
-    dump_states(netns, &live_states(), |_, socket| conns.push(socket.conn))?;
+    dump_states(netns, &live_states(), |socket| conns.push(socket.conn))?;
     conns.sort_unstable();
     conns.dedup();
     Ok(conns)
@@ -188,6 +188,9 @@ pub struct TcpSocket {
     /// Inode of the socket file (`/proc/PID/fd/N -> socket:[INODE]`); 0 for sockets no
     /// file holds (`TIME_WAIT`, orphans, request sockets).
     pub inode: u32,
+    /// The socket's cgroup v2 id (`INET_DIAG_CGROUP_ID`, Linux 5.9+), for `--cgroup`; 0
+    /// when the kernel does not send it.
+    pub cgroup: u64,
 }
 
 /// Every TCP socket (IPv4 and IPv6) whose state is in `states`, in the calling thread's
@@ -196,31 +199,23 @@ pub struct TcpSocket {
 /// share a 4-tuple and stay apart by their inodes.
 pub fn dump_sockets(netns: u32, states: &StateFlags) -> anyhow::Result<Vec<TcpSocket>> {
     let mut sockets = Vec::new();
-    dump_states(netns, states, |_, socket| sockets.push(socket))?;
+    dump_states(netns, states, |socket| sockets.push(socket))?;
     sockets.sort_unstable_by_key(|s| (s.conn, s.inode));
     sockets.dedup_by_key(|s| (s.conn, s.inode));
     Ok(sockets)
 }
 
-/// Every live TCP connection in the calling thread's network namespace with its socket
-/// inode and cgroup v2 id (`INET_DIAG_CGROUP_ID`, Linux 5.9+; 0 when the kernel does not
-/// send it), for the `--pid` and `--cgroup` filters.
-pub fn dump_live_owned(netns: u32) -> anyhow::Result<Vec<(TcpSocket, u64)>> {
-    let mut sockets = Vec::new();
-    dump_states(netns, &live_states(), |attrs, socket| {
-        sockets.push((socket, crate::filter::cgroup_id_attr(attrs)));
-    })?;
-    sockets.sort_unstable_by_key(|(s, _)| (s.conn, s.inode));
-    sockets.dedup_by_key(|(s, _)| (s.conn, s.inode));
-    Ok(sockets)
+/// Every live TCP connection in the calling thread's network namespace, with its socket
+/// inode and cgroup: for the `--pid` and `--cgroup` filters.
+pub fn dump_live(netns: u32) -> anyhow::Result<Vec<TcpSocket>> {
+    dump_sockets(netns, &live_states())
 }
 
-/// Dumps the TCP sockets whose state is in `states`, both families, into `sink`, with the
-/// netlink attributes of each.
+/// Dumps the TCP sockets whose state is in `states`, both families, into `sink`.
 fn dump_states(
     netns: u32,
     states: &StateFlags,
-    mut sink: impl FnMut(&[u8], TcpSocket),
+    mut sink: impl FnMut(TcpSocket),
 ) -> anyhow::Result<()> {
     let mut diag = None;
     // Timewait sockets are not in sockstat's `inuse` but in its `tw` (both families); the
@@ -256,18 +251,16 @@ fn dump_states(
         };
         diag.dump(family, states, &mut |header, attrs| {
             let id = &header.socket_id;
-            sink(
-                attrs,
-                TcpSocket {
-                    conn: Conn::new(
-                        netns,
-                        SocketAddr::new(id.source_address, id.source_port),
-                        SocketAddr::new(id.destination_address, id.destination_port),
-                    ),
-                    state: header.state,
-                    inode: header.inode,
-                },
-            );
+            sink(TcpSocket {
+                conn: Conn::new(
+                    netns,
+                    SocketAddr::new(id.source_address, id.source_port),
+                    SocketAddr::new(id.destination_address, id.destination_port),
+                ),
+                state: header.state,
+                inode: header.inode,
+                cgroup: crate::filter::cgroup_id_attr(attrs),
+            });
         })
         .with_context(|| format!("sock_diag dump of {name} TCP sockets"))?;
     }
@@ -955,7 +948,7 @@ pub(crate) mod tests {
         let deadline = Instant::now() + Duration::from_secs(5);
         let all = loop {
             let mut all = BTreeMap::new();
-            dump_states(own, &StateFlags::all(), |_, socket| {
+            dump_states(own, &StateFlags::all(), |socket| {
                 all.insert(socket.conn, socket.state);
             })
             .unwrap();

@@ -460,6 +460,7 @@ pub struct Snapshot {
     pub live: u64,
     pub local_ports: Vec<PortRow>,
     pub remote_endpoints: Vec<EndpointRow>,
+    pub listeners: Vec<ListenerRow>,
     pub destinations: Vec<DestinationRow>,
 }
 
@@ -476,6 +477,15 @@ pub struct EndpointRow {
     pub port: u16,
     pub live: u64,
     pub local_ports: u64,
+}
+
+/// A server-side listener row of `watch --json` (the fields the tests check).
+#[derive(Clone, Debug, Deserialize)]
+pub struct ListenerRow {
+    pub netns: u32,
+    pub addr: IpAddr,
+    pub port: u16,
+    pub live: u64,
 }
 
 /// A client-side destination row of `watch --json` (the fields the tests check).

@@ -26,6 +26,20 @@ fn port_rows(s: &Snapshot) -> BTreeSet<(u16, u64)> {
     s.local_ports.iter().map(|r| (r.port, r.live)).collect()
 }
 
+type CapacityRows = (BTreeSet<(u16, u64)>, BTreeSet<(SocketAddr, u64)>);
+
+/// The listener rows (port, live) and destination rows (remote, ports in use) of `s`: the
+/// capacity rows, which count only what passes the filter too.
+fn capacity_rows(s: &Snapshot) -> CapacityRows {
+    (
+        s.listeners.iter().map(|l| (l.port, l.live)).collect(),
+        s.destinations
+            .iter()
+            .map(|d| (SocketAddr::new(d.raddr, d.rport), d.ports_in_use))
+            .collect(),
+    )
+}
+
 /// Checks that every snapshot of a filtered run so far has drift 0.
 fn no_drift(s: &Snapshot) -> Result<(), String> {
     if s.drift == 0 { Ok(()) } else { Err(format!("drift {} in a filtered run", s.drift)) }
@@ -112,6 +126,8 @@ fn filter_watch_counts_exactly_the_filtered_connections_while_others_go_on() {
     let first = filtered.first();
     assert_eq!(port_rows(&first), BTreeSet::from([(A, 2)]), "seeded exactly: {first:?}");
     assert_eq!(first.live, 2);
+    // The client ends use ephemeral local ports: no destination passes --lport A.
+    assert_eq!(capacity_rows(&first), (BTreeSet::from([(A, 2)]), BTreeSet::new()), "{first:?}");
     no_drift(&first).unwrap();
 
     a.extend(connect(&ns, ip("127.83.1.3"), server_a.addr(), 3));
@@ -124,10 +140,18 @@ fn filter_watch_counts_exactly_the_filtered_connections_while_others_go_on() {
     let s = filtered.wait_for("A's 5 server ends, nothing else", |s| {
         no_drift(s)?;
         let rows = port_rows(s);
-        if s.live == 5 && rows == BTreeSet::from([(A, 5)]) && s.filtered >= least_filtered {
+        let capacity = capacity_rows(s);
+        if s.live == 5
+            && rows == BTreeSet::from([(A, 5)])
+            && capacity == (BTreeSet::from([(A, 5)]), BTreeSet::new())
+            && s.filtered >= least_filtered
+        {
             Ok(())
         } else {
-            Err(format!("live {} rows {rows:?} filtered {}", s.live, s.filtered))
+            Err(format!(
+                "live {} rows {rows:?} capacity rows {capacity:?} filtered {}",
+                s.live, s.filtered
+            ))
         }
     });
     for r in &s.remote_endpoints {
@@ -204,9 +228,20 @@ fn filter_addr_matches_the_remote_address_in_both_families() {
     v4.wait_accepted(8);
     v6.wait_accepted(2);
     dual.wait_accepted(1);
+    // The listeners count their matching connections only; the one client side that
+    // matches is ::1's towards V6.
+    let want_capacity = (
+        BTreeSet::from([(V4, 3), (V6, 2), (DUAL, 1)]),
+        BTreeSet::from([(SocketAddr::new(ip("::1"), V6), 2)]),
+    );
     let s = tracer.wait_for("3 + 4 + 1 matching ends", |s| {
         no_drift(s)?;
-        if s.live == 8 { Ok(()) } else { Err(format!("live {}", s.live)) }
+        let capacity = capacity_rows(s);
+        if s.live == 8 && capacity == want_capacity {
+            Ok(())
+        } else {
+            Err(format!("live {} capacity rows {capacity:?}", s.live))
+        }
     });
     let remotes: BTreeSet<IpAddr> = s.remote_endpoints.iter().map(|r| r.addr).collect();
     assert_eq!(remotes, BTreeSet::from([ip("127.83.2.2"), ip("::1")]), "{s:?}");

@@ -328,7 +328,7 @@ impl Demo {
             plan,
             session,
             tracked,
-            capacity: capacity::Tracker::new(),
+            capacity: capacity::Tracker::default(),
             netns: Some(netns),
             traced_netns,
             server: Fleet::new(),

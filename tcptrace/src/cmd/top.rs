@@ -44,7 +44,7 @@ pub async fn run(args: TopArgs) -> anyhow::Result<()> {
     }
     let mut session = Session::start(&args.trace)?;
     let mut tracked = Tracked::start(&mut session, args.reconcile_every)?;
-    let mut capacity = capacity::Tracker::new();
+    let mut capacity = capacity::Tracker::new(session.filter.clone());
     let mut view = TopView::default();
     let mut snapshot = take_snapshot(&session, &tracked, &mut capacity, &mut view, args.top);
 
