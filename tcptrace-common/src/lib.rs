@@ -166,6 +166,30 @@ pub struct Config {
     pub cgroup: CgroupOffsets,
     /// Which connections to report; the rest are only counted (`FILTERED`).
     pub filter: Filter,
+    pub accept: AcceptOffsets,
+}
+
+/// Where the socket that `accept()` returned is, from the task that called it:
+/// `current->files->fdt->fd[ret]->private_data` (a `struct socket`) `->sk`. Read at
+/// `syscalls:sys_exit_accept[4]` for `--pid` on the tracepoint paths, whose other hooks
+/// never run in the accepting process.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AcceptOffsets {
+    /// `struct task_struct` -> `files` (pointer)
+    pub task_files: u32,
+    /// `struct files_struct` -> `fdt` (pointer)
+    pub files_fdt: u32,
+    /// `struct fdtable` -> `max_fds` (u32)
+    pub fdt_max_fds: u32,
+    /// `struct fdtable` -> `fd` (pointer to an array of `struct file *`)
+    pub fdt_fd: u32,
+    /// `struct file` -> `private_data` (a socket file's `struct socket *`)
+    pub file_private_data: u32,
+    /// `struct socket` -> `sk`
+    pub socket_sk: u32,
+    /// 1 when the offsets above were filled from BTF.
+    pub valid: u32,
 }
 
 /// Where a socket's cgroup v2 id is: `sk->sk_cgrp_data.cgroup->kn->id` (the id that

@@ -448,6 +448,70 @@ pub fn sys_exit_connect(ctx: TracePointContext) -> u32 {
     0
 }
 
+// ---- accepts under --pid (tracepoint paths) -------------------------------------------
+
+/// On the tracepoint paths a server connection becomes established in softirq, before any
+/// process holds it, so `--pid` cannot tell whose it is there. Userspace attaches these
+/// two only under `--pid`: when `accept()` returns in a matching process, the connection
+/// is admitted and counted from then, as `fexit inet_csk_accept` does on the other paths.
+#[tracepoint(category = "syscalls", name = "sys_exit_accept4")]
+pub fn sys_exit_accept4(ctx: TracePointContext) -> u32 {
+    emit_accepted(&ctx);
+    0
+}
+
+#[tracepoint(category = "syscalls", name = "sys_exit_accept")]
+pub fn sys_exit_accept(ctx: TracePointContext) -> u32 {
+    emit_accepted(&ctx);
+    0
+}
+
+/// The new file descriptor (`ret`, at the offset every `sys_exit_*` record shares with
+/// `sys_exit_connect`) to its socket, through the calling task's file table.
+#[inline(always)]
+fn emit_accepted(ctx: &TracePointContext) {
+    let cfg = config();
+    let o = &cfg.accept;
+    if o.valid == 0 || cfg.sock.valid == 0 {
+        return;
+    }
+    let Ok(fd) = (unsafe { ctx.read_at::<i64>(cfg.connect.ret as usize) }) else { return };
+    if fd < 0 {
+        return;
+    }
+    let task = unsafe { bpf_get_current_task() } as *const u8;
+    let files: u64 = read(task, o.task_files);
+    if files == 0 {
+        return;
+    }
+    let fdt: u64 = read(files as *const u8, o.files_fdt);
+    if fdt == 0 {
+        return;
+    }
+    let max_fds: u32 = read(fdt as *const u8, o.fdt_max_fds);
+    if fd as u64 >= u64::from(max_fds) {
+        return;
+    }
+    let fds: u64 = read(fdt as *const u8, o.fdt_fd);
+    let file: u64 = read((fds + fd as u64 * 8) as *const u8, 0);
+    if fds == 0 || file == 0 {
+        return;
+    }
+    let socket: u64 = read(file as *const u8, o.file_private_data);
+    if socket == 0 {
+        return;
+    }
+    let sk: u64 = read(socket as *const u8, o.socket_sk);
+    if sk == 0 {
+        return;
+    }
+    let p = cfg.sock.protocol;
+    let word: u32 = read(sk as *const u8, p.offset);
+    if ((word >> p.shift) & p.mask) as u16 == IPPROTO_TCP {
+        emit_from_sock(kind::ACCEPT, sk as *const u8);
+    }
+}
+
 /// Inode of the current task's network namespace: `current->nsproxy->net_ns->ns.inum`.
 #[inline(always)]
 fn current_netns(cfg: &Config) -> u32 {

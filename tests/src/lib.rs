@@ -1028,6 +1028,14 @@ impl Tracer<Snapshot> {
         found.unwrap_or_else(|failure| self.fail_with(what, &failure, &last_miss))
     }
 
+    /// The largest `drift` of every snapshot printed so far. Each snapshot reports the last
+    /// reconciliation's drift, which the next one no longer shows once it is corrected,
+    /// so a `wait_for` that checks drift may simply have waited one out.
+    #[must_use]
+    pub fn max_drift(&self) -> u64 {
+        self.shared.lock().items.iter().map(|s| s.drift).max().unwrap_or(0)
+    }
+
     /// Waits until the tracer prints `count` more snapshots; returns the last.
     pub fn next_snapshots(&self, count: usize) -> Snapshot {
         let mut seen = 0;

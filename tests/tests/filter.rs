@@ -163,7 +163,7 @@ fn filter_watch_counts_exactly_the_filtered_connections_while_others_go_on() {
     // Two snapshots later at least one reconciliation has run (every 400ms); the ledger and the
     // filtered sock_diag view must still agree.
     let later = filtered.next_snapshots(2);
-    no_drift(&later).unwrap();
+    assert_eq!(filtered.max_drift(), 0, "a reconciliation found what the hooks missed");
     assert_eq!(port_rows(&later), BTreeSet::from([(A, 5)]));
     println!(
         "  filtered run: live {} events {} filtered {} (+{} since start) drift {}",
@@ -179,6 +179,7 @@ fn filter_watch_counts_exactly_the_filtered_connections_while_others_go_on() {
         no_drift(s)?;
         if s.live == 3 { Ok(()) } else { Err(format!("live {}", s.live)) }
     });
+    assert_eq!(filtered.max_drift(), 0, "a reconciliation found what the hooks missed");
     drop((a, b));
 }
 
@@ -247,7 +248,7 @@ fn filter_addr_matches_the_remote_address_in_both_families() {
     assert_eq!(remotes, BTreeSet::from([ip("127.83.2.2"), ip("::1")]), "{s:?}");
     assert!(port_rows(&s).contains(&(DUAL, 1)), "the IPv4-mapped peer: {s:?}");
     let later = tracer.next_snapshots(2);
-    no_drift(&later).unwrap();
+    assert_eq!(tracer.max_drift(), 0, "a reconciliation found what the hooks missed");
     assert_eq!(later.live, 8);
     drop(held);
 }
@@ -412,7 +413,7 @@ fn owner_filter_counts_only_the_clients_connections(
         }
     });
     let later = tracer.next_snapshots(2);
-    no_drift(&later).unwrap();
+    assert_eq!(tracer.max_drift(), 0, "a reconciliation found what the hooks missed");
     assert_eq!(later.live, 3);
     println!(
         "  {flag} {value}: live {} filtered {} drift {}",
@@ -430,6 +431,61 @@ fn filter_pid_counts_the_connections_of_one_process() {
         &server,
         "--pid",
         &client.pid.to_string(),
+    );
+}
+
+#[test]
+fn filter_pid_counts_the_server_ends_its_process_accepts() {
+    const PORT: u16 = 21310;
+    println!(
+        "checks: `--pid TEST` counts the server ends the test process accepts (seeded, then \
+         live, on every path: the tracepoint paths see accept() return), not the child's \
+         client ends, with drift 0"
+    );
+    let server = HostServer::listen(SocketAddr::new(ip("127.83.5.1"), PORT));
+    let client = Client::fork(server.addr);
+    client.connect();
+    server.wait_accepted(1);
+    let me = std::process::id().to_string();
+    let tracer = Tracer::watch(&[
+        "--pid",
+        &me,
+        "--top",
+        "0",
+        "--interval",
+        INTERVAL,
+        "--reconcile-every",
+        "400ms",
+    ]);
+    // Earlier tests' servers may still hold ends in this process: look at PORT only.
+    let server_ends = |s: &Snapshot| s.local_ports.iter().find(|r| r.port == PORT).map(|r| r.live);
+    let client_ends = |s: &Snapshot| -> u64 {
+        s.remote_endpoints.iter().filter(|r| r.port == PORT).map(|r| r.live).sum()
+    };
+    let first = tracer.first();
+    assert_eq!((server_ends(&first), client_ends(&first)), (Some(1), 0), "seeded: {first:?}");
+    no_drift(&first).unwrap();
+    for _ in 0..3 {
+        client.connect();
+    }
+    server.wait_accepted(4);
+    tracer.wait_for("the 4 server ends, none of the child's", |s| {
+        no_drift(s)?;
+        if server_ends(s) == Some(4) && client_ends(s) == 0 {
+            Ok(())
+        } else {
+            Err(format!("server ends {:?} client ends {}", server_ends(s), client_ends(s)))
+        }
+    });
+    // At least one reconciliation later the hooks' count still agrees with sock_diag's.
+    let later = tracer.next_snapshots(2);
+    assert_eq!(tracer.max_drift(), 0, "a reconciliation found what the hooks missed");
+    assert_eq!(server_ends(&later), Some(4));
+    println!(
+        "  --pid {me}: {PORT} live {:?} filtered {} drift {}",
+        server_ends(&later),
+        later.filtered,
+        later.drift
     );
 }
 

@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use btf_rs::{Btf, Member, Struct, Type};
-use tcptrace_common::{BitField, CgroupOffsets, SockOffsets};
+use tcptrace_common::{AcceptOffsets, BitField, CgroupOffsets, SockOffsets};
 
 pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
 
@@ -160,6 +160,20 @@ impl KernelBtf {
     /// `current->nsproxy->net_ns`, for events that have no socket (failed connects).
     pub fn task_netns_offsets(&self) -> Result<(u32, u32), BtfError> {
         Ok((self.byte_offset("task_struct", "nsproxy")?, self.byte_offset("nsproxy", "net_ns")?))
+    }
+
+    /// `current->files->fdt->fd[n]->private_data->sk`: the socket behind a file descriptor
+    /// of the calling task.
+    pub fn accept_offsets(&self) -> Result<AcceptOffsets, BtfError> {
+        Ok(AcceptOffsets {
+            task_files: self.byte_offset("task_struct", "files")?,
+            files_fdt: self.byte_offset("files_struct", "fdt")?,
+            fdt_max_fds: self.byte_offset("fdtable", "max_fds")?,
+            fdt_fd: self.byte_offset("fdtable", "fd")?,
+            file_private_data: self.byte_offset("file", "private_data")?,
+            socket_sk: self.byte_offset("socket", "sk")?,
+            valid: 1,
+        })
     }
 
     /// `sk_protocol` is a plain u16 since Linux 5.6 and an 8-bit bitfield before it.

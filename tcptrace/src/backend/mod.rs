@@ -195,6 +195,19 @@ impl Tracer {
                 .and_then(|btf| btf.cgroup_offsets().map_err(|e| e.to_string()));
             config.cgroup = offsets.map_err(|e| AttachError::FilterNeedsBtf("--cgroup", e))?;
         }
+        // Under --pid the tracepoint paths also watch accept() return, in the accepting
+        // process; without the offsets their server connections are found by reconciling.
+        let accept_offsets = if opts.filter.n_pids > 0 {
+            kernel_btf
+                .as_ref()
+                .map_err(ToString::to_string)
+                .and_then(|btf| btf.accept_offsets().map_err(|e| e.to_string()))
+        } else {
+            Err("no --pid".into())
+        };
+        if let Ok(offsets) = accept_offsets {
+            config.accept = offsets;
+        }
         let aya_btf = Btf::from_sys_fs().ok();
         log::debug!("offsets and aya BTF ready after {:?}", t0.elapsed());
 
@@ -210,6 +223,18 @@ impl Tracer {
                             "failed connects (EADDRNOTAVAIL) are not counted: {}",
                             chain(&e)
                         ));
+                    }
+                    if opts.filter.n_pids > 0
+                        && matches!(backend, Backend::TpBtf | Backend::Tracepoint)
+                    {
+                        let attached = accept_offsets
+                            .clone()
+                            .and_then(|_| attach_accepts(&mut ebpf).map_err(|e| chain(&e)));
+                        if let Err(e) = attached {
+                            notes.push(format!(
+                                "--pid: the accepting process cannot be seen ({e}); its server connections are added by reconciliation and show as drift"
+                            ));
+                        }
                     }
                     let knows_netns = config.sock.valid != 0;
                     return Ok(Self { ebpf, backend, passed_over, notes, knows_netns });
@@ -359,6 +384,17 @@ fn connect_offsets(
 
 fn attach_connect_failures(ebpf: &mut Ebpf) -> Result<(), ProgramError> {
     for name in ["sys_enter_connect", "sys_exit_connect"] {
+        let p: &mut TracePoint =
+            ebpf.program_mut(name).ok_or(ProgramError::NotLoaded)?.try_into()?;
+        p.load()?;
+        p.attach("syscalls", name)?;
+    }
+    Ok(())
+}
+
+/// `accept()` returning, for `--pid` on the tracepoint paths.
+fn attach_accepts(ebpf: &mut Ebpf) -> Result<(), ProgramError> {
+    for name in ["sys_exit_accept4", "sys_exit_accept"] {
         let p: &mut TracePoint =
             ebpf.program_mut(name).ok_or(ProgramError::NotLoaded)?.try_into()?;
         p.load()?;
