@@ -199,7 +199,9 @@ pub fn fentry_tcp_connect(ctx: FEntryContext) -> i32 {
 /// a variable context offset, which the verifier rejects.
 #[fexit(function = "inet_csk_accept")]
 pub fn fexit_inet_csk_accept(ctx: FExitContext) -> i32 {
-    if let Ok(sk) = ctx.ret::<*const u8>() {
+    if !accepts_from_syscalls(config())
+        && let Ok(sk) = ctx.ret::<*const u8>()
+    {
         emit_from_sock(kind::ACCEPT, sk);
     }
     0
@@ -235,7 +237,9 @@ pub fn kprobe_tcp_connect(ctx: ProbeContext) -> u32 {
 
 #[kretprobe]
 pub fn kretprobe_inet_csk_accept(ctx: RetProbeContext) -> u32 {
-    emit_from_sock(kind::ACCEPT, ctx.ret::<*const u8>());
+    if !accepts_from_syscalls(config()) {
+        emit_from_sock(kind::ACCEPT, ctx.ret::<*const u8>());
+    }
     0
 }
 
@@ -448,12 +452,14 @@ pub fn sys_exit_connect(ctx: TracePointContext) -> u32 {
     0
 }
 
-// ---- accepts under --pid (tracepoint paths) -------------------------------------------
+// ---- accepts under --pid (every path) -------------------------------------------------
 
-/// On the tracepoint paths a server connection becomes established in softirq, before any
-/// process holds it, so `--pid` cannot tell whose it is there. Userspace attaches these
-/// two only under `--pid`: when `accept()` returns in a matching process, the connection
-/// is admitted and counted from then, as `fexit inet_csk_accept` does on the other paths.
+/// `--pid` needs the accepting process. On the tracepoint paths a server connection
+/// becomes established in softirq, before any process holds it; on the others the return
+/// of an `accept()` that was already blocked when tcptrace attached is not seen (a
+/// trampoline or kretprobe only catches calls made after it). Userspace attaches these two
+/// under `--pid` on every path: when `accept()` returns in a matching process, the
+/// connection is admitted and counted from then, and `inet_csk_accept` stays quiet.
 #[tracepoint(category = "syscalls", name = "sys_exit_accept4")]
 pub fn sys_exit_accept4(ctx: TracePointContext) -> u32 {
     emit_accepted(&ctx);
@@ -466,15 +472,21 @@ pub fn sys_exit_accept(ctx: TracePointContext) -> u32 {
     0
 }
 
+/// Whether accept events come from `sys_exit_accept[4]` (under `--pid`, with the offsets).
+#[inline(always)]
+fn accepts_from_syscalls(cfg: &Config) -> bool {
+    cfg.accept.valid != 0 && cfg.sock.valid != 0 && cfg.filter.n_pids > 0
+}
+
 /// The new file descriptor (`ret`, at the offset every `sys_exit_*` record shares with
 /// `sys_exit_connect`) to its socket, through the calling task's file table.
 #[inline(always)]
 fn emit_accepted(ctx: &TracePointContext) {
     let cfg = config();
-    let o = &cfg.accept;
-    if o.valid == 0 || cfg.sock.valid == 0 {
+    if !accepts_from_syscalls(cfg) {
         return;
     }
+    let o = &cfg.accept;
     let Ok(fd) = (unsafe { ctx.read_at::<i64>(cfg.connect.ret as usize) }) else { return };
     if fd < 0 {
         return;

@@ -195,8 +195,9 @@ impl Tracer {
                 .and_then(|btf| btf.cgroup_offsets().map_err(|e| e.to_string()));
             config.cgroup = offsets.map_err(|e| AttachError::FilterNeedsBtf("--cgroup", e))?;
         }
-        // Under --pid the tracepoint paths also watch accept() return, in the accepting
-        // process; without the offsets their server connections are found by reconciling.
+        // Under --pid accepts are seen where accept() returns, in the accepting process
+        // (see sys_exit_accept4 in tcptrace-ebpf); without the offsets the tracepoint
+        // paths' server connections are found by reconciling.
         let accept_offsets = if opts.filter.n_pids > 0 {
             kernel_btf
                 .as_ref()
@@ -224,15 +225,13 @@ impl Tracer {
                             chain(&e)
                         ));
                     }
-                    if opts.filter.n_pids > 0
-                        && matches!(backend, Backend::TpBtf | Backend::Tracepoint)
-                    {
+                    if opts.filter.n_pids > 0 {
                         let attached = accept_offsets
                             .clone()
                             .and_then(|_| attach_accepts(&mut ebpf).map_err(|e| chain(&e)));
                         if let Err(e) = attached {
                             notes.push(format!(
-                                "--pid: the accepting process cannot be seen ({e}); its server connections are added by reconciliation and show as drift"
+                                "--pid: cannot follow accept() to its socket ({e}); server connections the hooks cannot attribute are added by reconciliation and show as drift"
                             ));
                         }
                     }
