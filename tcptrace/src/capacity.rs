@@ -383,6 +383,7 @@ impl Tracker {
         let started = Instant::now();
         let rows = self.refresh_now(top)?;
         let cost = started.elapsed();
+        log::debug!("capacity refresh in {cost:?}");
         if cost * REFRESH_COST_RATIO > SLOW_REFRESH
             && self.last.as_ref().is_none_or(|l| l.cost * REFRESH_COST_RATIO <= SLOW_REFRESH)
         {
@@ -403,6 +404,7 @@ impl Tracker {
 
     /// A refresh, however recent the last one: for a verdict that must be current.
     pub fn refresh_now(&mut self, top: usize) -> anyhow::Result<Capacity> {
+        let started = Instant::now();
         // Taken before the dump, as for the ledger's snapshot.
         let held = self.filter.held_sockets();
         let found = seed::in_every_netns(|netns| {
@@ -414,6 +416,11 @@ impl Tracker {
         })?;
         let now = Instant::now();
         let dumps: Vec<NetnsDump> = found.results.into_iter().map(|(_, dump)| dump).collect();
+        log::debug!(
+            "capacity dump: {} sockets in {:?}",
+            dumps.iter().map(|d| d.sockets.len()).sum::<usize>(),
+            now.saturating_duration_since(started)
+        );
         let inodes: HashSet<u32> = dumps
             .iter()
             .flat_map(|d| &d.sockets)
@@ -761,7 +768,9 @@ impl PidCache {
         if age.is_some_and(|age| age < PIDS_MIN_AGE || (known && age < PIDS_MAX_AGE)) {
             return None;
         }
+        let started = Instant::now();
         let (by_inode, complete) = scan_socket_fds(&inodes, PID_SCAN_BUDGET);
+        log::debug!("listener pids: /proc/*/fd scanned in {:?}", started.elapsed());
         self.by_inode = by_inode;
         self.scanned_inodes = inodes;
         self.scanned_at = Some(now);

@@ -130,7 +130,9 @@ impl Tracked {
     /// the snapshot and as an event, and applying the events after the snapshot gets it
     /// right (opens are idempotent; closes of unknown connections are ignored).
     pub fn start(session: &mut Session, reconcile_every: Duration) -> anyhow::Result<Self> {
+        let t0 = Instant::now();
         let seeded = KernelView::take(session)?;
+        log::debug!("seed snapshot: {} connections in {:?}", seeded.conns.len(), t0.elapsed());
         for skipped in &seeded.skipped {
             eprintln!("tcptrace: note: not seeded: {skipped}");
         }
