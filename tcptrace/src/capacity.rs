@@ -22,6 +22,8 @@ use std::fs;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::ops::RangeInclusive;
 use std::os::unix::ffi::OsStrExt as _;
+use std::sync::mpsc;
+use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, anyhow};
@@ -256,7 +258,10 @@ const PIDS_MAX_AGE: Duration = Duration::from_secs(30);
 /// every interval where listeners come and go all the time.
 const PIDS_MIN_AGE: Duration = Duration::from_secs(5);
 /// A `/proc/*/fd` scan stops after this long; the pids it found by then are kept.
-const PID_SCAN_BUDGET: Duration = Duration::from_millis(500);
+const PID_SCAN_BUDGET: Duration = Duration::from_secs(2);
+/// How long a refresh waits for a scan it started: enough for a box with a few thousand
+/// open files, so their pids are in the same refresh.
+const PID_SCAN_WAIT: Duration = Duration::from_millis(100);
 
 /// Capacity state kept across refreshes by the watch loop.
 #[derive(Debug)]
@@ -303,6 +308,23 @@ struct LastRefresh {
 impl Default for Tracker {
     fn default() -> Self {
         Self::new(FilterArgs::default())
+    }
+}
+
+/// One sock_diag walk of every namespace, with what decides which sockets count.
+struct Dump {
+    namespaces: Vec<NetnsDump>,
+    skipped: Vec<String>,
+    /// When the walk ended.
+    at: Instant,
+    filter: FilterArgs,
+    /// The socket inodes the `--pid` processes held just before the walk.
+    held: std::collections::HashSet<u32>,
+}
+
+impl Dump {
+    fn passes(&self, socket: &TcpSocket) -> bool {
+        self.filter.matches_socket(socket, &self.held)
     }
 }
 
@@ -380,8 +402,42 @@ impl Tracker {
         {
             return Ok(last.rows.clone());
         }
+        self.measured(top, |tracker| tracker.refresh_now(top))
+    }
+
+    /// The first refresh, whose dump also seeds the ledger: the live connections that pass
+    /// the filter, every namespace's. One sock_diag walk of the box serves both, where a
+    /// separate seed dump took as long again before the first snapshot (BENCHMARKS.md,
+    /// start-up).
+    pub fn refresh_and_seed(&mut self, top: usize) -> anyhow::Result<(Capacity, seed::Snapshot)> {
+        let mut seed = None;
+        let rows = self.measured(top, |tracker| {
+            let dump = tracker.dump()?;
+            seed = Some(seed::Snapshot {
+                conns: dump
+                    .namespaces
+                    .iter()
+                    .flat_map(|d| &d.sockets)
+                    .filter(|s| is_live(s.state) && dump.passes(s))
+                    .map(|s| s.conn)
+                    .collect(),
+                namespaces: dump.namespaces.iter().map(|d| d.netns).collect(),
+                skipped: dump.skipped.clone(),
+            });
+            Ok(tracker.rows(&dump, top))
+        })?;
+        Ok((rows, seed.expect("set with the rows")))
+    }
+
+    /// Runs a refresh, remembers its rows and cost for [`refresh`](Self::refresh)'s pacing,
+    /// and notes when the pacing starts to show.
+    fn measured(
+        &mut self,
+        top: usize,
+        refresh: impl FnOnce(&mut Self) -> anyhow::Result<Capacity>,
+    ) -> anyhow::Result<Capacity> {
         let started = Instant::now();
-        let rows = self.refresh_now(top)?;
+        let rows = refresh(self)?;
         let cost = started.elapsed();
         log::debug!("capacity refresh in {cost:?}");
         if cost * REFRESH_COST_RATIO > SLOW_REFRESH
@@ -404,6 +460,13 @@ impl Tracker {
 
     /// A refresh, however recent the last one: for a verdict that must be current.
     pub fn refresh_now(&mut self, top: usize) -> anyhow::Result<Capacity> {
+        let dump = self.dump()?;
+        Ok(self.rows(&dump, top))
+    }
+
+    /// Dumps every network namespace: listeners and every port-holding state, with the
+    /// namespace's ephemeral range.
+    fn dump(&self) -> anyhow::Result<Dump> {
         let started = Instant::now();
         // Taken before the dump, as for the ledger's snapshot.
         let held = self.filter.held_sockets();
@@ -414,31 +477,36 @@ impl Tracker {
                 range: EphemeralRange::read().map_err(|e| format!("{e:#}")),
             })
         })?;
-        let now = Instant::now();
-        let dumps: Vec<NetnsDump> = found.results.into_iter().map(|(_, dump)| dump).collect();
+        let at = Instant::now();
+        let namespaces: Vec<NetnsDump> = found.results.into_iter().map(|(_, dump)| dump).collect();
         log::debug!(
             "capacity dump: {} sockets in {:?}",
-            dumps.iter().map(|d| d.sockets.len()).sum::<usize>(),
-            now.saturating_duration_since(started)
+            namespaces.iter().map(|d| d.sockets.len()).sum::<usize>(),
+            at.saturating_duration_since(started)
         );
-        let inodes: HashSet<u32> = dumps
+        Ok(Dump { namespaces, skipped: found.skipped, at, filter: self.filter.clone(), held })
+    }
+
+    /// The rows of a dump: finds the listeners' processes, then tallies.
+    fn rows(&mut self, dump: &Dump, top: usize) -> Capacity {
+        let inodes: HashSet<u32> = dump
+            .namespaces
             .iter()
             .flat_map(|d| &d.sockets)
             .filter(|s| s.state == tcp_state::LISTEN && s.inode != 0)
             .map(|s| s.inode)
             .collect();
-        let mut skipped = found.skipped;
-        if let Some(note) = self.pids.refresh(inodes, now) {
+        let mut skipped = dump.skipped.clone();
+        if let Some(note) = self.pids.refresh(inodes, dump.at, PID_SCAN_WAIT) {
             skipped.push(note);
         }
         let pids = std::mem::take(&mut self.pids.by_inode);
-        let filter = self.filter.clone();
-        let passes = |s: &TcpSocket| filter.matches_socket(s, &held);
-        let mut capacity = self.tally(&dumps, &passes, &pids, now, top);
+        let passes = |s: &TcpSocket| dump.passes(s);
+        let mut capacity = self.tally(&dump.namespaces, &passes, &pids, dump.at, top);
         self.pids.by_inode = pids;
         skipped.append(&mut capacity.skipped);
         capacity.skipped = skipped;
-        Ok(capacity)
+        capacity
     }
 
     /// The pure part of [`refresh`](Self::refresh): rows from the dumps (the sockets that
@@ -753,27 +821,64 @@ impl PortSet {
 
 /// Listening socket inode → pids holding it, looked up in `/proc/*/fd` only when a
 /// listener appears that was not there at the last scan, or the scan is old.
+///
+/// A scan runs in a thread of its own, and a refresh waits for it only
+/// [`PID_SCAN_WAIT`]: on a box with 100,000 open sockets it takes half a second, which
+/// would hold up the first snapshot (and every refresh that rescans). Its pids then show
+/// from the next refresh on.
 #[derive(Debug, Default)]
 struct PidCache {
     scanned_inodes: HashSet<u32>,
     scanned_at: Option<Instant>,
     by_inode: HashMap<u32, Vec<u32>>,
+    /// The scan in progress.
+    running: Option<mpsc::Receiver<PidScan>>,
 }
 
+/// A scan's result: pids per socket inode, and whether it saw every process.
+type PidScan = (HashMap<u32, Vec<u32>>, bool);
+
 impl PidCache {
-    /// Rescans if needed; a note if the scan ran out of time.
-    fn refresh(&mut self, inodes: HashSet<u32>, now: Instant) -> Option<String> {
+    /// Takes in a finished scan; starts one if needed and waits up to `wait` for it. A
+    /// note if a scan ran out of time.
+    fn refresh(&mut self, inodes: HashSet<u32>, now: Instant, wait: Duration) -> Option<String> {
+        let mut note = self.collect(Duration::ZERO);
         let age = self.scanned_at.map(|at| now.saturating_duration_since(at));
         let known = inodes.is_subset(&self.scanned_inodes);
-        if age.is_some_and(|age| age < PIDS_MIN_AGE || (known && age < PIDS_MAX_AGE)) {
-            return None;
+        if self.running.is_some()
+            || age.is_some_and(|age| age < PIDS_MIN_AGE || (known && age < PIDS_MAX_AGE))
+        {
+            return note;
         }
-        let started = Instant::now();
-        let (by_inode, complete) = scan_socket_fds(&inodes, PID_SCAN_BUDGET);
-        log::debug!("listener pids: /proc/*/fd scanned in {:?}", started.elapsed());
-        self.by_inode = by_inode;
+        let (found, running) = mpsc::channel();
+        let scan = inodes.clone();
+        let spawned = thread::Builder::new().name("pid-scan".into()).spawn(move || {
+            let started = Instant::now();
+            let result = scan_socket_fds(&scan, PID_SCAN_BUDGET);
+            log::debug!("listener pids: /proc/*/fd scanned in {:?}", started.elapsed());
+            let _ = found.send(result);
+        });
+        if let Err(e) = spawned {
+            log::warn!("cannot start a thread to find the listeners' pids: {e}");
+            return note;
+        }
+        self.running = Some(running);
         self.scanned_inodes = inodes;
         self.scanned_at = Some(now);
+        note = note.or(self.collect(wait));
+        note
+    }
+
+    /// Takes the running scan's result if it comes within `wait`.
+    fn collect(&mut self, wait: Duration) -> Option<String> {
+        let (by_inode, complete) = match self.running.as_ref()?.recv_timeout(wait) {
+            Ok(result) => result,
+            Err(mpsc::RecvTimeoutError::Timeout) => return None,
+            // The thread died (it cannot panic short of a bug): scan again next time.
+            Err(mpsc::RecvTimeoutError::Disconnected) => (HashMap::new(), true),
+        };
+        self.running = None;
+        self.by_inode = by_inode;
         (!complete).then(|| {
             format!(
                 "listener pids: /proc/*/fd scan stopped after {PID_SCAN_BUDGET:?}; some are missing"
@@ -897,6 +1002,8 @@ mod tests {
 
     #[test]
     fn pid_scans_are_paced() {
+        // Long enough for every scan to finish, so each call sees the one before done.
+        const WAIT: Duration = Duration::from_secs(30);
         let mut cache = PidCache::default();
         let t0 = Instant::now();
         let scanned_at = |cache: &PidCache| cache.scanned_at.unwrap().duration_since(t0);
@@ -911,7 +1018,7 @@ mod tests {
             (20, &[2], 6),
             (37, &[2], 37),
         ] {
-            let note = cache.refresh(inodes(set), t0 + Duration::from_secs(at));
+            let note = cache.refresh(inodes(set), t0 + Duration::from_secs(at), WAIT);
             assert_eq!(note, None);
             assert_eq!(scanned_at(&cache), Duration::from_secs(last_scan), "at {at} s");
         }
@@ -1180,7 +1287,13 @@ mod tests {
             }
             wait_for_state(netns, tcp_state::ESTABLISHED, 20);
             let mut tracker = Tracker::default();
-            let got = tracker.refresh(0).unwrap();
+            let mut got = tracker.refresh(0).unwrap();
+            // The pid scan runs on in the background on a box with many open files.
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while got.listeners.iter().all(|l| l.pids.is_empty()) && Instant::now() < deadline {
+                thread::sleep(Duration::from_millis(50));
+                got = tracker.refresh_now(0).unwrap();
+            }
             drop((listeners, clients));
             ((netns, got), std::process::id())
         });

@@ -17,8 +17,8 @@ use crate::{
 
 pub async fn run(args: CheckArgs) -> anyhow::Result<Outcome> {
     let mut session = Session::start(&args.trace)?;
-    let mut tracked = Tracked::start(&mut session, args.reconcile_every)?;
     let mut capacity = capacity::Tracker::new(session.filter.clone());
+    let mut tracked = Tracked::start(&mut session, &mut capacity, 0, args.reconcile_every)?;
     let tolerance = Tolerance::from_flags(args.max_lost, args.max_drift, args.ignore_loss);
     let mut check = Check::new(args.expect.clone(), tolerance);
     eprintln!(

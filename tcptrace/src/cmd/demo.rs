@@ -305,7 +305,8 @@ struct Demo {
 impl Demo {
     fn start(args: &DemoArgs, plan: Plan) -> anyhow::Result<Self> {
         let mut session = Session::start(&args.trace)?;
-        let tracked = Tracked::start(&mut session, Duration::ZERO)?;
+        let mut capacity = capacity::Tracker::default();
+        let tracked = Tracked::start(&mut session, &mut capacity, 0, Duration::ZERO)?;
         let netns = Netns::new()?;
         let traced_netns = if session.tracer.knows_netns { netns.inode } else { 0 };
         let results = Results {
@@ -328,7 +329,7 @@ impl Demo {
             plan,
             session,
             tracked,
-            capacity: capacity::Tracker::default(),
+            capacity,
             netns: Some(netns),
             traced_netns,
             server: Fleet::new(),

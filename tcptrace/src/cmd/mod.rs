@@ -23,6 +23,7 @@ use tokio::{
 
 use crate::{
     backend::{Options, Tracer},
+    capacity::Tracker,
     cli::TraceArgs,
     conn::Conn,
     consumer::Consumer,
@@ -30,6 +31,7 @@ use crate::{
     filter::FilterArgs,
     ledger::Ledger,
     reconcile::{Drift, reconcile},
+    seed,
     view::Trust,
 };
 
@@ -129,9 +131,19 @@ impl Tracked {
     /// is what makes the start exact: a connection that changes in between shows up both in
     /// the snapshot and as an event, and applying the events after the snapshot gets it
     /// right (opens are idempotent; closes of unknown connections are ignored).
-    pub fn start(session: &mut Session, reconcile_every: Duration) -> anyhow::Result<Self> {
+    ///
+    /// The seed comes from `capacity`'s first refresh (its `top` rows), whose dump holds
+    /// every live connection anyway: one walk of the kernel's tables before the first
+    /// snapshot, not two.
+    pub fn start(
+        session: &mut Session,
+        capacity: &mut Tracker,
+        top: usize,
+        reconcile_every: Duration,
+    ) -> anyhow::Result<Self> {
         let t0 = Instant::now();
-        let seeded = KernelView::take(session)?;
+        let (_, snapshot) = capacity.refresh_and_seed(top)?;
+        let seeded = KernelView::of(session, snapshot);
         log::debug!("seed snapshot: {} connections in {:?}", seeded.conns.len(), t0.elapsed());
         for skipped in &seeded.skipped {
             eprintln!("tcptrace: note: not seeded: {skipped}");
@@ -223,7 +235,10 @@ struct KernelView {
 
 impl KernelView {
     fn take(session: &Session) -> anyhow::Result<Self> {
-        let snapshot = session.filter.snapshot()?;
+        Ok(Self::of(session, session.filter.snapshot()?))
+    }
+
+    fn of(session: &Session, snapshot: seed::Snapshot) -> Self {
         let knows_netns = session.tracer.knows_netns;
         // Without BTF the programs report netns 0; key the kernel's view the same way.
         let netns = |n: u32| if knows_netns { n } else { 0 };
@@ -237,7 +252,7 @@ impl KernelView {
             conns.sort_unstable();
             conns.dedup();
         }
-        Ok(Self { conns, namespaces, skipped: snapshot.skipped })
+        Self { conns, namespaces, skipped: snapshot.skipped }
     }
 }
 

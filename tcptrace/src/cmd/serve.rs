@@ -172,8 +172,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     // Before attaching: a port in use is reported at once, and no programs are loaded.
     let listener = bind(args.listen).await?;
     let mut session = Session::start(&args.trace)?;
-    let mut tracked = Tracked::start(&mut session, args.reconcile_every)?;
     let mut capacity = capacity::Tracker::new(session.filter.clone());
+    let mut tracked = Tracked::start(&mut session, &mut capacity, 0, args.reconcile_every)?;
     let render = |session: &Session, tracked: &Tracked, capacity: &mut capacity::Tracker| {
         // Every row: the view keeps the top K and sums the rest into `other`.
         let rows = capacity.refresh(0).unwrap_or_else(|e| {

@@ -43,8 +43,8 @@ pub async fn run(args: TopArgs) -> anyhow::Result<()> {
         return watch::run(WatchArgs { trace, json: false, top, reconcile_every }).await;
     }
     let mut session = Session::start(&args.trace)?;
-    let mut tracked = Tracked::start(&mut session, args.reconcile_every)?;
     let mut capacity = capacity::Tracker::new(session.filter.clone());
+    let mut tracked = Tracked::start(&mut session, &mut capacity, args.top, args.reconcile_every)?;
     let mut view = TopView::default();
     let mut snapshot = take_snapshot(&session, &tracked, &mut capacity, &mut view, args.top);
 

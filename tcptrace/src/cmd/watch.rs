@@ -11,8 +11,8 @@ use crate::{
 
 pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
     let mut session = Session::start(&args.trace)?;
-    let mut tracked = Tracked::start(&mut session, args.reconcile_every)?;
     let mut capacity = capacity::Tracker::new(session.filter.clone());
+    let mut tracked = Tracked::start(&mut session, &mut capacity, args.top, args.reconcile_every)?;
     let clear_screen = !args.json && std::io::stdout().is_terminal();
     let render = |session: &Session, tracked: &Tracked, capacity: &mut capacity::Tracker| {
         let rows = capacity.refresh(args.top).unwrap_or_else(|e| {
