@@ -64,7 +64,9 @@ pub struct ListenerRow {
     /// Processes holding one of those sockets open, sorted, from a `/proc/*/fd` scan
     /// (as `ss -p` does it). The scan is repeated when a new listener appears, but at most
     /// every 5 s, and at least every 30 s: a new listener can show no pid for a few
-    /// seconds, and a worker that inherited a listener shows up within 30 s.
+    /// seconds, and a worker that inherited a listener shows up within 30 s. The scan runs
+    /// beside the refreshes; on a box with a hundred thousand open files its pids show
+    /// from the refresh after the one that started it (the first snapshot has none).
     pub pids: Vec<u32>,
 }
 
