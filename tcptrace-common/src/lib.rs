@@ -95,8 +95,11 @@ pub struct SockOffsets {
     pub family: u32,
     /// `__sk_common.skc_state` (u8)
     pub state: u32,
-    /// `__sk_common.skc_num`: local port, host order (u16)
-    pub num: u32,
+    /// `struct inet_sock` -> `inet_sport`: local port, network order (u16). Not
+    /// `skc_num`, which `inet_put_port` zeroes before the state becomes `TCP_CLOSE`
+    /// (where `sock:inet_sock_set_state` fires since Linux 6.x), so a reset connection's
+    /// close would carry local port 0.
+    pub sport: u32,
     /// `__sk_common.skc_dport`: remote port, network order (u16)
     pub dport: u32,
     /// `__sk_common.skc_rcv_saddr` (IPv4 local address)
@@ -113,6 +116,8 @@ pub struct SockOffsets {
     pub net_inum: u32,
     /// `sk_protocol`
     pub protocol: BitField,
+    /// `sk_shutdown`: `SHUTDOWN_MASK` once `tcp_close` has begun.
+    pub shutdown: BitField,
     /// 1 when the offsets above were filled from BTF.
     pub valid: u32,
 }

@@ -124,7 +124,7 @@ fn new_event(kind: u8, sk: *const u8, cfg: &Config) -> Event {
 fn fill_tuple_from_sock(ev: &mut Event, sk: *const u8, cfg: &Config) -> bool {
     let family: u16 = read(sk, cfg.sock.family);
     ev.family = family as u8;
-    ev.lport = read(sk, cfg.sock.num);
+    ev.lport = u16::from_be(read(sk, cfg.sock.sport));
     ev.rport = u16::from_be(read(sk, cfg.sock.dport));
     if family == AF_INET {
         let l: [u8; 4] = read(sk, cfg.sock.rcv_saddr);
@@ -181,6 +181,29 @@ fn emit_close(sk: *const u8) {
     emit_from_sock(kind::CLOSE, sk);
 }
 
+/// `tcp_done` and `tcp_disconnect` end a connection that the application still holds: a
+/// reset or a timeout (`tcp_done`), `connect(AF_UNSPEC)`, or a listener closing with the
+/// connection still in its accept queue (`tcp_disconnect`, then the kernel frees it
+/// without `tcp_close`). A close is emitted only if the connection was live until now and
+/// `tcp_close` has not begun (it sets `sk_shutdown` to `SHUTDOWN_MASK` first, and with
+/// `SO_LINGER` 0 calls `tcp_disconnect` itself); their other calls come after the
+/// application's close, which was reported then.
+#[inline(always)]
+fn emit_abort(sk: *const u8) {
+    if sk.is_null() {
+        return;
+    }
+    let cfg = config();
+    let state: u8 = read(sk, cfg.sock.state);
+    let live = state == tcp_state::ESTABLISHED as u8 || state == tcp_state::CLOSE_WAIT as u8;
+    let s = cfg.sock.shutdown;
+    let word: u32 = read(sk, s.offset);
+    const SHUTDOWN_MASK: u32 = 3;
+    if live && (word >> s.shift) & s.mask != SHUTDOWN_MASK {
+        emit_close(sk);
+    }
+}
+
 // ---- 1. fentry / fexit ----------------------------------------------------------------
 
 /// match-proto:v6.1:net/ipv4/tcp_output.c:int tcp_connect(struct sock *sk)
@@ -225,6 +248,20 @@ pub fn fentry_tcp_close(ctx: FEntryContext) -> i32 {
     0
 }
 
+/// match-proto:v6.1:net/ipv4/tcp.c:void tcp_done(struct sock *sk)
+#[fentry(function = "tcp_done")]
+pub fn fentry_tcp_done(ctx: FEntryContext) -> i32 {
+    emit_abort(ctx.arg::<*const u8>(0));
+    0
+}
+
+/// match-proto:v6.1:net/ipv4/tcp.c:int tcp_disconnect(struct sock *sk, int flags)
+#[fentry(function = "tcp_disconnect")]
+pub fn fentry_tcp_disconnect(ctx: FEntryContext) -> i32 {
+    emit_abort(ctx.arg::<*const u8>(0));
+    0
+}
+
 // ---- 2. kprobe / kretprobe -------------------------------------------------------------
 
 #[kprobe]
@@ -253,6 +290,22 @@ pub fn kretprobe_inet_csk_complete_hashdance(ctx: RetProbeContext) -> u32 {
 pub fn kprobe_tcp_close(ctx: ProbeContext) -> u32 {
     if let Some(sk) = ctx.arg::<*const u8>(0) {
         emit_close(sk);
+    }
+    0
+}
+
+#[kprobe]
+pub fn kprobe_tcp_done(ctx: ProbeContext) -> u32 {
+    if let Some(sk) = ctx.arg::<*const u8>(0) {
+        emit_abort(sk);
+    }
+    0
+}
+
+#[kprobe]
+pub fn kprobe_tcp_disconnect(ctx: ProbeContext) -> u32 {
+    if let Some(sk) = ctx.arg::<*const u8>(0) {
+        emit_abort(sk);
     }
     0
 }

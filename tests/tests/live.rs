@@ -381,6 +381,45 @@ fn pre_existing_connections_are_counted() {
 }
 
 #[test]
+fn connections_dropped_without_close_are_counted_closed() {
+    const PORT: u16 = 21871;
+    println!(
+        "checks: a listener closed with connections still in its accept queue: the kernel \
+         drops the server ends without tcp_close and resets the client ends, which their \
+         application still holds; the hooks count every end gone (no reconciliation finds \
+         one they missed)"
+    );
+    let ns = Netns::new("ns-dropped");
+    let addr = at(v4(127, 78, 0, 1), PORT);
+    let listener = ns.run(move || std::net::TcpListener::bind(addr).expect("bind"));
+    let inode = ns.inode().to_string();
+    let tracer = Tracer::watch(&[
+        "--netns",
+        &inode,
+        "--top",
+        "0",
+        "--interval",
+        INTERVAL,
+        "--reconcile-every",
+        "400ms",
+    ]);
+    // Never accepted: the server ends wait in the accept queue, established.
+    let clients = connect(&ns, v4(127, 78, 0, 2), addr, 5);
+    tracer.wait_for("both ends of 5 queued connections", |s| {
+        if s.live == 10 { Ok(()) } else { Err(format!("live {}", s.live)) }
+    });
+    drop(listener);
+    tracer.wait_for("every end gone", |s| {
+        if s.live == 0 { Ok(()) } else { Err(format!("live {}", s.live)) }
+    });
+    let later = tracer.next_snapshots(3);
+    assert_eq!(later.live, 0, "{later:?}");
+    assert_eq!(tracer.max_drift(), 0, "a reconciliation found ends the hooks missed");
+    println!("  10 ends gone, events {}, drift 0 throughout", later.events);
+    drop(clients);
+}
+
+#[test]
 fn ring_overflow_is_reported() {
     const BURST: usize = 300;
     const MAX_BURSTS: u8 = 10;

@@ -133,7 +133,7 @@ impl KernelBtf {
         Ok(SockOffsets {
             family: sk("__sk_common.skc_family")?,
             state: sk("__sk_common.skc_state")?,
-            num: sk("__sk_common.skc_num")?,
+            sport: self.byte_offset("inet_sock", "inet_sport")?,
             dport: sk("__sk_common.skc_dport")?,
             rcv_saddr: sk("__sk_common.skc_rcv_saddr")?,
             daddr: sk("__sk_common.skc_daddr")?,
@@ -141,7 +141,8 @@ impl KernelBtf {
             v6_daddr: sk("__sk_common.skc_v6_daddr")?,
             net: sk("__sk_common.skc_net.net")?,
             net_inum: self.byte_offset("net", "ns.inum")?,
-            protocol: self.protocol_field()?,
+            protocol: self.bit_field("sk_protocol")?,
+            shutdown: self.bit_field("sk_shutdown")?,
             valid: 1,
         })
     }
@@ -176,9 +177,11 @@ impl KernelBtf {
         })
     }
 
-    /// `sk_protocol` is a plain u16 since Linux 5.6 and an 8-bit bitfield before it.
-    fn protocol_field(&self) -> Result<BitField, BtfError> {
-        let f = self.path("sock", "sk_protocol")?;
+    /// A field of `struct sock` that is a bitfield in some kernels and a plain integer in
+    /// others: `sk_protocol` is a u16 since Linux 5.6 and an 8-bit bitfield before it,
+    /// `sk_shutdown` a u8 or a 2-bit bitfield.
+    fn bit_field(&self, name: &str) -> Result<BitField, BtfError> {
+        let f = self.path("sock", name)?;
         let bits = match (f.bitfield_size, &f.ty) {
             (Some(n), _) if n > 0 => n,
             (_, Type::Int(i)) => (i.size() * 8) as u32,
@@ -208,10 +211,11 @@ mod tests {
         // __addrpair comes first in sock_common: daddr then rcv_saddr.
         assert_eq!(o.daddr, 0);
         assert_eq!(o.rcv_saddr, 4);
-        // __portpair: dport then num, right after the hash union.
-        assert_eq!(o.num, o.dport + 2);
+        // struct inet_sock starts with struct sock; inet_sport lies past it.
+        assert!(o.sport > o.net, "{o:?}");
         assert_eq!(o.family, o.dport + 4);
         assert!(o.v6_rcv_saddr == o.v6_daddr + 16);
         assert_eq!(o.protocol.mask, 0xffff, "sk_protocol is a u16 since 5.6");
+        assert!(o.shutdown.mask == 0xff || o.shutdown.mask == 0b11, "{:?}", o.shutdown);
     }
 }

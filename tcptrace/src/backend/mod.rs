@@ -5,8 +5,8 @@
 //!
 //! | backend      | programs                                                       |
 //! |--------------|----------------------------------------------------------------|
-//! | `fentry`     | fentry `tcp_connect`, fexit `inet_csk_accept`, fentry `tcp_close`, fexit `inet_csk_complete_hashdance` |
-//! | `kprobe`     | kprobe `tcp_connect`, kretprobe `inet_csk_accept`, kprobe `tcp_close`, kretprobe `inet_csk_complete_hashdance` |
+//! | `fentry`     | fentry `tcp_connect`, fexit `inet_csk_accept`, fentry `tcp_close` `tcp_done` `tcp_disconnect`, fexit `inet_csk_complete_hashdance` |
+//! | `kprobe`     | kprobe `tcp_connect`, kretprobe `inet_csk_accept`, kprobe `tcp_close` `tcp_done` `tcp_disconnect`, kretprobe `inet_csk_complete_hashdance` |
 //! | `tp_btf`     | BTF-typed `sock:inet_sock_set_state`                           |
 //! | `tracepoint` | classic `sock:inet_sock_set_state` (tracefs)                   |
 
@@ -336,9 +336,15 @@ fn attach_programs(
                 p.load(function, btf()?)?;
                 p.attach()?;
             }
-            let p: &mut FEntry = prog(ebpf, "fentry_tcp_close")?;
-            p.load("tcp_close", btf()?)?;
-            p.attach()?;
+            for (name, function) in [
+                ("fentry_tcp_close", "tcp_close"),
+                ("fentry_tcp_done", "tcp_done"),
+                ("fentry_tcp_disconnect", "tcp_disconnect"),
+            ] {
+                let p: &mut FEntry = prog(ebpf, name)?;
+                p.load(function, btf()?)?;
+                p.attach()?;
+            }
         }
         Backend::Kprobe => {
             for (name, function) in [
@@ -346,6 +352,8 @@ fn attach_programs(
                 ("kretprobe_inet_csk_accept", "inet_csk_accept"),
                 ("kretprobe_inet_csk_complete_hashdance", "inet_csk_complete_hashdance"),
                 ("kprobe_tcp_close", "tcp_close"),
+                ("kprobe_tcp_done", "tcp_done"),
+                ("kprobe_tcp_disconnect", "tcp_disconnect"),
             ] {
                 let p: &mut KProbe = prog(ebpf, name)?;
                 p.load()?;
