@@ -39,6 +39,11 @@ pub const WAIT: Duration = Duration::from_mins(1);
 pub const ATTACH_WAIT: Duration = Duration::from_mins(2);
 /// The interval the tests ask `watch` for: short, so that waits end quickly.
 pub const INTERVAL: &str = "200ms";
+/// `watch` options for the tests that check drift: every row, frequent snapshots, and a
+/// reconciliation every 400 ms, so that a connection the hooks missed shows within a
+/// second (see [`Tracer::max_drift`]).
+pub const RECONCILE_OFTEN: [&str; 6] =
+    ["--top", "0", "--interval", INTERVAL, "--reconcile-every", "400ms"];
 /// Tracer stderr lines echoed into the test output, at most (the rest are kept).
 const ECHO_LINES: usize = 40;
 
@@ -1026,6 +1031,13 @@ impl Tracer<Snapshot> {
             None
         });
         found.unwrap_or_else(|failure| self.fail_with(what, &failure, &last_miss))
+    }
+
+    /// `watch ARGS` with [`RECONCILE_OFTEN`].
+    #[must_use]
+    pub fn watch_reconciling(args: &[&str]) -> Self {
+        let all: Vec<&str> = args.iter().copied().chain(RECONCILE_OFTEN).collect();
+        Self::watch(&all)
     }
 
     /// The largest `drift` of every snapshot printed so far. Each snapshot reports the last

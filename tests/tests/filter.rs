@@ -109,18 +109,7 @@ fn filter_watch_counts_exactly_the_filtered_connections_while_others_go_on() {
     server_b.wait_accepted(2);
 
     let ns_path = format!("/proc/{}/task/{}/ns/net", std::process::id(), ns.tid());
-    let filtered = Tracer::watch(&[
-        "--lport",
-        &A.to_string(),
-        "--netns",
-        &ns_path,
-        "--top",
-        "0",
-        "--interval",
-        INTERVAL,
-        "--reconcile-every",
-        "400ms",
-    ]);
+    let filtered = Tracer::watch_reconciling(&["--lport", &A.to_string(), "--netns", &ns_path]);
     let inode = ns.inode().to_string();
     let everything = Tracer::watch(&["--netns", &inode, "--top", "0", "--interval", INTERVAL]);
     let first = filtered.first();
@@ -205,20 +194,8 @@ fn filter_addr_matches_the_remote_address_in_both_families() {
     v6.wait_accepted(1);
 
     let inode = ns.inode().to_string();
-    let tracer = Tracer::watch(&[
-        "--netns",
-        &inode,
-        "--addr",
-        "127.83.2.2/32",
-        "--addr",
-        "::1",
-        "--top",
-        "0",
-        "--interval",
-        INTERVAL,
-        "--reconcile-every",
-        "400ms",
-    ]);
+    let tracer =
+        Tracer::watch_reconciling(&["--netns", &inode, "--addr", "127.83.2.2/32", "--addr", "::1"]);
     let first = tracer.first();
     assert_eq!(first.live, 3, "seeded: 1 IPv4 server end + both ends over ::1: {first:?}");
 
@@ -384,16 +361,7 @@ fn owner_filter_counts_only_the_clients_connections(
 ) {
     client.connect();
     server.wait_accepted(1);
-    let tracer = Tracer::watch(&[
-        flag,
-        value,
-        "--top",
-        "0",
-        "--interval",
-        INTERVAL,
-        "--reconcile-every",
-        "400ms",
-    ]);
+    let tracer = Tracer::watch_reconciling(&[flag, value]);
     let first = tracer.first();
     let to_server = |s: &Snapshot| -> u64 {
         s.remote_endpoints.iter().filter(|r| r.addr == server.addr.ip()).map(|r| r.live).sum()
@@ -447,16 +415,7 @@ fn filter_pid_counts_the_server_ends_its_process_accepts() {
     client.connect();
     server.wait_accepted(1);
     let me = std::process::id().to_string();
-    let tracer = Tracer::watch(&[
-        "--pid",
-        &me,
-        "--top",
-        "0",
-        "--interval",
-        INTERVAL,
-        "--reconcile-every",
-        "400ms",
-    ]);
+    let tracer = Tracer::watch_reconciling(&["--pid", &me]);
     // Earlier tests' servers may still hold ends in this process: look at PORT only.
     let server_ends = |s: &Snapshot| s.local_ports.iter().find(|r| r.port == PORT).map(|r| r.live);
     let client_ends = |s: &Snapshot| -> u64 {

@@ -393,16 +393,7 @@ fn connections_dropped_without_close_are_counted_closed() {
     let addr = at(v4(127, 78, 0, 1), PORT);
     let listener = ns.run(move || std::net::TcpListener::bind(addr).expect("bind"));
     let inode = ns.inode().to_string();
-    let tracer = Tracer::watch(&[
-        "--netns",
-        &inode,
-        "--top",
-        "0",
-        "--interval",
-        INTERVAL,
-        "--reconcile-every",
-        "400ms",
-    ]);
+    let tracer = Tracer::watch_reconciling(&["--netns", &inode]);
     // Never accepted: the server ends wait in the accept queue, established.
     let clients = connect(&ns, v4(127, 78, 0, 2), addr, 5);
     tracer.wait_for("both ends of 5 queued connections", |s| {
