@@ -6,15 +6,26 @@
 //!
 //! Memory is what limits how many connections we can follow (the goal is millions), so
 //! nothing here is allocated per connection: only flat hash tables (hashbrown, foldhash)
-//! with small `Copy` keys that hash as one or two integers. IPv6 addresses are interned to
-//! 4-byte ids, so both families pay for a 16-byte connection key; a remote endpoint with a
-//! single local port (the common case: a client's ephemeral port seen from a server) keeps
-//! it inline rather than in a table of its own. Measured with a counting allocator
+//! with small `Copy` keys that hash as one or two integers, and one fixed array over the
+//! 65,536 local ports. IPv6 addresses are interned to 4-byte ids, so both families pay for
+//! a 16-byte connection key; a remote endpoint with a single local port (the common case:
+//! a client's ephemeral port seen from a server), and a local port with a single remote
+//! address (a client's ephemeral port seen from the client), keep it inline rather than in
+//! a table of their own.
+//!
+//! Speed comes from the same choices: an event costs a cache miss or two in every table it
+//! touches once the tables outgrow the cache, so each event touches as few as it can (the
+//! connection table, the port's array slot, and usually one endpoint table) and each table
+//! once. The hasher is hashbrown's default, foldhash, seeded at random per process: the
+//! keys come from the network (a peer picks its own address and port), and without the
+//! seed it cannot precompute keys that collide; the port array is not hashed at all.
+//!
+//! Measured with a counting allocator
 //! (`cargo bench -p tcptrace --bench ledger_memory`): 1,000,000 server ends from 125
-//! addresses take 71 bytes of heap a connection, the demo's 2,000,000 ends 54, and
-//! 1,000,000 connections from as many remote addresses 99 (IPv4) or 130 (IPv6). A table
-//! doubles once 7/8 full, so just after a growth the figures are up to 8% higher (76, 57,
-//! 105, 139) and just before it about half.
+//! addresses take 72 bytes of heap a connection, the demo's 2,000,000 ends 54, and
+//! 1,000,000 connections from as many remote addresses 100 (IPv4) or 131 (IPv6), the port
+//! array's fixed 1 MiB included. A table doubles once 7/8 full, so just after a growth the
+//! figures are up to 8% higher (77, 58, 106, 141) and just before it about half.
 
 use std::cmp::{Ordering, Reverse};
 use std::collections::BinaryHeap;
@@ -89,7 +100,7 @@ pub struct Ledger {
     /// Local port → live connections and distinct remote addresses. Shared by both
     /// families: a port's IPv4 and IPv6 remote addresses never coincide once
     /// canonicalised, so their distinct counts simply add up.
-    ports: HashMap<u16, Aggregate>,
+    ports: LocalPorts,
     seen: EventCounts,
     untracked_closes: u64,
 }
@@ -106,12 +117,16 @@ impl Ledger {
         match Key::of(&conn) {
             Key::V4(t) => self.v4.open(t, &mut self.ports),
             Key::V6(t) => {
-                if self.v6_key(&t).is_some_and(|known| self.v6.conns.contains(&known)) {
-                    return false;
-                }
+                // Two interner lookups, not four: a repeated open (rarer than a new one)
+                // gives its two address uses back.
                 let local = self.v6_addrs.acquire(t.local);
                 let remote = self.v6_addrs.acquire(t.remote);
-                self.v6.open(Tuple { local, remote, ..t.ports_of() }, &mut self.ports)
+                let opened = self.v6.open(Tuple { local, remote, ..t.ports_of() }, &mut self.ports);
+                if !opened {
+                    self.v6_addrs.release(local);
+                    self.v6_addrs.release(remote);
+                }
+                opened
             }
         }
     }
@@ -211,11 +226,7 @@ impl Ledger {
     /// The live connections of one local port, if it has any.
     #[must_use]
     pub fn local_port(&self, port: u16) -> Option<LocalPortRow> {
-        self.ports.get(&port).map(|agg| LocalPortRow {
-            port,
-            live: u64::from(agg.live),
-            remote_addrs: u64::from(agg.distinct),
-        })
+        self.ports.get(port).map(|agg| agg.row(port))
     }
 
     /// The live connections to one remote endpoint, if it has any.
@@ -240,20 +251,23 @@ impl Ledger {
     /// the per-(port, remote address) counts: meant for the few ports a check names.
     #[must_use]
     pub fn max_per_remote(&self, port: u16) -> u64 {
-        let v4 = self.v4.port_remotes.iter().filter(|(k, _)| k.0 == port).map(|(_, &n)| n);
-        let v6 = self.v6.port_remotes.iter().filter(|(k, _)| k.0 == port).map(|(_, &n)| n);
-        u64::from(v4.chain(v6).max().unwrap_or(0))
+        let most = match self.ports.get(port) {
+            None => 0,
+            // A single remote address has all of the port's connections.
+            Some(agg) if agg.distinct == 1 => agg.live,
+            Some(_) => {
+                let counts = self.ports.remotes.iter().filter(|(k, _)| k.port == port);
+                counts.map(|(_, &n)| n).max().unwrap_or(0)
+            }
+        };
+        u64::from(most)
     }
 
     /// The `n` local ports with the most live connections (all of them when `n` is 0),
     /// most first, ties by port number.
     #[must_use]
     pub fn top_local_ports(&self, n: usize) -> Vec<LocalPortRow> {
-        let rows = self.ports.iter().map(|(&port, agg)| LocalPortRow {
-            port,
-            live: u64::from(agg.live),
-            remote_addrs: u64::from(agg.distinct),
-        });
+        let rows = self.ports.iter().map(|(port, agg)| agg.row(port));
         top(rows, n, |r| (Reverse(r.live), r.port))
     }
 
@@ -280,20 +294,36 @@ impl Ledger {
 
 /// An address as the tables store it: 32 bits, an IPv4 address or an interned IPv6 one.
 trait Addr: Copy + Eq {
+    const V6: bool;
+
     fn bits(self) -> u32;
+
+    /// The address with its family, for the tables both families share.
+    fn tagged(self) -> TaggedAddr {
+        TaggedAddr(u64::from(Self::V6) << 32 | u64::from(self.bits()))
+    }
 }
 
 impl Addr for Ipv4Addr {
+    const V6: bool = false;
+
     fn bits(self) -> u32 {
         self.to_bits()
     }
 }
 
 impl Addr for AddrId {
+    const V6: bool = true;
+
     fn bits(self) -> u32 {
         self.0
     }
 }
+
+/// An address of either family in 33 bits: the 32 the tables store, and whether it is an
+/// interned IPv6 one. XOR-able, for [`PortAggregate::remotes_xor`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct TaggedAddr(u64);
 
 /// A connection key in the compact form the ledger stores.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -316,13 +346,26 @@ impl<A: Addr> Hash for Tuple<A> {
     }
 }
 
-/// (local port, remote address).
+/// (local port, remote address of either family): 8 bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct PortRemote<A>(u16, A);
+struct PortRemote {
+    addr: u32,
+    port: u16,
+    v6: bool,
+}
 
-impl<A: Addr> Hash for PortRemote<A> {
+impl PortRemote {
+    fn new(port: u16, TaggedAddr(tagged): TaggedAddr) -> Self {
+        #[expect(clippy::cast_possible_truncation, reason = "the low 32 bits are the address")]
+        let addr = tagged as u32;
+        Self { addr, port, v6: tagged >> 32 != 0 }
+    }
+}
+
+impl Hash for PortRemote {
     fn hash<H: Hasher>(&self, state: &mut H) {
-        state.write_u64(u64::from(self.0) << 32 | u64::from(self.1.bits()));
+        let port = u64::from(self.port) << 1 | u64::from(self.v6);
+        state.write_u64(port << 32 | u64::from(self.addr));
     }
 }
 
@@ -380,6 +423,17 @@ impl Key {
     /// IPv6 socket talking to an IPv4 peer reports both ends mapped, which canonicalise to
     /// IPv4), but if one appears its IPv4 end is stored mapped in the IPv6 table.
     fn of(conn: &Conn) -> Self {
+        // The common case first: plain IPv4 ends are canonical already.
+        if let (SocketAddr::V4(local), SocketAddr::V4(remote)) = (conn.local, conn.remote) {
+            let (netns, lport, rport) = (conn.netns, local.port(), remote.port());
+            return Self::V4(Tuple {
+                netns,
+                local: *local.ip(),
+                remote: *remote.ip(),
+                lport,
+                rport,
+            });
+        }
         let (local, remote) = (canonical_ip(conn.local.ip()), canonical_ip(conn.remote.ip()));
         let (netns, lport, rport) = (conn.netns, conn.local.port(), conn.remote.port());
         match (local, remote) {
@@ -461,10 +515,123 @@ impl Interner {
 }
 
 /// Live connections of a local port, and how many distinct remote addresses they have.
+///
+/// As for [`Endpoint`]: a port with a single remote address (a client's ephemeral port,
+/// connected to one server) keeps it inline, as the XOR of its distinct remote addresses;
+/// only a port with several keeps per-address counts in [`LocalPorts::remotes`].
 #[derive(Clone, Copy, Debug, Default)]
-struct Aggregate {
+struct PortAggregate {
     live: u32,
     distinct: u32,
+    remotes_xor: TaggedAddr,
+}
+
+impl PortAggregate {
+    fn row(&self, port: u16) -> LocalPortRow {
+        LocalPortRow { port, live: u64::from(self.live), remote_addrs: u64::from(self.distinct) }
+    }
+}
+
+/// The per-local-port aggregates of both families.
+///
+/// Indexed by port number rather than hashed: every event touches its port's aggregate,
+/// and an array costs one cache line (four ports) and no hashing, where a hash table
+/// costs a control byte and a slot in two places. 65,536 × 16 bytes = 1 MiB, fixed: a
+/// byte a connection at a million, and busy ephemeral ports sit close together in it.
+struct LocalPorts {
+    by_port: Box<[PortAggregate]>,
+    /// Ports with live connections.
+    in_use: usize,
+    /// (local port, remote address) → live connections, for the ports with more than one
+    /// remote address only: the distinct remote addresses of such a port are the keys that
+    /// carry its number.
+    remotes: HashMap<PortRemote, u32>,
+}
+
+impl Default for LocalPorts {
+    fn default() -> Self {
+        Self {
+            by_port: vec![PortAggregate::default(); 1 << 16].into_boxed_slice(),
+            in_use: 0,
+            remotes: HashMap::default(),
+        }
+    }
+}
+
+impl std::fmt::Debug for LocalPorts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalPorts")
+            .field("in_use", &self.in_use)
+            .field("remotes", &self.remotes.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl LocalPorts {
+    fn get(&self, port: u16) -> Option<&PortAggregate> {
+        Some(&self.by_port[usize::from(port)]).filter(|agg| agg.live > 0)
+    }
+
+    /// The ports with live connections, by port number.
+    fn iter(&self) -> impl Iterator<Item = (u16, &PortAggregate)> {
+        (0..=u16::MAX).zip(self.by_port.iter()).filter(|(_, agg)| agg.live > 0)
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.in_use
+    }
+
+    #[cfg(test)]
+    fn is_empty(&self) -> bool {
+        self.in_use == 0
+    }
+
+    /// One more connection on `port` to `remote`.
+    fn up(&mut self, port: u16, remote: TaggedAddr) {
+        let agg = &mut self.by_port[usize::from(port)];
+        let new_remote = match agg.distinct {
+            0 => {
+                self.in_use += 1;
+                true
+            }
+            1 if agg.remotes_xor == remote => false,
+            // A second remote address: the first one's count moves out of line.
+            1 => {
+                self.remotes.insert(PortRemote::new(port, agg.remotes_xor), agg.live);
+                self.remotes.insert(PortRemote::new(port, remote), 1);
+                true
+            }
+            _ => count_up(&mut self.remotes, PortRemote::new(port, remote)),
+        };
+        agg.live += 1;
+        if new_remote {
+            agg.distinct += 1;
+            agg.remotes_xor.0 ^= remote.0;
+        }
+    }
+
+    /// One connection less on `port` to `remote`.
+    fn down(&mut self, port: u16, remote: TaggedAddr) {
+        let agg = &mut self.by_port[usize::from(port)];
+        match agg.live {
+            0 => unreachable!("ledger port closed more often than opened"),
+            1 => {
+                *agg = PortAggregate::default();
+                self.in_use -= 1;
+                return;
+            }
+            _ => agg.live -= 1,
+        }
+        if agg.distinct > 1 && count_down(&mut self.remotes, PortRemote::new(port, remote)) {
+            agg.distinct -= 1;
+            agg.remotes_xor.0 ^= remote.0;
+            if agg.distinct == 1 {
+                // Back to one remote address: its count is `live` again.
+                self.remotes.remove(&PortRemote::new(port, agg.remotes_xor));
+            }
+        }
+    }
 }
 
 /// Live connections to a remote endpoint, and how many distinct local ports they have.
@@ -485,9 +652,6 @@ struct Endpoint {
 #[derive(Debug)]
 struct Family<A> {
     conns: HashSet<Tuple<A>>,
-    /// (local port, remote address) → live connections: the distinct remote addresses of
-    /// a port are the keys that carry its number.
-    port_remotes: HashMap<PortRemote<A>, u32>,
     /// (remote address, remote port) → aggregate.
     endpoints: HashMap<RemoteKey<A>, Endpoint>,
     /// (remote address, remote port, local port) → live connections, for the endpoints
@@ -499,7 +663,6 @@ impl<A> Default for Family<A> {
     fn default() -> Self {
         Self {
             conns: HashSet::default(),
-            port_remotes: HashMap::default(),
             endpoints: HashMap::default(),
             endpoint_ports: HashMap::default(),
         }
@@ -507,22 +670,20 @@ impl<A> Default for Family<A> {
 }
 
 impl<A: Addr> Family<A> {
-    fn open(&mut self, t: Tuple<A>, ports: &mut HashMap<u16, Aggregate>) -> bool {
+    fn open(&mut self, t: Tuple<A>, ports: &mut LocalPorts) -> bool {
         if !self.conns.insert(t) {
             return false;
         }
-        let new_remote = count_up(&mut self.port_remotes, PortRemote(t.lport, t.remote));
-        aggregate_up(ports, t.lport, new_remote);
+        ports.up(t.lport, t.remote.tagged());
         self.endpoint_up(RemoteKey(t.remote, t.rport), t.lport);
         true
     }
 
-    fn close(&mut self, t: &Tuple<A>, ports: &mut HashMap<u16, Aggregate>) -> bool {
+    fn close(&mut self, t: &Tuple<A>, ports: &mut LocalPorts) -> bool {
         if !self.conns.remove(t) {
             return false;
         }
-        let last_remote = count_down(&mut self.port_remotes, PortRemote(t.lport, t.remote));
-        aggregate_down(ports, t.lport, last_remote);
+        ports.down(t.lport, t.remote.tagged());
         self.endpoint_down(RemoteKey(t.remote, t.rport), t.lport);
         true
     }
@@ -595,26 +756,6 @@ fn count_down<K: Eq + Hash>(counts: &mut HashMap<K, u32>, key: K) -> bool {
     }
 }
 
-fn aggregate_up<K: Eq + Hash>(aggs: &mut HashMap<K, Aggregate>, key: K, new_distinct: bool) {
-    let agg = aggs.entry(key).or_default();
-    agg.live += 1;
-    agg.distinct += u32::from(new_distinct);
-}
-
-/// Removes the entry with its last connection, so ports that come and go do not pile up.
-fn aggregate_down<K: Eq + Hash>(aggs: &mut HashMap<K, Aggregate>, key: K, last_distinct: bool) {
-    let Entry::Occupied(mut e) = aggs.entry(key) else {
-        unreachable!("ledger aggregate closed more often than opened");
-    };
-    if e.get().live > 1 {
-        let agg = e.get_mut();
-        agg.live -= 1;
-        agg.distinct -= u32::from(last_distinct);
-    } else {
-        e.remove();
-    }
-}
-
 /// The `n` rows with the lowest `rank` (all rows when `n` is 0), lowest first. Keeps only
 /// `n` rows at a time, so a top 20 of two million endpoints does not sort two million.
 fn top<T, K: Ord>(rows: impl Iterator<Item = T>, n: usize, rank: impl Fn(&T) -> K) -> Vec<T> {
@@ -629,8 +770,11 @@ fn top<T, K: Ord>(rows: impl Iterator<Item = T>, n: usize, rank: impl Fn(&T) -> 
         let key = rank(&row);
         if kept.len() < n {
             kept.push(Ranked(key, row));
-        } else if let Some(mut worst) = kept.peek_mut()
-            && key < worst.0
+        } else if kept.peek().is_some_and(|worst| key < worst.0)
+            // Compared first through `peek`: most rows lose, and a `PeekMut` per row (its
+            // drop checks for a sift) doubled the time of a top 20 over 2,000,000 endpoints
+            // once the compiler stopped inlining it.
+            && let Some(mut worst) = kept.peek_mut()
         {
             *worst = Ranked(key, row);
         }
@@ -786,7 +930,7 @@ mod tests {
         l.close(&b);
         assert!(l.top_local_ports(0).is_empty());
         assert!(l.top_remote_endpoints(0).is_empty());
-        assert!(l.ports.is_empty() && l.v4.port_remotes.is_empty());
+        assert!(l.ports.is_empty() && l.ports.remotes.is_empty());
         assert!(l.v4.endpoints.is_empty() && l.v4.endpoint_ports.is_empty());
     }
 
@@ -975,6 +1119,21 @@ mod tests {
                     .map(|r| r.local_ports as usize)
                     .sum();
                 assert_eq!(l.v4.endpoint_ports.len() + l.v6.endpoint_ports.len(), spilled);
+                // Likewise per-remote-address counts, for ports with several only.
+                let spilled: usize = ports
+                    .iter()
+                    .filter(|r| r.remote_addrs > 1)
+                    .map(|r| r.remote_addrs as usize)
+                    .sum();
+                assert_eq!(l.ports.remotes.len(), spilled);
+                for r in &ports {
+                    let mut per_remote: HashMap<IpAddr, u64> = HashMap::new();
+                    for c in open.iter().filter(|c| c.local.port() == r.port) {
+                        *per_remote.entry(c.remote.ip()).or_default() += 1;
+                    }
+                    let most = per_remote.values().copied().max();
+                    assert_eq!(l.max_per_remote(r.port), most.unwrap_or(0), "step {step}");
+                }
             }
             assert_eq!(l.live(), open.len());
         }
@@ -1027,6 +1186,7 @@ mod tests {
         assert_eq!(size_of::<Tuple<Ipv4Addr>>(), 16);
         assert_eq!(size_of::<Tuple<AddrId>>(), 16);
         assert_eq!(size_of::<(RemoteKey<Ipv4Addr>, Endpoint)>(), 16);
-        assert_eq!(size_of::<(PortRemote<Ipv4Addr>, u32)>(), 12);
+        assert_eq!(size_of::<(PortRemote, u32)>(), 12);
+        assert_eq!(size_of::<PortAggregate>(), 16);
     }
 }
