@@ -176,8 +176,9 @@ pub struct Config {
 
 /// Where the socket that `accept()` returned is, from the task that called it:
 /// `current->files->fdt->fd[ret]->private_data` (a `struct socket`) `->sk`. Read at
-/// `syscalls:sys_exit_accept[4]` for `--pid` on the tracepoint paths, whose other hooks
-/// never run in the accepting process.
+/// `syscalls:sys_exit_accept[4]` for `--pid` on every path: the tracepoint paths' other
+/// hooks never run in the accepting process, and fexit or a kretprobe on
+/// `inet_csk_accept` misses an `accept()` that was already blocked when tcptrace attached.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct AcceptOffsets {

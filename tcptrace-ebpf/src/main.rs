@@ -1,9 +1,10 @@
 //! tcptrace's kernel side. Three sets of programs are compiled into one object; userspace
 //! loads exactly one set at run time (see `tcptrace/src/backend`):
 //!
-//! 1. fentry/fexit: `tcp_connect`, `inet_csk_accept` (return), `tcp_close`, and
-//!    `inet_csk_complete_hashdance` (return) for the server-side handshake;
-//! 2. kprobe/kretprobe on the same four functions;
+//! 1. fentry/fexit: `tcp_connect`, `inet_csk_accept` (return), `tcp_close`,
+//!    `inet_csk_complete_hashdance` (return) for the server-side handshake, and `tcp_done`
+//!    and `tcp_disconnect` for connections that end without `close()`;
+//! 2. kprobe/kretprobe on the same six functions;
 //! 3. the `sock:inet_sock_set_state` tracepoint (BTF-typed `tp_btf` or classic), from
 //!    which connect, accept and close are derived as state transitions.
 //!
@@ -173,9 +174,10 @@ fn emit_from_sock(kind: u8, sk: *const u8) {
 }
 
 /// `tcp_close` runs when the application closes the socket. Listeners have no peer and are
-/// skipped by `fill_tuple_from_sock`; every other state is reported (a reset connection is
-/// in CLOSE by now, a failed connect too) and the ledger ignores closes of sockets it never
-/// counted.
+/// skipped by `fill_tuple_from_sock`; every other state is reported (a failed connect is in
+/// CLOSE by now, and was counted at `tcp_connect`), and the ledger ignores closes of
+/// sockets it no longer counts. A connection whose end `emit_abort` reported is reported
+/// again here: harmless unless its 4-tuple was reused by a new connection in between.
 #[inline(always)]
 fn emit_close(sk: *const u8) {
     emit_from_sock(kind::CLOSE, sk);
@@ -570,10 +572,15 @@ fn emit_accepted(ctx: &TracePointContext) {
     if sk == 0 {
         return;
     }
+    // A connection reset while it waited in the queue comes out of accept() closed: no
+    // close would follow its accept on the tracepoint paths.
+    let sk = sk as *const u8;
     let p = cfg.sock.protocol;
-    let word: u32 = read(sk as *const u8, p.offset);
-    if ((word >> p.shift) & p.mask) as u16 == IPPROTO_TCP {
-        emit_from_sock(kind::ACCEPT, sk as *const u8);
+    let word: u32 = read(sk, p.offset);
+    let state: u8 = read(sk, cfg.sock.state);
+    let live = state == tcp_state::ESTABLISHED as u8 || state == tcp_state::CLOSE_WAIT as u8;
+    if ((word >> p.shift) & p.mask) as u16 == IPPROTO_TCP && live {
+        emit_from_sock(kind::ACCEPT, sk);
     }
 }
 

@@ -196,15 +196,20 @@ impl Tracer {
             config.cgroup = offsets.map_err(|e| AttachError::FilterNeedsBtf("--cgroup", e))?;
         }
         // Under --pid accepts are seen where accept() returns, in the accepting process
-        // (see sys_exit_accept4 in tcptrace-ebpf); without the offsets the tracepoint
-        // paths' server connections are found by reconciling.
-        let accept_offsets = if opts.filter.n_pids > 0 {
+        // (see sys_exit_accept4 in tcptrace-ebpf), and the other accept hooks stay quiet:
+        // so only with the syscall tracepoints at hand (and the offset of their `ret`,
+        // read with the connect ones). Without them the fentry and kprobe paths keep their
+        // accept hooks, and the tracepoint paths' server connections are found by
+        // reconciling.
+        let accept_offsets = if opts.filter.n_pids == 0 {
+            Err("no --pid".into())
+        } else if connect_failures.is_err() || !syscall_tracepoint_exists("sys_exit_accept4") {
+            Err("no syscalls:sys_exit_accept4 tracepoint (CONFIG_FTRACE_SYSCALLS)".into())
+        } else {
             kernel_btf
                 .as_ref()
                 .map_err(ToString::to_string)
                 .and_then(|btf| btf.accept_offsets().map_err(|e| e.to_string()))
-        } else {
-            Err("no --pid".into())
         };
         if let Ok(offsets) = accept_offsets {
             config.accept = offsets;
@@ -399,7 +404,12 @@ fn attach_connect_failures(ebpf: &mut Ebpf) -> Result<(), ProgramError> {
     Ok(())
 }
 
-/// `accept()` returning, for `--pid` on the tracepoint paths.
+/// Whether tracefs (mounted by now, see [`connect_offsets`]) has `syscalls:NAME`.
+fn syscall_tracepoint_exists(name: &str) -> bool {
+    Tracefs::ensure().is_ok_and(|t| t.root.join("events/syscalls").join(name).is_dir())
+}
+
+/// `accept()` returning, for `--pid` (on every path: see `accept_offsets` above).
 fn attach_accepts(ebpf: &mut Ebpf) -> Result<(), ProgramError> {
     for name in ["sys_exit_accept4", "sys_exit_accept"] {
         let p: &mut TracePoint =

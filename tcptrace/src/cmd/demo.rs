@@ -305,7 +305,7 @@ struct Demo {
 impl Demo {
     fn start(args: &DemoArgs, plan: Plan) -> anyhow::Result<Self> {
         let mut session = Session::start(&args.trace)?;
-        let mut capacity = capacity::Tracker::default();
+        let mut capacity = capacity::Tracker::new(session.filter.clone());
         let tracked = Tracked::start(&mut session, &mut capacity, 0, Duration::ZERO)?;
         let netns = Netns::new()?;
         let traced_netns = if session.tracer.knows_netns { netns.inode } else { 0 };
