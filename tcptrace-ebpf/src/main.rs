@@ -27,7 +27,8 @@ use aya_ebpf::{
     },
 };
 use tcptrace_common::{
-    AF_INET, AF_INET6, Cidr, Config, EADDRNOTAVAIL, Event, FILTER_MAX, IPPROTO_TCP, kind, tcp_state,
+    AF_INET, AF_INET6, BitField, Cidr, Config, EADDRNOTAVAIL, Event, FILTER_MAX, IPPROTO_TCP, kind,
+    tcp_state,
 };
 
 /// Default ring size; userspace may change it before load (`--ring-size`).
@@ -87,6 +88,26 @@ fn read<T: Copy + Default>(base: *const u8, offset: u32) -> T {
 fn read_bytes16(base: *const u8, offset: u32) -> [u8; 16] {
     unsafe { bpf_probe_read_kernel(base.add(offset as usize).cast::<[u8; 16]>()) }
         .unwrap_or([0; 16])
+}
+
+/// A `struct sock` field that is a bitfield in some kernels (see `BitField`).
+#[inline(always)]
+fn read_bits(sk: *const u8, field: BitField) -> u32 {
+    let word: u32 = read(sk, field.offset);
+    (word >> field.shift) & field.mask
+}
+
+/// The tracepoint also fires for other protocols (SCTP, MPTCP), and `accept()` serves them.
+#[inline(always)]
+fn is_tcp(sk: *const u8, cfg: &Config) -> bool {
+    read_bits(sk, cfg.sock.protocol) as u16 == IPPROTO_TCP
+}
+
+/// Live as the ledger counts it: `ESTABLISHED` or `CLOSE_WAIT`.
+#[inline(always)]
+fn is_live(sk: *const u8, cfg: &Config) -> bool {
+    let state: u8 = read(sk, cfg.sock.state);
+    state == tcp_state::ESTABLISHED as u8 || state == tcp_state::CLOSE_WAIT as u8
 }
 
 /// Inode of the socket's network namespace: `sk->__sk_common.skc_net.net->ns.inum`.
@@ -196,12 +217,8 @@ fn emit_abort(sk: *const u8) {
         return;
     }
     let cfg = config();
-    let state: u8 = read(sk, cfg.sock.state);
-    let live = state == tcp_state::ESTABLISHED as u8 || state == tcp_state::CLOSE_WAIT as u8;
-    let s = cfg.sock.shutdown;
-    let word: u32 = read(sk, s.offset);
     const SHUTDOWN_MASK: u32 = 3;
-    if live && (word >> s.shift) & s.mask != SHUTDOWN_MASK {
+    if is_live(sk, cfg) && read_bits(sk, cfg.sock.shutdown) != SHUTDOWN_MASK {
         emit_close(sk);
     }
 }
@@ -384,11 +401,8 @@ pub fn tp_btf_inet_sock_set_state(ctx: BtfTracePointContext) -> i32 {
     if sk.is_null() {
         return 0;
     }
-    // The tracepoint also fires for other protocols (SCTP, MPTCP).
     let cfg = config();
-    let p = cfg.sock.protocol;
-    let word: u32 = read(sk, p.offset);
-    if ((word >> p.shift) & p.mask) as u16 != IPPROTO_TCP || track_connecting(sk as u64, old, new) {
+    if !is_tcp(sk, cfg) || track_connecting(sk as u64, old, new) {
         return 0;
     }
     let kind = kind_of_transition(old, new);
@@ -560,8 +574,11 @@ fn emit_accepted(ctx: &TracePointContext) {
         return;
     }
     let fds: u64 = read(fdt as *const u8, o.fdt_fd);
+    if fds == 0 {
+        return;
+    }
     let file: u64 = read((fds + fd as u64 * 8) as *const u8, 0);
-    if fds == 0 || file == 0 {
+    if file == 0 {
         return;
     }
     let socket: u64 = read(file as *const u8, o.file_private_data);
@@ -575,11 +592,7 @@ fn emit_accepted(ctx: &TracePointContext) {
     // A connection reset while it waited in the queue comes out of accept() closed: no
     // close would follow its accept on the tracepoint paths.
     let sk = sk as *const u8;
-    let p = cfg.sock.protocol;
-    let word: u32 = read(sk, p.offset);
-    let state: u8 = read(sk, cfg.sock.state);
-    let live = state == tcp_state::ESTABLISHED as u8 || state == tcp_state::CLOSE_WAIT as u8;
-    if ((word >> p.shift) & p.mask) as u16 == IPPROTO_TCP && live {
+    if is_tcp(sk, cfg) && is_live(sk, cfg) {
         emit_from_sock(kind::ACCEPT, sk);
     }
 }

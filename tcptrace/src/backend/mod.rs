@@ -394,14 +394,9 @@ fn connect_offsets(
     Ok(ConnectOffsets { uservaddr, ret, task_nsproxy, nsproxy_net_ns })
 }
 
+/// `connect()` entering and returning, for failed connects (every path).
 fn attach_connect_failures(ebpf: &mut Ebpf) -> Result<(), ProgramError> {
-    for name in ["sys_enter_connect", "sys_exit_connect"] {
-        let p: &mut TracePoint =
-            ebpf.program_mut(name).ok_or(ProgramError::NotLoaded)?.try_into()?;
-        p.load()?;
-        p.attach("syscalls", name)?;
-    }
-    Ok(())
+    attach_syscall_tracepoints(ebpf, &["sys_enter_connect", "sys_exit_connect"])
 }
 
 /// Whether tracefs (mounted by now, see [`connect_offsets`]) has `syscalls:NAME`.
@@ -411,7 +406,12 @@ fn syscall_tracepoint_exists(name: &str) -> bool {
 
 /// `accept()` returning, for `--pid` (on every path: see `accept_offsets` above).
 fn attach_accepts(ebpf: &mut Ebpf) -> Result<(), ProgramError> {
-    for name in ["sys_exit_accept4", "sys_exit_accept"] {
+    attach_syscall_tracepoints(ebpf, &["sys_exit_accept4", "sys_exit_accept"])
+}
+
+/// Loads and attaches the programs named after their `syscalls:` tracepoints.
+fn attach_syscall_tracepoints(ebpf: &mut Ebpf, names: &[&str]) -> Result<(), ProgramError> {
+    for &name in names {
         let p: &mut TracePoint =
             ebpf.program_mut(name).ok_or(ProgramError::NotLoaded)?.try_into()?;
         p.load()?;
