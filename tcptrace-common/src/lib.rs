@@ -153,6 +153,10 @@ pub struct ConnectOffsets {
     /// `task_struct.nsproxy`, `nsproxy.net_ns`; 0 when BTF is missing.
     pub task_nsproxy: u32,
     pub nsproxy_net_ns: u32,
+    /// Where `connect()`'s second argument (the `struct sockaddr` pointer) is in the
+    /// task's saved registers (`struct pt_regs`, from BTF; x86-64 only), for the
+    /// `sys_exit_connect` program that needs no entry hook. 0: use the pair of programs.
+    pub regs_uservaddr: u32,
 }
 
 /// `-EADDRNOTAVAIL` as `connect()` returns it.
@@ -172,6 +176,12 @@ pub struct Config {
     /// Which connections to report; the rest are only counted (`FILTERED`).
     pub filter: Filter,
     pub accept: AcceptOffsets,
+    /// 1: events say when (`ts_ns`) and who (`comm`, and for a connect the process that
+    /// called `connect()`), for the events view and `--pid`. 0: counting alone, which
+    /// needs none of it and saves a clock read and a `comm` copy per event, and on the
+    /// tracepoint paths (where a connect completes in softirq, on whatever task ran) a map
+    /// insert and delete per connection that remembers the caller from `SYN_SENT` on.
+    pub details: u32,
 }
 
 /// Where the socket that `accept()` returned is, from the task that called it:

@@ -14,10 +14,12 @@
 #![no_main]
 
 use aya_ebpf::{
+    EbpfContext,
     bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::{
-        bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
-        bpf_get_current_task, bpf_ktime_get_ns, bpf_probe_read_kernel, bpf_probe_read_user,
+        bpf_get_current_cgroup_id, bpf_get_current_pid_tgid, bpf_get_current_task,
+        bpf_get_current_task_btf, bpf_ktime_get_ns, bpf_probe_read_user, bpf_task_pt_regs,
+        generated as raw,
     },
     macros::{btf_tracepoint, fentry, fexit, kprobe, kretprobe, map, tracepoint},
     maps::{LruHashMap, PerCpuArray, RingBuf},
@@ -26,6 +28,8 @@ use aya_ebpf::{
         TracePointContext,
     },
 };
+use core::mem::MaybeUninit;
+
 use tcptrace_common::{
     AF_INET, AF_INET6, BitField, Cidr, Config, EADDRNOTAVAIL, Event, FILTER_MAX, IPPROTO_TCP, kind,
     tcp_state,
@@ -79,15 +83,23 @@ fn config() -> &'static Config {
     unsafe { &*core::ptr::read_volatile(&&raw const CONFIG) }
 }
 
+/// Kernel memory at `base + offset`, zero if unreadable.
 #[inline(always)]
-fn read<T: Copy + Default>(base: *const u8, offset: u32) -> T {
-    unsafe { bpf_probe_read_kernel(base.add(offset as usize).cast::<T>()) }.unwrap_or_default()
+fn read<T: Copy>(base: *const u8, offset: u32) -> T {
+    let mut value = MaybeUninit::<T>::uninit();
+    read_into(value.as_mut_ptr().cast(), size_of::<T>(), base, offset);
+    // The helper zeroes its destination when it fails, so the value is initialised.
+    unsafe { value.assume_init() }
 }
 
+/// Copies `len` bytes of kernel memory at `base + offset` to `dst` (zeroes on failure).
+/// The raw helper, not aya's typed wrapper: its `Result` of a small array compiles to
+/// calls of a BPF `memset` loop, several per event.
 #[inline(always)]
-fn read_bytes16(base: *const u8, offset: u32) -> [u8; 16] {
-    unsafe { bpf_probe_read_kernel(base.add(offset as usize).cast::<[u8; 16]>()) }
-        .unwrap_or([0; 16])
+fn read_into(dst: *mut u8, len: usize, base: *const u8, offset: u32) {
+    unsafe {
+        raw::bpf_probe_read_kernel(dst.cast(), len as u32, base.add(offset as usize).cast());
+    }
 }
 
 /// A `struct sock` field that is a bitfield in some kernels (see `BitField`).
@@ -124,20 +136,37 @@ fn netns_of(sk: *const u8, cfg: &Config) -> u32 {
     read(net as *const u8, cfg.sock.net_inum)
 }
 
-/// Fills in who ran the hook, when, and which socket; the caller fills in the 4-tuple.
+/// Builds an event in `slot`: which socket and who ran the hook (when, and its `comm`,
+/// with `details`); the caller fills in the 4-tuple. In place and zeroed in eight-byte
+/// words: LLVM turns a zero initialiser of the event's odd-sized runs of zero fields, or
+/// a copy of a zeroed event, into a call of a BPF `memset` that writes byte by byte, and
+/// volatile stores cannot be merged into one.
 #[inline(always)]
-fn new_event(kind: u8, sk: *const u8, cfg: &Config) -> Event {
-    let pid_tgid = bpf_get_current_pid_tgid();
-    Event {
-        ts_ns: unsafe { bpf_ktime_get_ns() },
-        sock: sk as u64,
-        netns: netns_of(sk, cfg),
-        tgid: (pid_tgid >> 32) as u32,
-        pid: pid_tgid as u32,
-        kind,
-        comm: bpf_get_current_comm().unwrap_or([0; 16]),
-        ..Event::default()
+fn new_event<'a>(
+    slot: &'a mut MaybeUninit<Event>,
+    kind: u8,
+    sk: *const u8,
+    cfg: &Config,
+) -> &'a mut Event {
+    const WORDS: usize = size_of::<Event>() / 8;
+    const _: () = assert!(size_of::<Event>().is_multiple_of(8) && align_of::<Event>() == 8);
+    let words = slot.as_mut_ptr().cast::<u64>();
+    for i in 0..WORDS {
+        unsafe { words.add(i).write_volatile(0) };
     }
+    // Every byte is written above, and every field of `Event` is valid as zero.
+    let ev = unsafe { slot.assume_init_mut() };
+    let pid_tgid = bpf_get_current_pid_tgid();
+    ev.sock = sk as u64;
+    ev.netns = netns_of(sk, cfg);
+    ev.tgid = (pid_tgid >> 32) as u32;
+    ev.pid = pid_tgid as u32;
+    ev.kind = kind;
+    if cfg.details != 0 {
+        ev.ts_ns = unsafe { bpf_ktime_get_ns() };
+        unsafe { raw::bpf_get_current_comm(ev.comm.as_mut_ptr().cast(), 16) };
+    }
+    ev
 }
 
 /// Reads the 4-tuple of a socket into `ev`. Returns false for sockets that are not IPv4 or
@@ -148,14 +177,13 @@ fn fill_tuple_from_sock(ev: &mut Event, sk: *const u8, cfg: &Config) -> bool {
     ev.family = family as u8;
     ev.lport = u16::from_be(read(sk, cfg.sock.sport));
     ev.rport = u16::from_be(read(sk, cfg.sock.dport));
+    let (l, r) = (ev.laddr.as_mut_ptr(), ev.raddr.as_mut_ptr());
     if family == AF_INET {
-        let l: [u8; 4] = read(sk, cfg.sock.rcv_saddr);
-        let r: [u8; 4] = read(sk, cfg.sock.daddr);
-        ev.laddr[..4].copy_from_slice(&l);
-        ev.raddr[..4].copy_from_slice(&r);
+        read_into(l, 4, sk, cfg.sock.rcv_saddr);
+        read_into(r, 4, sk, cfg.sock.daddr);
     } else if family == AF_INET6 {
-        ev.laddr = read_bytes16(sk, cfg.sock.v6_rcv_saddr);
-        ev.raddr = read_bytes16(sk, cfg.sock.v6_daddr);
+        read_into(l, 16, sk, cfg.sock.v6_rcv_saddr);
+        read_into(r, 16, sk, cfg.sock.v6_daddr);
     } else {
         return false;
     }
@@ -185,12 +213,13 @@ fn emit_from_sock(kind: u8, sk: *const u8) {
         return;
     }
     let cfg = config();
-    let mut ev = new_event(kind, sk, cfg);
+    let mut slot = MaybeUninit::uninit();
+    let ev = new_event(&mut slot, kind, sk, cfg);
     // The server-side handshake completes in softirq: no process owns the socket until
     // accept() takes it (and then the accept event carries the owner).
     let owner = if kind == kind::ESTABLISHED { Owner::Unknown } else { Owner::Current };
-    if fill_tuple_from_sock(&mut ev, sk, cfg) && admit(&ev, sk, owner, cfg) {
-        submit(&ev, cfg);
+    if fill_tuple_from_sock(ev, sk, cfg) && admit(ev, sk, owner, cfg) {
+        submit(ev, cfg);
     }
 }
 
@@ -351,17 +380,24 @@ fn kind_of_transition(old: u32, new: u32) -> u8 {
     if was_live && now_gone { kind::CLOSE } else { 0 }
 }
 
+/// Whether a transition matters to `track_connecting`: only with `details` on.
+#[inline(always)]
+fn tracks_connecting(old: u32, new: u32, cfg: &Config) -> bool {
+    cfg.details != 0 && (new == tcp_state::SYN_SENT || old == tcp_state::SYN_SENT)
+}
+
 /// Remembers the connecting task at `SYN_SENT`; forgets it when the connect fails.
 /// Returns true when the transition needs no further handling.
 #[inline(always)]
-fn track_connecting(sk: u64, old: u32, new: u32) -> bool {
+fn track_connecting(sk: u64, old: u32, new: u32, cfg: &Config) -> bool {
+    if !tracks_connecting(old, new, cfg) {
+        return false;
+    }
     if new == tcp_state::SYN_SENT {
         let pid_tgid = bpf_get_current_pid_tgid();
-        let owner = Connector {
-            tgid: (pid_tgid >> 32) as u32,
-            pid: pid_tgid as u32,
-            comm: bpf_get_current_comm().unwrap_or([0; 16]),
-        };
+        let mut owner =
+            Connector { tgid: (pid_tgid >> 32) as u32, pid: pid_tgid as u32, comm: [0; 16] };
+        unsafe { raw::bpf_get_current_comm(owner.comm.as_mut_ptr().cast(), 16) };
         let _ = CONNECTING.insert(&sk, &owner, 0);
         return true;
     }
@@ -376,11 +412,11 @@ fn track_connecting(sk: u64, old: u32, new: u32) -> bool {
 /// the event's task is the socket's owner. Only closes run in the owner's context on this
 /// path: accepted connections become established in softirq, before any accept().
 #[inline(always)]
-fn attribute_connect(ev: &mut Event) -> Owner {
+fn attribute_connect(ev: &mut Event, cfg: &Config) -> Owner {
     if ev.kind == kind::CLOSE {
         return Owner::Current;
     }
-    if ev.kind != kind::CONNECT {
+    if ev.kind != kind::CONNECT || cfg.details == 0 {
         return Owner::Unknown;
     }
     if let Some(owner) = unsafe { CONNECTING.get(&ev.sock) } {
@@ -398,22 +434,22 @@ fn attribute_connect(ev: &mut Event) -> Owner {
 pub fn tp_btf_inet_sock_set_state(ctx: BtfTracePointContext) -> i32 {
     let sk: *const u8 = ctx.arg(0);
     let (old, new) = (ctx.arg::<u32>(1), ctx.arg::<u32>(2));
-    if sk.is_null() {
-        return 0;
-    }
     let cfg = config();
-    if !is_tcp(sk, cfg) || track_connecting(sk as u64, old, new) {
-        return 0;
-    }
+    // Most transitions change nothing we count: decided from the two states alone,
+    // before any read of the socket.
     let kind = kind_of_transition(old, new);
-    if kind == 0 {
+    if (kind == 0 && !tracks_connecting(old, new, cfg)) || sk.is_null() {
         return 0;
     }
-    let mut ev = new_event(kind, sk, cfg);
-    if fill_tuple_from_sock(&mut ev, sk, cfg) {
-        let owner = attribute_connect(&mut ev);
-        if admit(&ev, sk, owner, cfg) {
-            submit(&ev, cfg);
+    if !is_tcp(sk, cfg) || track_connecting(sk as u64, old, new, cfg) || kind == 0 {
+        return 0;
+    }
+    let mut slot = MaybeUninit::uninit();
+    let ev = new_event(&mut slot, kind, sk, cfg);
+    if fill_tuple_from_sock(ev, sk, cfg) {
+        let owner = attribute_connect(ev, cfg);
+        if admit(ev, sk, owner, cfg) {
+            submit(ev, cfg);
         }
     }
     0
@@ -425,53 +461,63 @@ pub fn tp_btf_inet_sock_set_state(ctx: BtfTracePointContext) -> i32 {
 pub fn tracepoint_inet_sock_set_state(ctx: TracePointContext) -> u32 {
     let cfg = config();
     let tp = cfg.tracepoint;
-    let field = |offset: u32| offset as usize;
-    let (old, new, protocol) = unsafe {
-        (
-            ctx.read_at::<u32>(field(tp.oldstate)).unwrap_or(0),
-            ctx.read_at::<u32>(field(tp.newstate)).unwrap_or(0),
-            ctx.read_at::<u16>(field(tp.protocol)).unwrap_or(0),
-        )
-    };
-    if protocol != IPPROTO_TCP {
-        return 0;
-    }
-    let sk: *const u8 = unsafe { ctx.read_at::<u64>(field(tp.skaddr)) }.unwrap_or(0) as *const u8;
-    if track_connecting(sk as u64, old, new) {
-        return 0;
-    }
+    let record = ctx.as_ptr() as *const u8;
+    let (old, new, protocol) = (
+        read::<u32>(record, tp.oldstate),
+        read::<u32>(record, tp.newstate),
+        read::<u16>(record, tp.protocol),
+    );
     let kind = kind_of_transition(old, new);
-    if kind == 0 {
+    if (kind == 0 && !tracks_connecting(old, new, cfg)) || protocol != IPPROTO_TCP {
         return 0;
     }
-    let mut ev = new_event(kind, sk, cfg);
-    let family = unsafe { ctx.read_at::<u16>(field(tp.family)) }.unwrap_or(0);
-    ev.family = family as u8;
-    unsafe {
-        ev.lport = ctx.read_at::<u16>(field(tp.sport)).unwrap_or(0);
-        ev.rport = ctx.read_at::<u16>(field(tp.dport)).unwrap_or(0);
-        if family == AF_INET {
-            let l = ctx.read_at::<[u8; 4]>(field(tp.saddr)).unwrap_or([0; 4]);
-            let r = ctx.read_at::<[u8; 4]>(field(tp.daddr)).unwrap_or([0; 4]);
-            ev.laddr[..4].copy_from_slice(&l);
-            ev.raddr[..4].copy_from_slice(&r);
-        } else if family == AF_INET6 {
-            ev.laddr = ctx.read_at::<[u8; 16]>(field(tp.saddr_v6)).unwrap_or([0; 16]);
-            ev.raddr = ctx.read_at::<[u8; 16]>(field(tp.daddr_v6)).unwrap_or([0; 16]);
-        } else {
-            return 0;
-        }
+    let sk = read::<u64>(record, tp.skaddr) as *const u8;
+    if track_connecting(sk as u64, old, new, cfg) || kind == 0 {
+        return 0;
     }
-    let owner = attribute_connect(&mut ev);
-    if admit(&ev, sk, owner, cfg) {
-        submit(&ev, cfg);
+    let mut slot = MaybeUninit::uninit();
+    let ev = new_event(&mut slot, kind, sk, cfg);
+    let family: u16 = read(record, tp.family);
+    ev.family = family as u8;
+    ev.lport = read(record, tp.sport);
+    ev.rport = read(record, tp.dport);
+    let (l, r) = (ev.laddr.as_mut_ptr(), ev.raddr.as_mut_ptr());
+    if family == AF_INET {
+        read_into(l, 4, record, tp.saddr);
+        read_into(r, 4, record, tp.daddr);
+    } else if family == AF_INET6 {
+        read_into(l, 16, record, tp.saddr_v6);
+        read_into(r, 16, record, tp.daddr_v6);
+    } else {
+        return 0;
+    }
+    let owner = attribute_connect(ev, cfg);
+    if admit(ev, sk, owner, cfg) {
+        submit(ev, cfg);
     }
     0
 }
 
 // ---- failed connects (every path) -----------------------------------------------------
 
-/// The `struct sockaddr` a thread passed to `connect()`, from syscall entry to exit.
+/// `EADDRNOTAVAIL` comes from the port allocation inside `connect()`, before any TCP hook
+/// runs, so the failure is only visible at the syscall's return. With BTF (Linux 5.15+)
+/// the destination is read there from `connect()`'s own arguments, still in the task's
+/// saved registers: a successful connect costs this one comparison, no map and no entry
+/// hook. Without BTF, `sys_enter_connect` and `sys_exit_connect_saved` below do it.
+#[tracepoint]
+pub fn sys_exit_connect(ctx: TracePointContext) -> u32 {
+    let cfg = config();
+    if connect_result(&ctx, cfg) == EADDRNOTAVAIL {
+        let regs = unsafe { bpf_task_pt_regs(bpf_get_current_task_btf()) } as *const u8;
+        let addr: u64 = read(regs, cfg.connect.regs_uservaddr);
+        emit_connect_failed(addr as *const u8, cfg);
+    }
+    0
+}
+
+/// The `struct sockaddr` a thread passed to `connect()`, from syscall entry to exit
+/// (kernels without BTF only).
 #[map]
 static CONNECT_ADDRS: LruHashMap<u64, u64> = LruHashMap::with_max_entries(16384, 0);
 
@@ -485,20 +531,29 @@ pub fn sys_enter_connect(ctx: TracePointContext) -> u32 {
     0
 }
 
-/// `EADDRNOTAVAIL` comes from the port allocation inside `connect()`, before any TCP hook
-/// runs, so the failure is only visible at the syscall's return.
-#[tracepoint(category = "syscalls", name = "sys_exit_connect")]
-pub fn sys_exit_connect(ctx: TracePointContext) -> u32 {
+/// `sys_exit_connect` for kernels without BTF: the address saved at entry.
+#[tracepoint]
+pub fn sys_exit_connect_saved(ctx: TracePointContext) -> u32 {
     let cfg = config();
     let key = bpf_get_current_pid_tgid();
     let Some(&addr) = (unsafe { CONNECT_ADDRS.get(&key) }) else { return 0 };
     let _ = CONNECT_ADDRS.remove(&key);
-    let ret = unsafe { ctx.read_at::<i64>(cfg.connect.ret as usize) }.unwrap_or(0);
-    if ret != EADDRNOTAVAIL {
-        return 0;
+    if connect_result(&ctx, cfg) == EADDRNOTAVAIL {
+        emit_connect_failed(addr as *const u8, cfg);
     }
-    let addr = addr as *const u8;
-    let mut ev = new_event(kind::CONNECT_FAILED, core::ptr::null(), cfg);
+    0
+}
+
+#[inline(always)]
+fn connect_result(ctx: &TracePointContext, cfg: &Config) -> i64 {
+    unsafe { ctx.read_at::<i64>(cfg.connect.ret as usize) }.unwrap_or(0)
+}
+
+/// A `CONNECT_FAILED` event for the destination at user address `addr`.
+#[inline(always)]
+fn emit_connect_failed(addr: *const u8, cfg: &Config) {
+    let mut slot = MaybeUninit::uninit();
+    let ev = new_event(&mut slot, kind::CONNECT_FAILED, core::ptr::null(), cfg);
     ev.netns = current_netns(cfg);
     // struct sockaddr_in / sockaddr_in6: family, then the port in network order, then the
     // address (after the 4-byte flow info for IPv6).
@@ -513,12 +568,11 @@ pub fn sys_exit_connect(ctx: TracePointContext) -> u32 {
         ev.raddr =
             unsafe { bpf_probe_read_user(addr.add(8).cast::<[u8; 16]>()) }.unwrap_or([0; 16]);
     } else {
-        return 0;
+        return;
     }
-    if admit(&ev, core::ptr::null(), Owner::Current, cfg) {
-        submit(&ev, cfg);
+    if admit(ev, core::ptr::null(), Owner::Current, cfg) {
+        submit(ev, cfg);
     }
-    0
 }
 
 // ---- accepts under --pid (every path) -------------------------------------------------

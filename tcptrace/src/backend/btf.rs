@@ -163,6 +163,16 @@ impl KernelBtf {
         Ok((self.byte_offset("task_struct", "nsproxy")?, self.byte_offset("nsproxy", "net_ns")?))
     }
 
+    /// Where `connect()`'s second argument is in `struct pt_regs`: the `si` register on
+    /// x86-64 (the syscall ABI passes it there, and the kernel saves it at entry).
+    pub fn connect_uservaddr_in_regs(&self) -> Result<u32, BtfError> {
+        if cfg!(target_arch = "x86_64") {
+            self.byte_offset("pt_regs", "si")
+        } else {
+            Err(BtfError::NoField("pt_regs layout tcptrace knows (x86-64 only)".into()))
+        }
+    }
+
     /// `current->files->fdt->fd[n]->private_data->sk`: the socket behind a file descriptor
     /// of the calling task.
     pub fn accept_offsets(&self) -> Result<AcceptOffsets, BtfError> {

@@ -9,6 +9,10 @@
 //! | `kprobe`     | kprobe `tcp_connect`, kretprobe `inet_csk_accept`, kprobe `tcp_close` `tcp_done` `tcp_disconnect`, kretprobe `inet_csk_complete_hashdance` |
 //! | `tp_btf`     | BTF-typed `sock:inet_sock_set_state`                           |
 //! | `tracepoint` | classic `sock:inet_sock_set_state` (tracefs)                   |
+//!
+//! Every path also takes `syscalls:sys_exit_connect` for failed connects (and
+//! `sys_enter_connect` where the registers cannot be read at exit), and under `--pid`
+//! `syscalls:sys_exit_accept[4]`.
 
 pub mod btf;
 pub mod tracefs;
@@ -110,6 +114,10 @@ pub struct Options {
     pub ring_bytes: u32,
     /// Applied in the programs; see `crate::filter`.
     pub filter: Filter,
+    /// Events carry their time, `comm`, and for a connect the process that called
+    /// `connect()` (the events view shows them; see `Config::details`). Counting alone
+    /// costs less without; `--pid` turns them on.
+    pub details: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -185,6 +193,7 @@ impl Tracer {
             }
         }
         config.filter = opts.filter;
+        config.details = u32::from(opts.details || opts.filter.n_pids > 0);
         if opts.filter.n_netns > 0 && config.sock.valid == 0 {
             return Err(AttachError::FilterNeedsBtf("--netns", "no socket offsets".into()));
         }
@@ -223,7 +232,7 @@ impl Tracer {
                 Ok(mut ebpf) => {
                     log::debug!("{backend} attached after {:?}", t0.elapsed());
                     if connect_failures.is_ok()
-                        && let Err(e) = attach_connect_failures(&mut ebpf)
+                        && let Err(e) = attach_connect_failures(&mut ebpf, backend, &config.connect)
                     {
                         notes.push(format!(
                             "failed connects (EADDRNOTAVAIL) are not counted: {}",
@@ -391,12 +400,30 @@ fn connect_offsets(
     let (uservaddr, ret) = tracefs.connect_syscall_offsets().map_err(|e| e.to_string())?;
     let (task_nsproxy, nsproxy_net_ns) =
         btf.and_then(|b| b.task_netns_offsets().ok()).unwrap_or((0, 0));
-    Ok(ConnectOffsets { uservaddr, ret, task_nsproxy, nsproxy_net_ns })
+    let regs_uservaddr = btf.and_then(|b| b.connect_uservaddr_in_regs().ok()).unwrap_or(0);
+    Ok(ConnectOffsets { uservaddr, ret, task_nsproxy, nsproxy_net_ns, regs_uservaddr })
 }
 
-/// `connect()` entering and returning, for failed connects (every path).
-fn attach_connect_failures(ebpf: &mut Ebpf) -> Result<(), ProgramError> {
-    attach_syscall_tracepoints(ebpf, &["sys_enter_connect", "sys_exit_connect"])
+/// `connect()` returning, for failed connects (every path): one program that reads the
+/// destination from the task's registers (BTF, Linux 5.15+), or else a pair that saves it
+/// at entry in a map (an insert and a delete per `connect()`). The classic tracepoint
+/// path, there for kernels without BTF-typed programs, always takes the pair: so the pair
+/// is what it runs, and is tested, wherever it runs.
+fn attach_connect_failures(
+    ebpf: &mut Ebpf,
+    backend: Backend,
+    offsets: &ConnectOffsets,
+) -> Result<(), ProgramError> {
+    if offsets.regs_uservaddr != 0 && backend != Backend::Tracepoint {
+        match attach_syscall_tracepoint(ebpf, "sys_exit_connect", "sys_exit_connect") {
+            Ok(()) => return Ok(()),
+            Err(e) => {
+                log::debug!("sys_exit_connect with registers: {}; saving at entry", chain(&e));
+            }
+        }
+    }
+    attach_syscall_tracepoint(ebpf, "sys_enter_connect", "sys_enter_connect")?;
+    attach_syscall_tracepoint(ebpf, "sys_exit_connect_saved", "sys_exit_connect")
 }
 
 /// Whether tracefs (mounted by now, see [`connect_offsets`]) has `syscalls:NAME`.
@@ -412,11 +439,21 @@ fn attach_accepts(ebpf: &mut Ebpf) -> Result<(), ProgramError> {
 /// Loads and attaches the programs named after their `syscalls:` tracepoints.
 fn attach_syscall_tracepoints(ebpf: &mut Ebpf, names: &[&str]) -> Result<(), ProgramError> {
     for &name in names {
-        let p: &mut TracePoint =
-            ebpf.program_mut(name).ok_or(ProgramError::NotLoaded)?.try_into()?;
-        p.load()?;
-        p.attach("syscalls", name)?;
+        attach_syscall_tracepoint(ebpf, name, name)?;
     }
+    Ok(())
+}
+
+/// Loads program `program` and attaches it to `syscalls:tracepoint`.
+fn attach_syscall_tracepoint(
+    ebpf: &mut Ebpf,
+    program: &str,
+    tracepoint: &str,
+) -> Result<(), ProgramError> {
+    let p: &mut TracePoint =
+        ebpf.program_mut(program).ok_or(ProgramError::NotLoaded)?.try_into()?;
+    p.load()?;
+    p.attach("syscalls", tracepoint)?;
     Ok(())
 }
 

@@ -8,7 +8,7 @@ use crate::{
 };
 
 pub async fn run(args: EventsArgs) -> anyhow::Result<()> {
-    let mut session = Session::start(&args.trace)?;
+    let mut session = Session::start_with_details(&args.trace)?;
     eprintln!("tcptrace: {}", session.tracer.describe());
     let mut reported_lost = 0;
     let mut open = true;

@@ -62,12 +62,23 @@ pub struct Session {
 }
 
 impl Session {
-    /// Attaches the programs and says on stderr which path is live and what was passed over.
+    /// Attaches the programs for counting: events need not say when or who.
     pub fn start(args: &TraceArgs) -> anyhow::Result<Self> {
+        Self::attach(args, false)
+    }
+
+    /// Attaches the programs so that every event says when and who (a connect: the
+    /// process that called `connect()`), for views that show events one by one.
+    pub fn start_with_details(args: &TraceArgs) -> anyhow::Result<Self> {
+        Self::attach(args, true)
+    }
+
+    /// Attaches the programs and says on stderr which path is live and what was passed over.
+    fn attach(args: &TraceArgs, details: bool) -> anyhow::Result<Self> {
         // Too many values for the in-kernel arrays is a usage error: exit 2, as clap does.
         let filter = args.filter.to_wire().unwrap_or_else(|e| e.exit());
-        let mut tracer =
-            Tracer::attach(Options { attach: args.attach, ring_bytes: args.ring_size, filter })?;
+        let options = Options { attach: args.attach, ring_bytes: args.ring_size, filter, details };
+        let mut tracer = Tracer::attach(options)?;
         for note in &tracer.notes {
             eprintln!("tcptrace: note: {note}");
         }
