@@ -169,9 +169,6 @@ pub struct Config {
     pub sock: SockOffsets,
     pub tracepoint: TracepointOffsets,
     pub connect: ConnectOffsets,
-    /// Wake the consumer only once this many bytes wait in the ring (batching); userspace
-    /// also drains on a short timer so that a quiet box still sees its events.
-    pub wakeup_bytes: u32,
     pub cgroup: CgroupOffsets,
     /// Which connections to report; the rest are only counted (`FILTERED`).
     pub filter: Filter,

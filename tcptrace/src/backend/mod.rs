@@ -167,11 +167,7 @@ impl Tracer {
         let t0 = std::time::Instant::now();
         let kernel_btf = KernelBtf::load();
         log::debug!("parsed kernel BTF in {:?}", t0.elapsed());
-        let mut config = Config {
-            // Wake the consumer when 1/16 of the ring is full; it also drains on a timer.
-            wakeup_bytes: (opts.ring_bytes / 16).max(size_of::<tcptrace_common::Event>() as u32),
-            ..Config::default()
-        };
+        let mut config = Config::default();
         match &kernel_btf {
             Ok(btf) => match btf.sock_offsets() {
                 Ok(o) => config.sock = o,

@@ -82,7 +82,8 @@ impl Session {
         for note in &tracer.notes {
             eprintln!("tcptrace: note: {note}");
         }
-        let consumer = Consumer::new(tracer.take_ring()?).context("cannot poll the ring buffer")?;
+        let consumer = Consumer::new(tracer.take_ring()?, args.ring_size)
+            .context("cannot poll the ring buffer")?;
         let mut drain = interval(DRAIN_EVERY);
         drain.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let start = tokio::time::Instant::now();
