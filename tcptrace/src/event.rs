@@ -1,6 +1,6 @@
 //! Wire events decoded into the domain: what happened to which connection, and who did it.
 
-use std::net::SocketAddr;
+use std::{borrow::Cow, fmt, net::SocketAddr};
 
 use serde::Serialize;
 use tcptrace_common::{self as wire, kind};
@@ -45,7 +45,37 @@ pub struct Event {
     pub pid: u32,
     /// Thread id.
     pub tid: u32,
-    pub comm: String,
+    pub comm: Comm,
+}
+
+/// A task's `comm` as the kernel sent it: up to 15 bytes, NUL-padded. Kept as bytes, so
+/// that decoding an event allocates nothing; only the events view turns it into text.
+#[derive(Clone, Copy, Default, PartialEq, Eq)]
+pub struct Comm([u8; 16]);
+
+impl Comm {
+    /// The name, lossily as UTF-8 (the kernel copies whatever bytes the task chose).
+    #[must_use]
+    pub fn as_str(&self) -> Cow<'_, str> {
+        let len = self.0.iter().position(|&b| b == 0).unwrap_or(self.0.len());
+        String::from_utf8_lossy(&self.0[..len])
+    }
+}
+
+impl From<&str> for Comm {
+    /// The first 15 bytes of `name`, as the kernel truncates it.
+    fn from(name: &str) -> Self {
+        let mut raw = [0; 16];
+        let len = name.len().min(15);
+        raw[..len].copy_from_slice(&name.as_bytes()[..len]);
+        Self(raw)
+    }
+}
+
+impl fmt::Debug for Comm {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.as_str(), f)
+    }
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -85,7 +115,6 @@ impl Event {
         }
         let local = SocketAddr::new(ip_from_bytes(family, &raw.laddr), raw.lport);
         let remote = SocketAddr::new(ip_from_bytes(family, &raw.raddr), raw.rport);
-        let comm_len = raw.comm.iter().position(|&b| b == 0).unwrap_or(raw.comm.len());
         Ok(Self {
             kind,
             conn: Conn::new(raw.netns, local, remote),
@@ -93,7 +122,7 @@ impl Event {
             ts_ns: raw.ts_ns,
             pid: raw.tgid,
             tid: raw.pid,
-            comm: String::from_utf8_lossy(&raw.comm[..comm_len]).into_owned(),
+            comm: Comm(raw.comm),
         })
     }
 }
@@ -131,7 +160,7 @@ mod tests {
         assert_eq!(e.kind, EventKind::Accept);
         assert_eq!(e.conn.local, "127.0.0.1:8080".parse().unwrap());
         assert_eq!(e.conn.remote, "127.0.0.2:40000".parse().unwrap());
-        assert_eq!((e.pid, e.tid, e.comm.as_str()), (42, 43, "curl"));
+        assert_eq!((e.pid, e.tid, &*e.comm.as_str()), (42, 43, "curl"));
     }
 
     #[test]

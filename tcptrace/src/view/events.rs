@@ -20,7 +20,7 @@ pub fn text_line(ev: &Event) -> String {
         "{kind:<KIND_WIDTH$}  pid={pid} comm={comm} {local} -> {remote} netns={netns}",
         kind = ev.kind.as_str(),
         pid = ev.pid,
-        comm = TextComm(&ev.comm),
+        comm = TextComm(&ev.comm.as_str()),
         netns = ev.conn.netns,
     )
 }
@@ -34,7 +34,7 @@ pub fn json_line(ev: &Event) -> String {
         ts_ns: ev.ts_ns,
         pid: ev.pid,
         tid: ev.tid,
-        comm: &ev.comm,
+        comm: &ev.comm.as_str(),
         family: if local.is_ipv4() { "ipv4" } else { "ipv6" },
         laddr: local.ip(),
         lport: local.port(),
