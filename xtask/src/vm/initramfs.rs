@@ -21,6 +21,16 @@ pub enum Workload<'a> {
     Tests { tests: &'a [TestExe], args: &'a [String] },
     /// `tcptrace --help`: checks the boot, the libraries and the console, not tcptrace.
     Smoke,
+    /// The churn benchmark (`cargo xtask bench --vm`).
+    Bench(BenchPlan),
+}
+
+/// Per round, `tcptrace load churn` without a tracer and with `tcptrace watch` on the
+/// path, in alternating order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BenchPlan {
+    pub rounds: u32,
+    pub seconds: u64,
 }
 
 /// The open-file limit inside the VM: the host's (see ../shared/PLATFORM.md), so tests
@@ -151,7 +161,7 @@ pub fn build(
         size / 1_000_000,
         match workload {
             Workload::Tests { tests, .. } => in_vm(tests).count(),
-            Workload::Smoke => 0,
+            Workload::Smoke | Workload::Bench(_) => 0,
         },
         libraries.len()
     );
@@ -230,6 +240,32 @@ fn init_script(workload: &Workload<'_>) -> String {
     done"#
             )
         }
+        Workload::Bench(BenchPlan { rounds, seconds }) => format!(
+            r#"    round=1
+    while [ $round -le {rounds} ]; do
+        # Alternate which runs first, so that an order effect lands on both.
+        if [ $((round % 2)) = 1 ]; then order="none $path"; else order="$path none"; fi
+        for tracer in $order; do
+            echo "TCPTRACE-VM-RUN $path round $round: $tracer"
+            if [ "$tracer" != none ]; then
+                rm -f /tmp/watch.json
+                /bin/tcptrace watch --json --attach "$path" --interval 1h >/tmp/watch.json 2>/tmp/watch.err &
+                tracer_pid=$!
+                waited=0
+                while [ ! -s /tmp/watch.json ] && [ $waited -lt 1200 ]; do sleep 0.1; waited=$((waited + 1)); done
+                [ -s /tmp/watch.json ] || {{ result=failed; cat /tmp/watch.err; }}
+            fi
+            churn=$(/bin/tcptrace load churn --duration {seconds}s) || result=failed
+            echo "TCPTRACE-VM-BENCH $path $round $tracer $churn"
+            if [ "$tracer" != none ]; then
+                kill -INT $tracer_pid
+                wait $tracer_pid
+                echo "TCPTRACE-VM-BENCH-WATCH $path $round $(tail -n 1 /tmp/watch.json)"
+            fi
+        done
+        round=$((round + 1))
+    done"#
+        ),
         Workload::Smoke => r#"    echo "TCPTRACE-VM-RUN $path /bin/tcptrace --help"
     TCPTRACE_ATTACH="$path" timeout -s KILL "$timeout" /bin/tcptrace --help >/dev/null || result=failed
     # tcptrace reads the connections that exist through sock_diag (tcp_diag loads on demand).
@@ -320,5 +356,9 @@ mod tests {
         let smoke = init_script(&Workload::Smoke);
         assert!(smoke.contains("/bin/tcptrace --help >/dev/null || result=failed"));
         assert!(!smoke.contains("/tests/*"));
+        let bench = init_script(&Workload::Bench(BenchPlan { rounds: 3, seconds: 4 }));
+        assert!(bench.contains("while [ $round -le 3 ]; do"));
+        assert!(bench.contains("churn=$(/bin/tcptrace load churn --duration 4s) || result=failed"));
+        assert!(bench.contains(r#"echo "TCPTRACE-VM-BENCH $path $round $tracer $churn""#));
     }
 }

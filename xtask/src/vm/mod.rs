@@ -2,11 +2,11 @@
 //! attach path. The host kernel refuses fentry and kprobe programs; this one loads them.
 
 mod cpio;
-mod initramfs;
+pub mod initramfs;
 mod kernel;
 mod qemu;
 
-use std::{collections::BTreeMap, process::ExitCode, time::Duration};
+use std::{collections::BTreeMap, path::PathBuf, process::ExitCode, time::Duration};
 
 use anyhow::Result;
 use clap::Args;
@@ -51,6 +51,10 @@ pub struct VmArgs {
     /// Arguments for every test executable, after `--` (e.g. a test-name filter).
     #[arg(last = true, value_name = "TEST-ARGS")]
     pub test_args: Vec<String>,
+
+    /// Run the churn benchmark instead of the tests (`cargo xtask bench --vm`).
+    #[arg(skip)]
+    pub bench: Option<initramfs::BenchPlan>,
 }
 
 impl Default for VmArgs {
@@ -62,6 +66,7 @@ impl Default for VmArgs {
             release: false,
             smoke: false,
             test_args: Vec::new(),
+            bench: None,
         }
     }
 }
@@ -83,6 +88,8 @@ pub struct VmReport {
     /// e.g. `6.1.0-50-cloud-amd64 (Debian 6.1.176-1)`.
     pub kernel: String,
     pub rows: Vec<Row>,
+    /// The console of the boot that gave the last results.
+    pub log: PathBuf,
 }
 
 impl VmReport {
@@ -105,15 +112,18 @@ pub fn run(args: &VmArgs) -> Result<VmReport> {
     say!("vm: step 2/4: building tcptrace and the test executables");
     let profile = if args.release { Profile::Release } else { Profile::Debug };
     let tcptrace = cargo::build_tcptrace(profile)?;
-    let tests = if args.smoke { Vec::new() } else { cargo::build_live_tests(profile)? };
-    if !args.smoke && tests.is_empty() {
+    let runs_tests = !args.smoke && args.bench.is_none();
+    let tests = if runs_tests { cargo::build_live_tests(profile)? } else { Vec::new() };
+    if runs_tests && tests.is_empty() {
         anyhow::bail!("`cargo test -p tcptrace-tests --no-run` built no test executable");
     }
     for test in &tests {
         say!("vm: test executable {} = {}", test.name, test.path.display());
     }
     say!("vm: step 3/4: the initramfs");
-    let workload = if args.smoke {
+    let workload = if let Some(plan) = args.bench {
+        initramfs::Workload::Bench(plan)
+    } else if args.smoke {
         initramfs::Workload::Smoke
     } else {
         initramfs::Workload::Tests { tests: &tests, args: &args.test_args }
@@ -185,7 +195,7 @@ pub fn run(args: &VmArgs) -> Result<VmReport> {
     let release = console.kernel_release.clone().unwrap_or_else(|| kernel.release.clone());
     let label = format!("{release} (Debian {})", kernel.version);
     let rows = rows(args, &reports, &console, &release, &log);
-    Ok(VmReport { kernel: label, rows })
+    Ok(VmReport { kernel: label, rows, log })
 }
 
 /// One row per requested path, from the boot that gave it a result.

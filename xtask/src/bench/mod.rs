@@ -8,6 +8,8 @@
 //! table gives medians over rounds; a tracer's ratio is the median of its per-round
 //! ratios to that round's baseline.
 
+mod vm;
+
 use std::{
     fmt::Write as _,
     fs,
@@ -58,6 +60,12 @@ pub struct BenchArgs {
     /// BENCHMARKS.md come from it).
     #[arg(long, value_name = "N", num_args = 0..=1, default_missing_value = "1000000")]
     pub scale: Option<u64>,
+    /// Instead of the churn on this kernel: the churn on every attach path (fentry and
+    /// kprobe too) in the Debian 6.1 VM of `cargo xtask vm-test`, with and without
+    /// `tcptrace watch`, --rounds times --seconds each; rate ratios only (one vCPU, and
+    /// emulation slows it tens of times).
+    #[arg(long, conflicts_with_all = ["scale", "only", "threads"])]
+    pub vm: bool,
 }
 
 /// What watches the churn in one run.
@@ -149,6 +157,9 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
     }
     if let Some(connections) = args.scale {
         return scale(connections);
+    }
+    if args.vm {
+        return vm::bench(args);
     }
     // In ALL's order (the baselines apart), whatever the order of --only.
     let mut tracers: Vec<Tracer> = Tracer::ALL
