@@ -53,13 +53,13 @@ struct Round {
 fn parse_console(console: &str) -> Result<BTreeMap<(String, u32), Round>> {
     let mut runs: BTreeMap<(String, u32), Round> = BTreeMap::new();
     for line in console.lines() {
-        if let Some(rest) = after(line, "TCPTRACE-VM-BENCH-WATCH ") {
+        if let Some(rest) = vm::marker(line, "TCPTRACE-VM-BENCH-WATCH") {
             let mut words = rest.splitn(3, ' ');
             let (path, round, json) = (words.next(), words.next(), words.next());
             let (Some(path), Some(round), Some(json)) = (path, round, json) else { continue };
             let round: u32 = round.parse().with_context(|| format!("round in {line}"))?;
             runs.entry((path.to_owned(), round)).or_default().watch = Some(parse_watch_line(json)?);
-        } else if let Some(rest) = after(line, "TCPTRACE-VM-BENCH ") {
+        } else if let Some(rest) = vm::marker(line, "TCPTRACE-VM-BENCH") {
             let mut words = rest.splitn(4, ' ');
             let (path, round, tracer, json) =
                 (words.next(), words.next(), words.next(), words.next());
@@ -78,11 +78,6 @@ fn parse_console(console: &str) -> Result<BTreeMap<(String, u32), Round>> {
         }
     }
     Ok(runs)
-}
-
-/// The text after `marker` (which may follow kernel output on the same console line).
-fn after<'a>(line: &'a str, marker: &str) -> Option<&'a str> {
-    line.find(marker).map(|at| line[at + marker.len()..].trim())
 }
 
 fn render(

@@ -6,6 +6,8 @@ pub mod initramfs;
 mod kernel;
 mod qemu;
 
+pub use qemu::marker;
+
 use std::{collections::BTreeMap, path::PathBuf, process::ExitCode, time::Duration};
 
 use anyhow::Result;

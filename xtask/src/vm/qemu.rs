@@ -227,7 +227,7 @@ fn soft_lockup_seconds(line: &str) -> Option<u64> {
 
 /// The rest of the line after `name ` if the line carries that marker (anywhere: a kernel
 /// message may have been printed on the same line first).
-fn marker<'a>(line: &'a str, name: &str) -> Option<&'a str> {
+pub fn marker<'a>(line: &'a str, name: &str) -> Option<&'a str> {
     let at = line.find(name)?;
     let rest = &line[at + name.len()..];
     if rest.is_empty() { Some("") } else { rest.strip_prefix(' ').map(str::trim) }
