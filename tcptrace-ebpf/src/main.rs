@@ -504,7 +504,7 @@ pub fn tracepoint_inet_sock_set_state(ctx: TracePointContext) -> u32 {
 #[tracepoint]
 pub fn sys_exit_connect(ctx: TracePointContext) -> u32 {
     let cfg = config();
-    if connect_result(&ctx, cfg) == EADDRNOTAVAIL {
+    if syscall_ret(&ctx, cfg) == Some(EADDRNOTAVAIL) {
         let regs = unsafe { bpf_task_pt_regs(bpf_get_current_task_btf()) } as *const u8;
         let addr: u64 = read(regs, cfg.connect.regs_uservaddr);
         emit_connect_failed(addr as *const u8, cfg);
@@ -534,15 +534,17 @@ pub fn sys_exit_connect_saved(ctx: TracePointContext) -> u32 {
     let key = bpf_get_current_pid_tgid();
     let Some(&addr) = (unsafe { CONNECT_ADDRS.get(&key) }) else { return 0 };
     let _ = CONNECT_ADDRS.remove(&key);
-    if connect_result(&ctx, cfg) == EADDRNOTAVAIL {
+    if syscall_ret(&ctx, cfg) == Some(EADDRNOTAVAIL) {
         emit_connect_failed(addr as *const u8, cfg);
     }
     0
 }
 
+/// The return value in a `syscalls:sys_exit_*` record: `ret`, at the offset every such
+/// record shares with `sys_exit_connect`'s (read from its tracefs format).
 #[inline(always)]
-fn connect_result(ctx: &TracePointContext, cfg: &Config) -> i64 {
-    unsafe { ctx.read_at::<i64>(cfg.connect.ret as usize) }.unwrap_or(0)
+fn syscall_ret(ctx: &TracePointContext, cfg: &Config) -> Option<i64> {
+    unsafe { ctx.read_at::<i64>(cfg.connect.ret as usize) }.ok()
 }
 
 /// A `CONNECT_FAILED` event for the destination at user address `addr`.
@@ -597,8 +599,8 @@ fn accepts_from_syscalls(cfg: &Config) -> bool {
     cfg.accept.valid != 0 && cfg.sock.valid != 0 && cfg.filter.n_pids > 0
 }
 
-/// The new file descriptor (`ret`, at the offset every `sys_exit_*` record shares with
-/// `sys_exit_connect`) to its socket, through the calling task's file table.
+/// The new file descriptor (`syscall_ret`) to its socket, through the calling task's file
+/// table.
 #[inline(always)]
 fn emit_accepted(ctx: &TracePointContext) {
     let cfg = config();
@@ -606,7 +608,7 @@ fn emit_accepted(ctx: &TracePointContext) {
         return;
     }
     let o = &cfg.accept;
-    let Ok(fd) = (unsafe { ctx.read_at::<i64>(cfg.connect.ret as usize) }) else { return };
+    let Some(fd) = syscall_ret(ctx, cfg) else { return };
     if fd < 0 {
         return;
     }
