@@ -81,6 +81,10 @@ pub struct DestinationRow {
     /// `SYN_SENT`, `ESTABLISHED`, `FIN_WAIT1`, `FIN_WAIT2`, `CLOSE_WAIT`, `LAST_ACK`,
     /// `CLOSING`, `TIME_WAIT`. Each one has a different local port.
     pub ports_in_use: u64,
+    /// Of `ports_in_use`, the local ports (address and port) that also serve another
+    /// destination at the same time: the kernel reuses a local port for different
+    /// 4-tuples, so a client is limited per destination, not per box.
+    pub shared_ports: u64,
     /// Size of the namespace's effective ephemeral range: the most connections this
     /// destination can have from `laddr` with kernel-chosen ports.
     pub range: u32,
@@ -529,7 +533,8 @@ impl Tracker {
         let ranges: HashMap<u32, u32> = namespaces.iter().map(|r| (r.netns, r.range)).collect();
 
         let mut listeners = self.listener_rows(sides.listeners, pids, over);
-        let mut destinations = self.destination_rows(sides.in_use, &ranges, now, over);
+        let mut destinations =
+            self.destination_rows(sides.in_use, &sides.shared, &ranges, now, over);
         top_by(&mut listeners, top, |a, b| {
             let rank = |r: &ListenerRow| (Reverse(r.live), r.netns, r.addr, r.port);
             rank(a).cmp(&rank(b))
@@ -607,6 +612,7 @@ impl Tracker {
     fn destination_rows(
         &mut self,
         in_use: HashMap<DestKey, u64>,
+        shared: &HashMap<DestKey, u64>,
         ranges: &HashMap<u32, u32>,
         now: Instant,
         over: Duration,
@@ -631,6 +637,7 @@ impl Tracker {
                     raddr,
                     rport,
                     ports_in_use,
+                    shared_ports: shared.get(&key).copied().unwrap_or(0),
                     range,
                     use_pct: use_pct(ports_in_use, range),
                     connect_rate: rate(connects, over),
@@ -650,8 +657,20 @@ struct Sides {
     listeners: Listeners,
     /// Client sockets holding a port, per destination.
     in_use: HashMap<DestKey, u64>,
+    /// Of those, the ones whose local address and port another destination uses too.
+    shared: HashMap<DestKey, u64>,
     /// Client sockets holding a port, per local address and port.
     local_uses: HashMap<LocalKey, u32>,
+}
+
+/// Which side of a dump one socket counts on.
+enum Side {
+    /// Accepted by listener `i` (counted if live).
+    Server(usize),
+    /// A client end holding a port: its destination and its local end.
+    Client(DestKey, LocalKey),
+    /// A listener, a socket the filter leaves out, or a client end holding no port.
+    Neither,
 }
 
 impl Sides {
@@ -659,30 +678,63 @@ impl Sides {
     /// counted if live; any other is client side, counted if it holds a port. Only sockets
     /// that `passes` are counted, but every listener decides which side a socket is on.
     fn of(dumps: &[NetnsDump], passes: &dyn Fn(&TcpSocket) -> bool) -> Self {
+        let sockets = || dumps.iter().flat_map(|d| &d.sockets);
         let mut listeners = Listeners::default();
-        for socket in dumps.iter().flat_map(|d| &d.sockets) {
+        for socket in sockets() {
             if socket.state == tcp_state::LISTEN {
                 listeners.add(socket, passes(socket));
             }
         }
         let mut in_use: HashMap<DestKey, u64> = HashMap::new();
         let mut local_uses: HashMap<LocalKey, u32> = HashMap::new();
-        for socket in dumps.iter().flat_map(|d| &d.sockets) {
-            let c = &socket.conn;
-            if socket.state == tcp_state::LISTEN || !passes(socket) {
-                continue;
-            }
-            if let Some(i) = listeners.owner(c.netns, c.local.ip(), c.local.port()) {
-                if is_live(socket.state) {
-                    listeners.live(i, c.remote.ip());
+        let mut any_shared = false;
+        for socket in sockets() {
+            match Self::side(&listeners, socket, passes) {
+                Side::Server(i) if is_live(socket.state) => {
+                    listeners.live(i, socket.conn.remote.ip());
                 }
-            } else if holds_port(socket.state) {
-                let destination = (c.netns, c.local.ip(), c.remote.ip(), c.remote.port());
-                *in_use.entry(destination).or_default() += 1;
-                *local_uses.entry((c.netns, c.local.ip(), c.local.port())).or_default() += 1;
+                Side::Client(destination, local) => {
+                    *in_use.entry(destination).or_default() += 1;
+                    let uses = local_uses.entry(local).or_default();
+                    *uses += 1;
+                    any_shared |= *uses > 1;
+                }
+                Side::Server(_) | Side::Neither => {}
             }
         }
-        Self { listeners, in_use, local_uses }
+        // A second walk only when some local port serves several destinations: the
+        // common case pays nothing for it.
+        let mut shared: HashMap<DestKey, u64> = HashMap::new();
+        if any_shared {
+            for socket in sockets() {
+                if let Side::Client(destination, local) = Self::side(&listeners, socket, passes)
+                    && local_uses.get(&local).is_some_and(|&uses| uses > 1)
+                {
+                    *shared.entry(destination).or_default() += 1;
+                }
+            }
+        }
+        Self { listeners, in_use, shared, local_uses }
+    }
+
+    fn side(
+        listeners: &Listeners,
+        socket: &TcpSocket,
+        passes: &dyn Fn(&TcpSocket) -> bool,
+    ) -> Side {
+        let c = &socket.conn;
+        if socket.state == tcp_state::LISTEN || !passes(socket) {
+            Side::Neither
+        } else if let Some(i) = listeners.owner(c.netns, c.local.ip(), c.local.port()) {
+            Side::Server(i)
+        } else if holds_port(socket.state) {
+            Side::Client(
+                (c.netns, c.local.ip(), c.remote.ip(), c.remote.port()),
+                (c.netns, c.local.ip(), c.local.port()),
+            )
+        } else {
+            Side::Neither
+        }
     }
 }
 
@@ -1173,6 +1225,20 @@ mod tests {
         assert_eq!((d.netns, d.ports_in_use, d.range), (8, 1, 28_232), "default range");
         assert_eq!(c.namespaces[0].shared_local_ports, 1);
         assert_eq!(c.shared_local_ports, 1);
+        let shared = |netns, laddr: &str, rport| {
+            let laddr: IpAddr = laddr.parse().unwrap();
+            let row = c
+                .destinations
+                .iter()
+                .find(|d| (d.netns, d.laddr, d.rport) == (netns, laddr, rport));
+            row.unwrap().shared_ports
+        };
+        assert_eq!(
+            [shared(NS, "10.0.0.1", 443), shared(NS, "10.0.0.1", 80), shared(NS, "10.0.0.5", 80)],
+            [1, 1, 0],
+            "10.0.0.1:50000 serves both destinations"
+        );
+        assert_eq!(shared(8, "10.0.0.1", 443), 0, "the same port in another namespace is not");
         assert_eq!(c.skipped.len(), 1, "{:?}", c.skipped);
 
         // A second refresh 2 s later: 8080 down to 1 live (peak stays), 443 up by 12 ports.
@@ -1370,6 +1436,10 @@ mod tests {
         );
         assert!(shared_expected >= K + TO_B - 95, "{shared_expected}");
         assert_eq!(ns.shared_local_ports, shared_expected as u64);
+        assert_eq!(
+            (a.shared_ports, b.shared_ports),
+            (shared_expected as u64, shared_expected as u64)
+        );
         assert!(got.shared_local_ports >= ns.shared_local_ports);
         // The server ends are the listeners', not destinations.
         assert!(!got.destinations.iter().any(|d| d.netns == netns && d.laddr == a.raddr));

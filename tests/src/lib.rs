@@ -320,9 +320,22 @@ impl Server {
     /// clients arrive as IPv4-mapped IPv6 connections.
     #[must_use]
     pub fn listen(ns: &Netns, addr: SocketAddr, mode: Accepted) -> Self {
+        Self::listen_with(ns, addr, mode, false)
+    }
+
+    /// Listens on `addr` with `SO_REUSEPORT`, holding what it accepts: call it again with
+    /// the same address for another socket of the group (the kernel spreads the
+    /// connections over them).
+    #[must_use]
+    pub fn listen_reuseport(ns: &Netns, addr: SocketAddr) -> Self {
+        Self::listen_with(ns, addr, Accepted::Hold, true)
+    }
+
+    fn listen_with(ns: &Netns, addr: SocketAddr, mode: Accepted, reuse_port: bool) -> Self {
         let listener = ns.run(move || -> io::Result<TcpListener> {
             let sock = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
             sock.set_reuse_address(true)?;
+            sock.set_reuse_port(reuse_port)?;
             if addr.is_ipv6() {
                 sock.set_only_v6(false)?;
             }
@@ -491,15 +504,21 @@ pub struct ListenerRow {
     pub addr: IpAddr,
     pub port: u16,
     pub live: u64,
+    pub remote_addrs: u64,
+    pub max_per_remote: u64,
+    pub reuseport_sockets: u64,
+    pub pids: Vec<u32>,
 }
 
 /// A client-side destination row of `watch --json` (the fields the tests check).
 #[derive(Clone, Debug, Deserialize)]
 pub struct DestinationRow {
     pub netns: u32,
+    pub laddr: IpAddr,
     pub raddr: IpAddr,
     pub rport: u16,
     pub ports_in_use: u64,
+    pub shared_ports: u64,
     pub range: u32,
     pub use_pct: f64,
     pub failed_connects: u64,

@@ -247,6 +247,7 @@ fn destinations(r: &mut Registry, rows: &[DestinationRow], top_k: usize) {
     );
     let (top, rest) = top_and_rest(rows, top_k, |row| row.ports_in_use);
     let in_use = Family::<DestinationLabels, Gauge>::default();
+    let shared = Family::<DestinationLabels, Gauge>::default();
     let range = Family::<DestinationLabels, Gauge>::default();
     let headroom = Family::<DestinationLabels, Gauge>::default();
     let ratio = Family::<DestinationLabels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
@@ -254,6 +255,7 @@ fn destinations(r: &mut Registry, rows: &[DestinationRow], top_k: usize) {
     for row in top {
         let labels = DestinationLabels::of(row);
         in_use.get_or_create(&labels).set(int(row.ports_in_use));
+        shared.get_or_create(&labels).set(int(row.shared_ports));
         range.get_or_create(&labels).set(i64::from(row.range));
         headroom
             .get_or_create(&labels)
@@ -267,6 +269,12 @@ fn destinations(r: &mut Registry, rows: &[DestinationRow], top_k: usize) {
         "Local ports held toward a destination (SYN_SENT through TIME_WAIT): the top K \
          destinations by use of the ephemeral range, and every label \"other\" for the rest",
         in_use,
+    );
+    r.register(
+        "destination_shared_ports",
+        "Of a top-K destination's ports in use, the local ports that serve another \
+         destination at the same time (one local port, several 4-tuples)",
+        shared,
     );
     r.register(
         "destination_ephemeral_range_ports",
@@ -333,6 +341,7 @@ mod tests {
             raddr: "10.0.0.9".parse().unwrap(),
             rport,
             ports_in_use,
+            shared_ports: 1,
             range,
             use_pct: crate::capacity::use_pct(ports_in_use, range),
             connect_rate: 0.0,
@@ -375,6 +384,7 @@ mod tests {
         let d = "{netns=\"7\",laddr=\"10.0.0.1\",raddr=\"10.0.0.9\",rport=\"5432\"}";
         assert_eq!(m["tcptrace_destinations"], "2");
         assert_eq!(m[&format!("tcptrace_destination_ports_in_use{d}")], "5");
+        assert_eq!(m[&format!("tcptrace_destination_shared_ports{d}")], "1");
         assert_eq!(m[&format!("tcptrace_destination_ephemeral_range_ports{d}")], "10");
         assert_eq!(m[&format!("tcptrace_destination_headroom_ports{d}")], "5");
         assert_eq!(m[&format!("tcptrace_destination_port_use_ratio{d}")], "0.5");

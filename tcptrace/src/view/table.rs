@@ -76,13 +76,14 @@ pub fn render(s: &Snapshot) -> String {
     }
     if !s.destinations.is_empty() {
         out.push('\n');
-        let rows: Vec<[String; 5]> = s
+        let rows: Vec<[String; 6]> = s
             .destinations
             .iter()
             .map(|d| {
                 [
                     format!("{} -> {}", d.laddr, SocketAddr::new(d.raddr, d.rport)),
                     d.ports_in_use.to_string(),
+                    d.shared_ports.to_string(),
                     format!("{:.1}%", d.use_pct),
                     format!("{:.0}/s", d.connect_rate),
                     d.exhaustion_s.map_or_else(|| "-".to_owned(), |t| format!("{t:.0}s")),
@@ -94,6 +95,7 @@ pub fn render(s: &Snapshot) -> String {
             [
                 ("DESTINATION", Align::Left),
                 ("PORTS", Align::Right),
+                ("SHARED", Align::Right),
                 ("USE", Align::Right),
                 ("CONNECTS", Align::Right),
                 ("EXHAUSTED IN", Align::Right),

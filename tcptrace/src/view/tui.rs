@@ -105,7 +105,7 @@ impl Default for TopView {
         let desc = |column| Sort { column, descending: true };
         Self {
             focus: Pane::Listeners,
-            sorts: [desc(2), desc(4), desc(1), desc(1)],
+            sorts: [desc(2), desc(5), desc(1), desc(1)],
             filter: String::new(),
             editing: false,
             notice: None,
@@ -326,7 +326,7 @@ const LISTENERS: [Column<ListenerRow>; 10] = [
     ),
 ];
 
-const DESTINATIONS: [Column<DestinationRow>; 8] = [
+const DESTINATIONS: [Column<DestinationRow>; 9] = [
     column(
         "DESTINATION",
         false,
@@ -341,6 +341,13 @@ const DESTINATIONS: [Column<DestinationRow>; 8] = [
         false,
         |r| r.ports_in_use.to_string(),
         |a, b| a.ports_in_use.cmp(&b.ports_in_use),
+    ),
+    column(
+        "SHARED",
+        true,
+        false,
+        |r| r.shared_ports.to_string(),
+        |a, b| a.shared_ports.cmp(&b.shared_ports),
     ),
     column("RANGE", true, false, |r| r.range.to_string(), |a, b| a.range.cmp(&b.range)),
     column(
@@ -558,6 +565,7 @@ mod tests {
             raddr: "10.0.0.9".parse().unwrap(),
             rport: 5432,
             ports_in_use: 1,
+            shared_ports: 0,
             range: 28_232,
             use_pct: 100.0 / 28_232.0,
             connect_rate: 0.0,
