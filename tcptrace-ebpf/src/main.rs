@@ -359,8 +359,19 @@ pub fn kprobe_tcp_disconnect(ctx: ProbeContext) -> u32 {
 /// Maps a state transition to the event it means, or 0 for transitions that change
 /// nothing about liveness. Live = handshake completed and not yet closed locally, i.e. the
 /// `ss` states ESTABLISHED and CLOSE_WAIT.
+///
+/// A connect whose port allocation fails (`EADDRNOTAVAIL`: the ephemeral range ran out)
+/// goes `SYN_SENT` -> `CLOSE` before it has a local port: `tcp_v4_connect` and
+/// `tcp_v6_connect` enter `SYN_SENT`, then `inet_hash_connect` finds no port and they
+/// `goto failure`, which closes the socket (the caller checks the port). On the tracepoint
+/// paths that is how failed connects are counted: watching `connect()` return instead
+/// takes a syscall tracepoint, which sends every system call of every task on the box
+/// through the kernel's slow syscall path (about 35 ns more each, measured here).
 #[inline(always)]
-fn kind_of_transition(old: u32, new: u32) -> u8 {
+fn kind_of_transition(old: u32, new: u32, cfg: &Config) -> u8 {
+    if old == tcp_state::SYN_SENT && new == tcp_state::CLOSE {
+        return if cfg.failed_connects_from_state != 0 { kind::CONNECT_FAILED } else { 0 };
+    }
     if new == tcp_state::ESTABLISHED {
         if old == tcp_state::SYN_SENT {
             return kind::CONNECT;
@@ -383,7 +394,7 @@ fn tracks_connecting(old: u32, new: u32, cfg: &Config) -> bool {
 }
 
 /// Remembers the connecting task at `SYN_SENT`; forgets it when the connect fails.
-/// Returns true when the transition needs no further handling.
+/// Returns true when the transition needs no further handling (the remembering).
 #[inline(always)]
 fn track_connecting(sk: u64, old: u32, new: u32, cfg: &Config) -> bool {
     if !tracks_connecting(old, new, cfg) {
@@ -399,7 +410,6 @@ fn track_connecting(sk: u64, old: u32, new: u32, cfg: &Config) -> bool {
     }
     if old == tcp_state::SYN_SENT && new != tcp_state::ESTABLISHED {
         let _ = CONNECTING.remove(&sk);
-        return true;
     }
     false
 }
@@ -409,7 +419,8 @@ fn track_connecting(sk: u64, old: u32, new: u32, cfg: &Config) -> bool {
 /// path: accepted connections become established in softirq, before any accept().
 #[inline(always)]
 fn attribute_connect(ev: &mut Event, cfg: &Config) -> Owner {
-    if ev.kind == kind::CLOSE {
+    // A failed connect closes in `connect()` itself.
+    if ev.kind == kind::CLOSE || ev.kind == kind::CONNECT_FAILED {
         return Owner::Current;
     }
     if ev.kind != kind::CONNECT || cfg.details == 0 {
@@ -425,6 +436,13 @@ fn attribute_connect(ev: &mut Event, cfg: &Config) -> Owner {
     Owner::Unknown
 }
 
+/// A `SYN_SENT` -> `CLOSE` that had a local port: the connect got its port and failed
+/// later (refused, timed out, reset), which is not the range running out.
+#[inline(always)]
+fn failed_later(ev: &Event) -> bool {
+    ev.kind == kind::CONNECT_FAILED && ev.lport != 0
+}
+
 /// match-proto:v6.1:include/trace/events/sock.h:TRACE_EVENT(inet_sock_set_state, const struct sock *sk, const int oldstate, const int newstate)
 #[btf_tracepoint(function = "inet_sock_set_state")]
 pub fn tp_btf_inet_sock_set_state(ctx: BtfTracePointContext) -> i32 {
@@ -433,7 +451,7 @@ pub fn tp_btf_inet_sock_set_state(ctx: BtfTracePointContext) -> i32 {
     let cfg = config();
     // Most transitions change nothing we count: decided from the two states alone,
     // before any read of the socket.
-    let kind = kind_of_transition(old, new);
+    let kind = kind_of_transition(old, new, cfg);
     if (kind == 0 && !tracks_connecting(old, new, cfg)) || sk.is_null() {
         return 0;
     }
@@ -442,7 +460,7 @@ pub fn tp_btf_inet_sock_set_state(ctx: BtfTracePointContext) -> i32 {
     }
     let mut slot = MaybeUninit::uninit();
     let ev = new_event(&mut slot, kind, sk, cfg);
-    if fill_tuple_from_sock(ev, sk, cfg) {
+    if fill_tuple_from_sock(ev, sk, cfg) && !failed_later(ev) {
         let owner = attribute_connect(ev, cfg);
         if admit(ev, sk, owner, cfg) {
             submit(ev);
@@ -463,7 +481,7 @@ pub fn tracepoint_inet_sock_set_state(ctx: TracePointContext) -> u32 {
         read::<u32>(record, tp.newstate),
         read::<u16>(record, tp.protocol),
     );
-    let kind = kind_of_transition(old, new);
+    let kind = kind_of_transition(old, new, cfg);
     if (kind == 0 && !tracks_connecting(old, new, cfg)) || protocol != IPPROTO_TCP {
         return 0;
     }
@@ -487,6 +505,9 @@ pub fn tracepoint_inet_sock_set_state(ctx: TracePointContext) -> u32 {
     } else {
         return 0;
     }
+    if failed_later(ev) {
+        return 0;
+    }
     let owner = attribute_connect(ev, cfg);
     if admit(ev, sk, owner, cfg) {
         submit(ev);
@@ -494,13 +515,16 @@ pub fn tracepoint_inet_sock_set_state(ctx: TracePointContext) -> u32 {
     0
 }
 
-// ---- failed connects (every path) -----------------------------------------------------
+// ---- failed connects (fentry and kprobe paths) ----------------------------------------
 
-/// `EADDRNOTAVAIL` comes from the port allocation inside `connect()`, before any TCP hook
-/// runs, so the failure is only visible at the syscall's return. With BTF (Linux 5.15+)
-/// the destination is read there from `connect()`'s own arguments, still in the task's
-/// saved registers: a successful connect costs this one comparison, no map and no entry
-/// hook. Without BTF, `sys_enter_connect` and `sys_exit_connect_saved` below do it.
+/// `EADDRNOTAVAIL` comes from the port allocation inside `connect()`, before `tcp_connect`
+/// runs, so on the paths that hook TCP functions the failure is only visible at the
+/// syscall's return (the tracepoint paths see it as a state change: `kind_of_transition`).
+/// On the fentry path the destination is read there from `connect()`'s own arguments,
+/// still in the task's saved registers (BTF, Linux 5.15+, x86-64): a successful connect
+/// costs this one comparison, no map and no entry hook. On the kprobe path, the one for
+/// older kernels, and wherever this one does not load, `sys_enter_connect` and
+/// `sys_exit_connect_saved` below do it.
 #[tracepoint]
 pub fn sys_exit_connect(ctx: TracePointContext) -> u32 {
     let cfg = config();

@@ -1,5 +1,6 @@
 # Where tcptrace's cost per connection goes, program by program, for one or more builds
-# side by side: `python3 xtask/scripts/bpf_cost.py ROUNDS LABEL=BINARY [LABEL=BINARY ...]`.
+# side by side: `python3 xtask/scripts/bpf_cost.py ROUNDS LABEL=BINARY [LABEL=BINARY ...]`
+# (`LABEL=none:BINARY` runs BINARY's churn with no tracer: the baseline of the round).
 # Each round runs, for every binary in turn, `tcptrace watch --json --interval 1h` and a
 # 5 s `tcptrace load churn` (loopback, 127.201/127.202 addresses), with
 # kernel.bpf_stats_enabled set (restored at the end). Per run it prints each BPF program's
@@ -45,6 +46,13 @@ def switches(pid):
 
 
 def run(binary):
+    if binary.startswith("none:"):
+        # The baseline: the churn alone (the load generator is the binary after "none:").
+        r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        churn = json.loads(subprocess.run([binary[5:], "load", "churn", "--duration", "5s"], capture_output=True, text=True, check=True).stdout)
+        r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        churn_us = (r1.ru_utime + r1.ru_stime - r0.ru_utime - r0.ru_stime) * 1e6 / churn["connections"]
+        return {"programs": [], "bpf_us": 0.0, "tracer_us": 0.0, "switches": 0.0, "rate": churn["rate"], "churn_us": churn_us, "lost": 0, "drift": 0}
     tracer = subprocess.Popen([binary, "watch", "--json", "--interval", "1h"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     tracer.stdout.readline()
     time.sleep(1)

@@ -60,6 +60,13 @@ impl Backend {
     fn needs_btf(self) -> bool {
         self != Self::Tracepoint
     }
+
+    /// Whether the path's own hook sees a connect fail for want of a port (see
+    /// `kind_of_transition` in tcptrace-ebpf); the others need the `syscalls:` tracepoints
+    /// on `connect()`, which slow every system call on the box a little.
+    fn sees_failed_connects(self) -> bool {
+        matches!(self, Self::TpBtf | Self::Tracepoint)
+    }
 }
 
 impl fmt::Display for Backend {
@@ -179,14 +186,12 @@ impl Tracer {
                 "{e}; fentry, kprobe and tp_btf need it, network namespace ids will read 0"
             )),
         }
-        // Failed connects come from syscall tracepoints on every path; without them
-        // tcptrace still counts, it only cannot say when the ephemeral range ran out.
+        // Failed connects come from syscall tracepoints on the fentry and kprobe paths;
+        // without them tcptrace still counts, it only cannot say when the ephemeral range
+        // ran out. (The tracepoint paths see them as a state change.)
         let connect_failures = connect_offsets(kernel_btf.as_ref().ok(), &mut notes);
-        match connect_failures {
-            Ok(offsets) => config.connect = offsets,
-            Err(ref e) => {
-                notes.push(format!("failed connects (EADDRNOTAVAIL) are not counted: {e}"));
-            }
+        if let Ok(offsets) = connect_failures {
+            config.connect = offsets;
         }
         config.filter = opts.filter;
         config.details = u32::from(opts.details || opts.filter.n_pids > 0);
@@ -227,13 +232,14 @@ impl Tracer {
             match try_backend(backend, config, opts.ring_bytes, aya_btf.as_ref(), &mut notes) {
                 Ok(mut ebpf) => {
                     log::debug!("{backend} attached after {:?}", t0.elapsed());
-                    if connect_failures.is_ok()
-                        && let Err(e) = attach_connect_failures(&mut ebpf, backend, &config.connect)
-                    {
-                        notes.push(format!(
-                            "failed connects (EADDRNOTAVAIL) are not counted: {}",
-                            chain(&e)
-                        ));
+                    let failures = match &connect_failures {
+                        _ if backend.sees_failed_connects() => Ok(()),
+                        Ok(offsets) => attach_connect_failures(&mut ebpf, backend, offsets)
+                            .map_err(|e| chain(&e)),
+                        Err(e) => Err(e.clone()),
+                    };
+                    if let Err(e) = failures {
+                        notes.push(format!("failed connects (EADDRNOTAVAIL) are not counted: {e}"));
                     }
                     if opts.filter.n_pids > 0 {
                         let attached = accept_offsets
@@ -299,6 +305,7 @@ fn try_backend(
     btf: Option<&Btf>,
     notes: &mut Vec<String>,
 ) -> Result<Ebpf, String> {
+    config.failed_connects_from_state = u32::from(backend.sees_failed_connects());
     if backend.needs_btf() && (btf.is_none() || config.sock.valid == 0) {
         return Err("needs kernel BTF (/sys/kernel/btf/vmlinux), which this kernel lacks".into());
     }
@@ -400,17 +407,17 @@ fn connect_offsets(
     Ok(ConnectOffsets { uservaddr, ret, task_nsproxy, nsproxy_net_ns, regs_uservaddr })
 }
 
-/// `connect()` returning, for failed connects (every path): one program that reads the
-/// destination from the task's registers (BTF, Linux 5.15+), or else a pair that saves it
-/// at entry in a map (an insert and a delete per `connect()`). The classic tracepoint
-/// path, there for kernels without BTF-typed programs, always takes the pair: so the pair
-/// is what it runs, and is tested, wherever it runs.
+/// `connect()` returning, for failed connects on the fentry and kprobe paths: one program
+/// that reads the destination from the task's registers (BTF, Linux 5.15+), or else a
+/// pair that saves it at entry in a map (an insert and a delete per `connect()`). The
+/// kprobe path, there for older kernels, always takes the pair: so the pair is what it
+/// runs, and is tested, wherever it runs.
 fn attach_connect_failures(
     ebpf: &mut Ebpf,
     backend: Backend,
     offsets: &ConnectOffsets,
 ) -> Result<(), ProgramError> {
-    if offsets.regs_uservaddr != 0 && backend != Backend::Tracepoint {
+    if offsets.regs_uservaddr != 0 && backend != Backend::Kprobe {
         match attach_syscall_tracepoint(ebpf, "sys_exit_connect", "sys_exit_connect") {
             Ok(()) => return Ok(()),
             Err(e) => {
