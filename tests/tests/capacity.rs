@@ -228,7 +228,9 @@ fn listener_and_destination_rows_keep_two_namespaces_apart() {
         .map(|&(_, shared)| shared)
         .max()
         .unwrap_or(0);
-    assert!(shared >= 8, "40 connections over 32 free ports must share some ({shared})");
+    // The 3 bound ports from .2 are distinct; .3's 2 may reuse their numbers: at most 34
+    // ports are left for 40 unbound connections, so at least 6 are shared.
+    assert!(shared >= 6, "40 connections over at most 34 free ports must share ({shared})");
     println!("  A: 20 unbound connections to each of {GROUP} and {OTHER}, {shared} ports shared");
 
     let check = |step: &str, clients_a: &[TcpStream], time_wait: &[Tuple]| {
