@@ -363,7 +363,9 @@ pub fn kprobe_tcp_disconnect(ctx: ProbeContext) -> u32 {
 /// A connect whose port allocation fails (`EADDRNOTAVAIL`: the ephemeral range ran out)
 /// goes `SYN_SENT` -> `CLOSE` before it has a local port: `tcp_v4_connect` and
 /// `tcp_v6_connect` enter `SYN_SENT`, then `inet_hash_connect` finds no port and they
-/// `goto failure`, which closes the socket (the caller checks the port). On the tracepoint
+/// `goto failure`, which closes the socket. The callers check the local port before they
+/// build the event: a `SYN_SENT` -> `CLOSE` with a port is a connect that got its port and
+/// failed later (refused, timed out, reset), not the range running out. On the tracepoint
 /// paths that is how failed connects are counted: watching `connect()` return instead
 /// takes a syscall tracepoint, which sends every system call of every task on the box
 /// through the kernel's slow syscall path (about 35 ns more each, measured here).
@@ -436,13 +438,6 @@ fn attribute_connect(ev: &mut Event, cfg: &Config) -> Owner {
     Owner::Unknown
 }
 
-/// A `SYN_SENT` -> `CLOSE` that had a local port: the connect got its port and failed
-/// later (refused, timed out, reset), which is not the range running out.
-#[inline(always)]
-fn failed_later(ev: &Event) -> bool {
-    ev.kind == kind::CONNECT_FAILED && ev.lport != 0
-}
-
 /// match-proto:v6.1:include/trace/events/sock.h:TRACE_EVENT(inet_sock_set_state, const struct sock *sk, const int oldstate, const int newstate)
 #[btf_tracepoint(function = "inet_sock_set_state")]
 pub fn tp_btf_inet_sock_set_state(ctx: BtfTracePointContext) -> i32 {
@@ -458,9 +453,12 @@ pub fn tp_btf_inet_sock_set_state(ctx: BtfTracePointContext) -> i32 {
     if !is_tcp(sk, cfg) || track_connecting(sk as u64, old, new, cfg) || kind == 0 {
         return 0;
     }
+    if kind == kind::CONNECT_FAILED && read::<u16>(sk, cfg.sock.sport) != 0 {
+        return 0; // it had a port: see `kind_of_transition`
+    }
     let mut slot = MaybeUninit::uninit();
     let ev = new_event(&mut slot, kind, sk, cfg);
-    if fill_tuple_from_sock(ev, sk, cfg) && !failed_later(ev) {
+    if fill_tuple_from_sock(ev, sk, cfg) {
         let owner = attribute_connect(ev, cfg);
         if admit(ev, sk, owner, cfg) {
             submit(ev);
@@ -489,6 +487,9 @@ pub fn tracepoint_inet_sock_set_state(ctx: TracePointContext) -> u32 {
     if track_connecting(sk as u64, old, new, cfg) || kind == 0 {
         return 0;
     }
+    if kind == kind::CONNECT_FAILED && read::<u16>(record, tp.sport) != 0 {
+        return 0; // it had a port: see `kind_of_transition`
+    }
     let mut slot = MaybeUninit::uninit();
     let ev = new_event(&mut slot, kind, sk, cfg);
     let family: u16 = read(record, tp.family);
@@ -503,9 +504,6 @@ pub fn tracepoint_inet_sock_set_state(ctx: TracePointContext) -> u32 {
         read_into(l, 16, record, tp.saddr_v6);
         read_into(r, 16, record, tp.daddr_v6);
     } else {
-        return 0;
-    }
-    if failed_later(ev) {
         return 0;
     }
     let owner = attribute_connect(ev, cfg);

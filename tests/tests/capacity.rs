@@ -1,5 +1,5 @@
 //! The capacity views of `watch --json` against real sockets (own network namespaces,
-//! 127.79.0.0/16, ports 21971-21974): a client's exhaustion of a 10-port ephemeral range,
+//! 127.79.0.0/16, ports 21971-21975): a client's exhaustion of a 10-port ephemeral range,
 //! and the listener and destination rows of two namespaces that use the same addresses.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -7,17 +7,21 @@ use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream};
 
 use tcptrace_tests::{
-    Accepted, INTERVAL, Netns, Server, Snapshot, Tracer, Tuple, WAIT, connect, tally, tuples,
+    Accepted, Event, EventKind, INTERVAL, Netns, Server, Snapshot, Tracer, Tuple, WAIT, connect,
+    tally, tuples,
 };
 
 const SERVER: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, 79, 0, 1)), 21971);
+/// Nothing listens there.
+const REFUSED: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, 79, 0, 1)), 21975);
 
 #[test]
 fn ephemeral_exhaustion_and_failed_connects_are_reported() {
     const ATTEMPTS: usize = 14;
     println!(
         "checks: with a 10-port ephemeral range, the destination row shows every port in use, \
-         use 100% of the range, and exactly the connect() calls that failed with EADDRNOTAVAIL"
+         use 100% of the range, and exactly the connect() calls that failed with EADDRNOTAVAIL \
+         (as events too), and no refused connect among them"
     );
     let ns = Netns::new("ns-exhaust");
     let range: u32 = ns.run(|| {
@@ -29,7 +33,19 @@ fn ephemeral_exhaustion_and_failed_connects_are_reported() {
     });
     let server = Server::listen(&ns, SERVER, Accepted::Hold);
     let tracer = Tracer::watch(&["--top", "0", "--interval", INTERVAL]);
+    let events = Tracer::events(&[SERVER.port(), REFUSED.port()]);
 
+    // Refused connects got a port and failed later: not the range running out (on the
+    // tracepoint paths both end in SYN_SENT -> CLOSE; only the port tells them apart).
+    let refused = ns.run(|| {
+        (0..3)
+            .filter(|_| {
+                TcpStream::connect(REFUSED)
+                    .is_err_and(|e| e.kind() == io::ErrorKind::ConnectionRefused)
+            })
+            .count()
+    });
+    assert_eq!(refused, 3, "nothing listens on {REFUSED}");
     // Unbound sockets: the kernel picks the source address and a port from the range.
     let (clients, failed) = ns
         .run(|| {
@@ -67,6 +83,17 @@ fn ephemeral_exhaustion_and_failed_connects_are_reported() {
     let d = row.destinations.iter().find(|d| d.rport == SERVER.port()).expect("row");
     assert_eq!(d.netns, ns.inode(), "{d:?}");
     println!("  tracer: {d:?}");
+    // Events come in ring order: once the exhaustion's failures are in, a refused connect
+    // reported as failed would be too.
+    let failed_to = |evs: &[Event], port| {
+        evs.iter().filter(|e| e.event == EventKind::ConnectFailed && e.rport == port).count() as u64
+    };
+    let seen = events.wait_events("the failed connects as events", |evs| {
+        let n = failed_to(evs, SERVER.port());
+        if n == failed { Ok(()) } else { Err(format!("{n} of {failed}")) }
+    });
+    assert_eq!(failed_to(&seen, REFUSED.port()), 0, "refused connects are not failed ones");
+    println!("  events: {failed} connect_failed to {SERVER}, none to {REFUSED} (refused 3 times)");
     drop(clients);
 }
 
