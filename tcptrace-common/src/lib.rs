@@ -179,10 +179,6 @@ pub struct Config {
     /// tracepoint paths (where a connect completes in softirq, on whatever task ran) a map
     /// insert and delete per connection that remembers the caller from `SYN_SENT` on.
     pub details: u32,
-    /// 1 on the tracepoint paths: a failed connect is the `SYN_SENT` -> `CLOSE`
-    /// transition of a socket that got no local port, seen by the state tracepoint
-    /// itself. 0: the `syscalls:sys_exit_connect` programs report it.
-    pub failed_connects_from_state: u32,
 }
 
 /// Where the socket that `accept()` returned is, from the task that called it:

@@ -305,7 +305,6 @@ fn try_backend(
     btf: Option<&Btf>,
     notes: &mut Vec<String>,
 ) -> Result<Ebpf, String> {
-    config.failed_connects_from_state = u32::from(backend.sees_failed_connects());
     if backend.needs_btf() && (btf.is_none() || config.sock.valid == 0) {
         return Err("needs kernel BTF (/sys/kernel/btf/vmlinux), which this kernel lacks".into());
     }
