@@ -45,21 +45,24 @@ def switches(pid):
     return tasks_sum(pid, "status", lambda s: int(next(l.split()[1] for l in s.splitlines() if l.startswith("voluntary_ctxt_switches"))))
 
 
+def churn_run(binary):
+    """A 5 s churn: its JSON summary and its own CPU per connection, in us."""
+    r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    churn = json.loads(subprocess.run([binary, "load", "churn", "--duration", "5s"], capture_output=True, text=True, check=True).stdout)
+    r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return churn, (r1.ru_utime + r1.ru_stime - r0.ru_utime - r0.ru_stime) * 1e6 / churn["connections"]
+
+
 def run(binary):
     if binary.startswith("none:"):
         # The baseline: the churn alone (the load generator is the binary after "none:").
-        r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
-        churn = json.loads(subprocess.run([binary[5:], "load", "churn", "--duration", "5s"], capture_output=True, text=True, check=True).stdout)
-        r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
-        churn_us = (r1.ru_utime + r1.ru_stime - r0.ru_utime - r0.ru_stime) * 1e6 / churn["connections"]
+        churn, churn_us = churn_run(binary[5:])
         return {"programs": [], "bpf_us": 0.0, "tracer_us": 0.0, "switches": 0.0, "rate": churn["rate"], "churn_us": churn_us, "lost": 0, "drift": 0}
     tracer = subprocess.Popen([binary, "watch", "--json", "--interval", "1h"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     tracer.stdout.readline()
     time.sleep(1)
     before, cpu0, sw0, t0 = programs(tracer.pid), cpu_ns(tracer.pid), switches(tracer.pid), time.monotonic()
-    r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
-    churn = json.loads(subprocess.run([binary, "load", "churn", "--duration", "5s"], capture_output=True, text=True, check=True).stdout)
-    r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    churn, churn_us = churn_run(binary)
     after, cpu1, sw1, t1 = programs(tracer.pid), cpu_ns(tracer.pid), switches(tracer.pid), time.monotonic()
     tracer.send_signal(2)
     last = json.loads(tracer.stdout.read().decode().strip().splitlines()[-1])
@@ -77,7 +80,7 @@ def run(binary):
         "tracer_us": (cpu1 - cpu0) / n / 1000,
         "switches": (sw1 - sw0) / (t1 - t0),
         "rate": churn["rate"],
-        "churn_us": (r1.ru_utime + r1.ru_stime - r0.ru_utime - r0.ru_stime) * 1e6 / n,
+        "churn_us": churn_us,
         "lost": last.get("lost"),
         "drift": last.get("drift"),
     }
