@@ -1,0 +1,558 @@
+//! Judging expectations over a run: the [`Observation`] the command gives once per interval,
+//! the [`Tolerance`] for lost events and drift, and the [`Check`], which keeps for each
+//! expectation the one value its rule is about and turns them into a [`Report`].
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use super::expect::{Expectation, Metric, Rule, Selector, count};
+use super::report::{ExpectationResult, Report, Unit, Verdict};
+
+/// The counts of one observation, as the check asks for them. The command implements it
+/// over the ledger at each interval. A port, listener or destination with no live
+/// connection is `None`, like a row the ledger does not have.
+pub trait Observation {
+    /// The live connections on local port `port`, on every local address and network
+    /// namespace.
+    fn lport(&self, port: u16) -> Option<PortValues>;
+    /// The live connections whose local end is `addr`; an unspecified address (0.0.0.0 or
+    /// ::) stands for every local address on that port, as a wildcard listener accepts on
+    /// all of them.
+    fn listener(&self, addr: SocketAddr) -> Option<PortValues>;
+    /// The live connections to remote endpoint `addr`.
+    fn destination(&self, addr: SocketAddr) -> Option<DestinationValues>;
+    /// The whole box.
+    fn total(&self) -> TotalValues;
+}
+
+/// The live connections of a local port or listener.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PortValues {
+    pub live: u64,
+    /// Distinct remote IP addresses among them.
+    pub remote_addrs: u64,
+    /// The most live connections from any one remote IP address: how far one client is
+    /// into its own ephemeral range toward this port.
+    pub max_per_remote: u64,
+}
+
+/// One remote endpoint, as a client of it. Each local address in each network namespace
+/// has its own ephemeral range toward it (one `capacity` destination row each): these are
+/// the values of the one closest to running out, the row with the highest `use_pct`.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct DestinationValues {
+    /// Live connections to the endpoint, from every local address and namespace.
+    pub live: u64,
+    /// Local ports taken toward the endpoint (`TIME_WAIT` included), in that row.
+    pub ports_in_use: u64,
+    /// `ports_in_use` in percent of that row's ephemeral range (above 100 when ports were
+    /// bound by hand outside the range).
+    pub use_pct: f64,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TotalValues {
+    pub live: u64,
+    /// Events lost since the start (cumulative, as `watch` prints it).
+    pub lost: u64,
+    /// How many connections the live count differs from a sock_diag recount by, when one
+    /// was made for this observation; `None` when not measured this time.
+    pub drift: Option<u64>,
+}
+
+impl PortValues {
+    fn get(self, metric: Metric) -> f64 {
+        count(match metric {
+            Metric::Live => self.live,
+            Metric::RemoteAddrs => self.remote_addrs,
+            Metric::MaxPerRemote => self.max_per_remote,
+            _ => unreachable!("the parser gives ports and listeners only their own metrics"),
+        })
+    }
+}
+
+impl DestinationValues {
+    fn get(self, metric: Metric) -> f64 {
+        match metric {
+            Metric::Live => count(self.live),
+            Metric::PortsInUse => count(self.ports_in_use),
+            Metric::Use => self.use_pct,
+            // Negative when ports bound outside the range take use past 100%.
+            Metric::Headroom => 100.0 - self.use_pct,
+            _ => unreachable!("the parser gives destinations only their own metrics"),
+        }
+    }
+}
+
+/// How many lost events and how much drift the check accepts; `None` does not check.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Tolerance {
+    pub max_lost: Option<u64>,
+    pub max_drift: Option<u64>,
+}
+
+impl Tolerance {
+    /// The default: counts are exact or the check fails.
+    pub const EXACT: Self = Self { max_lost: Some(0), max_drift: Some(0) };
+
+    /// From `--max-lost N`, `--max-drift N` and `--ignore-loss`. Lost events are what
+    /// makes the live count drift, so `--ignore-loss` stops checking both, unless
+    /// `--max-drift` is given too. With `--ignore-loss`, `--max-lost` is ignored: the CLI
+    /// should declare the two in conflict.
+    #[must_use]
+    pub fn from_flags(max_lost: Option<u64>, max_drift: Option<u64>, ignore_loss: bool) -> Self {
+        if ignore_loss {
+            Self { max_lost: None, max_drift }
+        } else {
+            Self { max_lost: Some(max_lost.unwrap_or(0)), max_drift: Some(max_drift.unwrap_or(0)) }
+        }
+    }
+}
+
+impl Default for Tolerance {
+    fn default() -> Self {
+        Self::EXACT
+    }
+}
+
+/// One expectation's value in one observation.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Sample {
+    Value(f64),
+    /// The selector has no live connection now: the metric's idle value (0, or 100%
+    /// headroom).
+    Idle,
+    /// Drift, not measured in this observation: nothing to record.
+    Unmeasured,
+}
+
+impl Expectation {
+    fn sample(&self, obs: &dyn Observation) -> Sample {
+        let metric = self.metric;
+        let value = match self.selector {
+            Selector::LocalPort(port) => obs.lport(port).map(|v| v.get(metric)),
+            Selector::Listener(addr) => obs.listener(addr).map(|v| v.get(metric)),
+            Selector::Destination(addr) => obs.destination(addr).map(|v| v.get(metric)),
+            Selector::Total => {
+                let total = obs.total();
+                match metric {
+                    Metric::Live => Some(count(total.live)),
+                    Metric::Lost => Some(count(total.lost)),
+                    Metric::Drift => match total.drift {
+                        Some(drift) => Some(count(drift)),
+                        None => return Sample::Unmeasured,
+                    },
+                    _ => unreachable!("the parser gives total only its own metrics"),
+                }
+            }
+        };
+        value.map_or(Sample::Idle, Sample::Value)
+    }
+}
+
+/// What the check keeps of one expectation over the run.
+#[derive(Clone, Debug)]
+struct Tracker {
+    expectation: Expectation,
+    /// Observations in which the selector had live connections (or drift was measured).
+    samples: u64,
+    /// The peak, or the minimum for headroom.
+    extreme: Option<f64>,
+    last: Option<f64>,
+}
+
+impl Tracker {
+    fn record(&mut self, sample: Sample) {
+        let value = match sample {
+            Sample::Unmeasured => return,
+            Sample::Idle => self.expectation.metric.idle(),
+            Sample::Value(v) => {
+                self.samples += 1;
+                v
+            }
+        };
+        self.last = Some(value);
+        self.extreme = Some(match (self.extreme, self.expectation.rule()) {
+            (None, _) => value,
+            (Some(e), Rule::Minimum) => e.min(value),
+            (Some(e), _) => e.max(value),
+        });
+    }
+
+    fn result(&self) -> ExpectationResult {
+        let e = &self.expectation;
+        let rule = e.rule();
+        let observed = match (self.samples, rule) {
+            (0, _) => None,
+            (_, Rule::Final) => self.last,
+            _ => self.extreme,
+        };
+        let verdict = match observed {
+            None => Verdict::NoData,
+            Some(v) if e.op.holds(v, e.value) => Verdict::Pass,
+            Some(_) => Verdict::Fail,
+        };
+        ExpectationResult {
+            expr: e.to_string(),
+            rule,
+            expected: e.value,
+            unit: if e.metric.is_percent() { Unit::Percent } else { Unit::Count },
+            observed,
+            samples: self.samples,
+            verdict,
+        }
+    }
+}
+
+/// The expectations of one run and what has been observed of them so far.
+#[derive(Clone, Debug)]
+pub struct Check {
+    trackers: Vec<Tracker>,
+    tolerance: Tolerance,
+    observations: u64,
+    lost: u64,
+    drift: Option<u64>,
+}
+
+impl Check {
+    /// A check of `expectations` (none is allowed: then only loss and drift are checked).
+    #[must_use]
+    pub fn new(expectations: Vec<Expectation>, tolerance: Tolerance) -> Self {
+        let trackers = expectations
+            .into_iter()
+            .map(|expectation| Tracker { expectation, samples: 0, extreme: None, last: None })
+            .collect();
+        Self { trackers, tolerance, observations: 0, lost: 0, drift: None }
+    }
+
+    /// Records one observation: call it once per interval, and once more at the end.
+    pub fn observe(&mut self, obs: &dyn Observation) {
+        self.observations += 1;
+        let total = obs.total();
+        self.lost = self.lost.max(total.lost);
+        if let Some(drift) = total.drift {
+            self.drift = Some(self.drift.map_or(drift, |d| d.max(drift)));
+        }
+        for t in &mut self.trackers {
+            let sample = t.expectation.sample(obs);
+            t.record(sample);
+        }
+    }
+
+    /// The verdicts so far; `duration` is how long the run has been watching.
+    #[must_use]
+    pub fn report(&self, duration: Duration) -> Report {
+        let expectations: Vec<ExpectationResult> =
+            self.trackers.iter().map(Tracker::result).collect();
+        let mut failures = Vec::new();
+        if self.observations == 0 {
+            failures
+                .push("nothing was observed: the run ended before its first interval".to_owned());
+        }
+        for r in expectations.iter().filter(|r| r.verdict != Verdict::Pass) {
+            failures.push(format!("{}: {}", r.expr, r.detail(self.observations)));
+        }
+        failures.extend(lost_excess(self.lost, self.tolerance.max_lost));
+        failures.extend(drift_excess(self.drift, self.tolerance.max_drift));
+        Report {
+            passed: failures.is_empty(),
+            // Milliseconds are plenty for a run measured in intervals.
+            duration_s: (duration.as_secs_f64() * 1000.0).round() / 1000.0,
+            observations: self.observations,
+            expectations,
+            lost: self.lost,
+            lost_tolerance: self.tolerance.max_lost,
+            drift: self.drift,
+            drift_tolerance: self.tolerance.max_drift,
+            failures,
+        }
+    }
+}
+
+/// The reason lost events fail the check, if they do.
+pub(super) fn lost_excess(lost: u64, max: Option<u64>) -> Option<String> {
+    let max = max?;
+    (lost > max).then(|| {
+        format!(
+            "{lost} events lost, {max} allowed: the counts may be off by up to {lost}; \
+             raise --ring-size, or allow them with --max-lost or --ignore-loss"
+        )
+    })
+}
+
+/// The reason drift fails the check, if it does. A drift never measured does not.
+pub(super) fn drift_excess(drift: Option<u64>, max: Option<u64>) -> Option<String> {
+    let (drift, max) = (drift?, max?);
+    (drift > max).then(|| {
+        format!(
+            "drift {drift}, {max} allowed: the live count differed from a sock_diag recount \
+             by {drift} connections; allow it with --max-drift"
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::check::{
+        Outcome,
+        fixtures::{DST, Fake, dst_ports, run, sock, totals},
+    };
+
+    /// Port 8080 with these live counts (`None`: no live connection).
+    fn port_live(values: &[Option<u64>]) -> Vec<Fake> {
+        values
+            .iter()
+            .map(|v| {
+                let mut f = Fake::default();
+                if let Some(live) = *v {
+                    f.ports
+                        .insert(8080, PortValues { live, remote_addrs: 1, max_per_remote: live });
+                }
+                f
+            })
+            .collect()
+    }
+
+    /// The observed value, rule and verdict of one expectation over `observations`.
+    fn judge(expr: &str, observations: &[Fake]) -> (Option<f64>, Rule, Verdict) {
+        let r = run(&[expr], observations, Tolerance::EXACT);
+        let e = &r.expectations[0];
+        assert_eq!(r.passed, e.verdict == Verdict::Pass);
+        (e.observed, e.rule, e.verdict)
+    }
+
+    use Verdict::{Fail, NoData, Pass};
+
+    #[test]
+    fn at_least_is_judged_on_the_peak() {
+        let obs = port_live(&[Some(50), Some(120), Some(10)]);
+        assert_eq!(judge("lport=8080 live>=100", &obs), (Some(120.0), Rule::Peak, Pass));
+        assert_eq!(judge("lport=8080 live>=120", &obs), (Some(120.0), Rule::Peak, Pass));
+        assert_eq!(judge("lport=8080 live>=121", &obs), (Some(120.0), Rule::Peak, Fail));
+        assert_eq!(judge("lport=8080 live>119", &obs), (Some(120.0), Rule::Peak, Pass));
+        assert_eq!(judge("lport=8080 live>120", &obs), (Some(120.0), Rule::Peak, Fail));
+    }
+
+    #[test]
+    fn at_most_is_judged_on_the_peak() {
+        let obs = port_live(&[Some(50), Some(120), Some(10)]);
+        assert_eq!(judge("lport=8080 live<=100", &obs), (Some(120.0), Rule::Peak, Fail));
+        assert_eq!(judge("lport=8080 live<=120", &obs), (Some(120.0), Rule::Peak, Pass));
+        assert_eq!(judge("lport=8080 live<120", &obs), (Some(120.0), Rule::Peak, Fail));
+        assert_eq!(judge("lport=8080 live<121", &obs), (Some(120.0), Rule::Peak, Pass));
+    }
+
+    #[test]
+    fn equal_is_judged_on_the_final_value() {
+        let obs = port_live(&[Some(5), Some(7), Some(3)]);
+        assert_eq!(judge("lport=8080 live==3", &obs), (Some(3.0), Rule::Final, Pass));
+        assert_eq!(judge("lport=8080 live==7", &obs), (Some(3.0), Rule::Final, Fail));
+        let obs = dst_ports(&[Some(10), Some(25)]);
+        assert_eq!(judge("dst=127.0.0.5:9000 use==25%", &obs), (Some(25.0), Rule::Final, Pass));
+        assert_eq!(
+            judge("dst=127.0.0.5:9000 headroom==75%", &obs),
+            (Some(75.0), Rule::Final, Pass)
+        );
+    }
+
+    #[test]
+    fn headroom_is_judged_on_its_minimum() {
+        // 10, 85, 30 ports of 100 in use: headroom 90%, 15%, 70%.
+        let obs = dst_ports(&[Some(10), Some(85), Some(30)]);
+        let at = |expr: &str| judge(&format!("dst={DST} {expr}"), &obs);
+        // A floor must hold at the worst moment...
+        assert_eq!(at("headroom>=15%"), (Some(15.0), Rule::Minimum, Pass));
+        assert_eq!(at("headroom>=20%"), (Some(15.0), Rule::Minimum, Fail));
+        assert_eq!(at("headroom>15%"), (Some(15.0), Rule::Minimum, Fail));
+        // ...and getting close to exhaustion is shown by getting there once.
+        assert_eq!(at("headroom<=15%"), (Some(15.0), Rule::Minimum, Pass));
+        assert_eq!(at("headroom<16%"), (Some(15.0), Rule::Minimum, Pass));
+        assert_eq!(at("headroom<=10%"), (Some(15.0), Rule::Minimum, Fail));
+        // Use mirrors it with the peak.
+        assert_eq!(at("use<=80%"), (Some(85.0), Rule::Peak, Fail));
+        assert_eq!(at("use<=85%"), (Some(85.0), Rule::Peak, Pass));
+        assert_eq!(at("use>=50%"), (Some(85.0), Rule::Peak, Pass));
+        assert_eq!(at("ports_in_use<=85"), (Some(85.0), Rule::Peak, Pass));
+    }
+
+    #[test]
+    fn use_past_the_range() {
+        // Ports bound outside the range can take use past 100%, headroom below 0.
+        let obs = dst_ports(&[Some(150)]);
+        assert_eq!(judge(&format!("dst={DST} use>=100%"), &obs), (Some(150.0), Rule::Peak, Pass));
+        assert_eq!(
+            judge(&format!("dst={DST} headroom>=0%"), &obs),
+            (Some(-50.0), Rule::Minimum, Fail)
+        );
+    }
+
+    #[test]
+    fn no_live_connection_counts_as_zero_once_seen() {
+        // The port empties at the end: it ends at 0, and its peak stays.
+        let obs = port_live(&[Some(5), None]);
+        assert_eq!(judge("lport=8080 live==0", &obs), (Some(0.0), Rule::Final, Pass));
+        assert_eq!(judge("lport=8080 live<=5", &obs), (Some(5.0), Rule::Peak, Pass));
+        let obs = port_live(&[None, Some(5), None]);
+        assert_eq!(judge("lport=8080 live>=5", &obs), (Some(5.0), Rule::Peak, Pass));
+        // A destination without connections has all its headroom.
+        let obs = dst_ports(&[None, Some(50), None]);
+        assert_eq!(
+            judge(&format!("dst={DST} headroom==100%"), &obs),
+            (Some(100.0), Rule::Final, Pass)
+        );
+        assert_eq!(
+            judge(&format!("dst={DST} headroom>=50%"), &obs),
+            (Some(50.0), Rule::Minimum, Pass)
+        );
+        assert_eq!(judge(&format!("dst={DST} use==0%"), &obs), (Some(0.0), Rule::Final, Pass));
+    }
+
+    #[test]
+    fn a_selector_never_seen_has_no_data_and_fails() {
+        let obs = port_live(&[Some(5), Some(6)]);
+        // Claims that an empty port would satisfy fail all the same: a typo must not pass.
+        for expr in ["lport=8081 live<=10", "lport=8081 live==0", "lport=8081 live>=1"] {
+            assert_eq!(
+                judge(expr, &obs),
+                (None, if expr.contains("==") { Rule::Final } else { Rule::Peak }, NoData)
+            );
+        }
+        assert_eq!(judge("listener=10.0.0.1:8080 live<=10", &obs).2, NoData);
+        assert_eq!(judge(&format!("dst={DST} headroom>=20%"), &obs).2, NoData);
+        let r = run(&["lport=8080 live>=6", "lport=8081 live<=10"], &obs, Tolerance::EXACT);
+        assert!(!r.passed);
+        assert_eq!(r.expectations[0].samples, 2);
+        assert_eq!(r.expectations[1].samples, 0);
+        assert_eq!(
+            r.failures,
+            ["lport=8081 live<=10: no data: no live connection in any of 2 observations"]
+        );
+    }
+
+    #[test]
+    fn nothing_observed_fails() {
+        let r = run(&["total live>=0"], &[], Tolerance::EXACT);
+        assert!(!r.passed);
+        assert_eq!(r.observations, 0);
+        assert_eq!(r.expectations[0].verdict, NoData);
+        assert_eq!(
+            r.failures,
+            [
+                "nothing was observed: the run ended before its first interval",
+                "total live>=0: no data: nothing was observed"
+            ]
+        );
+        // Even with no expectation at all.
+        assert!(!run(&[], &[], Tolerance::EXACT).passed);
+        assert!(run(&[], &[Fake::default()], Tolerance::EXACT).passed);
+    }
+
+    #[test]
+    fn each_metric_reads_its_own_value() {
+        let mut o = Fake::default();
+        o.ports.insert(80, PortValues { live: 10, remote_addrs: 3, max_per_remote: 6 });
+        o.listeners
+            .insert(sock("[::1]:443"), PortValues { live: 20, remote_addrs: 4, max_per_remote: 9 });
+        o.destinations
+            .insert(sock(DST), DestinationValues { live: 30, ports_in_use: 25, use_pct: 25.0 });
+        o.total = TotalValues { live: 60, lost: 0, drift: Some(0) };
+        let obs = [o];
+        for (expr, value) in [
+            ("lport=80 live==10", 10.0),
+            ("lport=80 remote_addrs==3", 3.0),
+            ("lport=80 max_per_remote==6", 6.0),
+            ("listener=[::1]:443 live==20", 20.0),
+            ("listener=[::1]:443 remote_addrs==4", 4.0),
+            ("listener=[::1]:443 max_per_remote==9", 9.0),
+            ("dst=127.0.0.5:9000 live==30", 30.0),
+            ("dst=127.0.0.5:9000 ports_in_use==25", 25.0),
+            ("dst=127.0.0.5:9000 use==25%", 25.0),
+            ("dst=127.0.0.5:9000 headroom==75%", 75.0),
+            ("total live==60", 60.0),
+            ("total lost==0", 0.0),
+            ("total drift==0", 0.0),
+        ] {
+            assert_eq!(judge(expr, &obs), (Some(value), Rule::Final, Pass), "{expr}");
+        }
+    }
+
+    #[test]
+    fn drift_is_judged_on_its_measurements_only() {
+        let obs = totals(&[(5, 0, None), (6, 0, Some(2)), (7, 0, None)]);
+        assert_eq!(judge("total drift<=2", &[obs[0].clone()]), (None, Rule::Peak, NoData));
+        let r = run(
+            &["total drift<=2", "total drift==2", "total live==7"],
+            &obs,
+            Tolerance::from_flags(None, Some(2), false),
+        );
+        let observed: Vec<_> =
+            r.expectations.iter().map(|e| (e.observed, e.samples, e.verdict)).collect();
+        assert_eq!(observed, [(Some(2.0), 1, Pass), (Some(2.0), 1, Pass), (Some(7.0), 3, Pass)]);
+        assert_eq!(r.drift, Some(2));
+        assert!(r.passed);
+        let r = run(&["total drift<=2"], &obs[..1], Tolerance::EXACT);
+        assert_eq!(r.failures, ["total drift<=2: no data: drift was never measured"]);
+    }
+
+    // ---- loss and drift tolerance ----
+
+    #[test]
+    fn tolerance_from_flags() {
+        assert_eq!(Tolerance::from_flags(None, None, false), Tolerance::EXACT);
+        assert_eq!(Tolerance::default(), Tolerance::EXACT);
+        assert_eq!(
+            Tolerance::from_flags(Some(5), Some(2), false),
+            Tolerance { max_lost: Some(5), max_drift: Some(2) }
+        );
+        assert_eq!(
+            Tolerance::from_flags(None, None, true),
+            Tolerance { max_lost: None, max_drift: None }
+        );
+        assert_eq!(
+            Tolerance::from_flags(None, Some(3), true),
+            Tolerance { max_lost: None, max_drift: Some(3) }
+        );
+    }
+
+    #[test]
+    fn lost_events_fail_the_check_beyond_the_tolerance() {
+        // Lost is cumulative: the report has the last (largest) count.
+        let obs = totals(&[(5, 0, None), (5, 3, None), (5, 3, Some(0))]);
+        let r = run(&["total live>=5"], &obs, Tolerance::EXACT);
+        assert_eq!((r.lost, r.lost_tolerance), (3, Some(0)));
+        assert_eq!(r.expectations[0].verdict, Pass);
+        assert!(!r.passed);
+        assert_eq!(r.outcome(), Outcome::Failed);
+        assert_eq!(
+            r.failures,
+            ["3 events lost, 0 allowed: the counts may be off by up to 3; raise --ring-size, \
+              or allow them with --max-lost or --ignore-loss"]
+        );
+        assert!(run(&["total live>=5"], &obs, Tolerance::from_flags(Some(3), None, false)).passed);
+        assert!(!run(&["total live>=5"], &obs, Tolerance::from_flags(Some(2), None, false)).passed);
+        let r = run(&["total live>=5"], &obs, Tolerance::from_flags(None, None, true));
+        assert!(r.passed);
+        assert_eq!((r.lost, r.lost_tolerance), (3, None));
+    }
+
+    #[test]
+    fn drift_fails_the_check_beyond_the_tolerance() {
+        let obs = totals(&[(5, 0, Some(1)), (5, 0, Some(3)), (5, 0, Some(0))]);
+        let r = run(&[], &obs, Tolerance::EXACT);
+        // The largest measurement is the one that counts.
+        assert_eq!((r.drift, r.drift_tolerance), (Some(3), Some(0)));
+        assert_eq!(
+            r.failures,
+            ["drift 3, 0 allowed: the live count differed from a sock_diag recount by 3 \
+              connections; allow it with --max-drift"]
+        );
+        assert!(run(&[], &obs, Tolerance::from_flags(None, Some(3), false)).passed);
+        assert!(run(&[], &obs, Tolerance::from_flags(None, None, true)).passed);
+        assert!(!run(&[], &obs, Tolerance::from_flags(None, Some(2), true)).passed);
+        // A drift never measured fails no tolerance.
+        let r = run(&[], &totals(&[(5, 0, None)]), Tolerance::EXACT);
+        assert!(r.passed);
+        assert_eq!(r.drift, None);
+    }
+}

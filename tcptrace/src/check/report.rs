@@ -1,0 +1,362 @@
+//! What a check says: a [`Verdict`] per expectation in an [`ExpectationResult`], the
+//! [`Report`] (the JSON of `--report`), the [`summary`] for a person, and the [`Outcome`]
+//! with its exit code.
+
+use std::fmt::Write as _;
+use std::process::ExitCode;
+
+use serde::{Deserialize, Serialize};
+
+use super::expect::{Expectation, Metric, Rule, Selector};
+use super::judge::{drift_excess, lost_excess};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    Pass,
+    Fail,
+    /// The selector had no live connection in any observation (or drift was never
+    /// measured): a failure, since nothing shows the claim.
+    NoData,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Unit {
+    Count,
+    Percent,
+}
+
+/// One expectation's verdict.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ExpectationResult {
+    /// The expectation in canonical form: `dst=127.0.0.5:9000 headroom>=20%`.
+    pub expr: String,
+    /// Which value of the run `observed` is.
+    pub rule: Rule,
+    /// The VALUE of the expectation, in `unit`.
+    pub expected: f64,
+    pub unit: Unit,
+    /// The value the verdict was made on; `None` with no data.
+    pub observed: Option<f64>,
+    /// Observations in which the selector had live connections (for drift: was measured).
+    pub samples: u64,
+    pub verdict: Verdict,
+}
+
+impl ExpectationResult {
+    /// `peak 100000`, `minimum 12.5%`, or why there is no data.
+    pub(super) fn detail(&self, observations: u64) -> String {
+        match self.observed {
+            Some(v) => format!("{} {}", self.rule.name(), self.format(v)),
+            None => match Expectation::parse(&self.expr).map(|e| (e.selector, e.metric)) {
+                _ if observations == 0 => "no data: nothing was observed".to_owned(),
+                Ok((Selector::Total, Metric::Drift)) => {
+                    "no data: drift was never measured".to_owned()
+                }
+                Ok((Selector::Total, _)) => "no data".to_owned(),
+                _ => format!("no data: no live connection in any of {observations} observations"),
+            },
+        }
+    }
+
+    fn format(&self, v: f64) -> String {
+        match self.unit {
+            Unit::Count => format!("{v}"),
+            Unit::Percent => {
+                let s = format!("{v:.3}");
+                format!("{}%", s.trim_end_matches('0').trim_end_matches('.'))
+            }
+        }
+    }
+}
+
+/// The outcome of a check, written as JSON by `--report` and read by [`summary`]. The
+/// keys come in the order of the fields.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Report {
+    /// Every expectation passed, and loss and drift are within their tolerance.
+    pub passed: bool,
+    pub duration_s: f64,
+    pub observations: u64,
+    pub expectations: Vec<ExpectationResult>,
+    /// Events lost over the run.
+    pub lost: u64,
+    /// The most lost events allowed; `None` when loss is not checked.
+    pub lost_tolerance: Option<u64>,
+    /// The largest drift measured; `None` when it was never measured.
+    pub drift: Option<u64>,
+    /// The most drift allowed; `None` when drift is not checked.
+    pub drift_tolerance: Option<u64>,
+    /// Why the check failed, one line per reason: failed expectations, then loss and drift.
+    pub failures: Vec<String>,
+}
+
+impl Report {
+    /// Pretty JSON, for `--report`.
+    #[must_use]
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).expect("a report always serializes")
+    }
+
+    #[must_use]
+    pub fn outcome(&self) -> Outcome {
+        if self.passed { Outcome::Passed } else { Outcome::Failed }
+    }
+
+    fn failed_expectations(&self) -> usize {
+        self.expectations.iter().filter(|r| r.verdict != Verdict::Pass).count()
+    }
+}
+
+/// How `tcptrace check` ends, and its exit code.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Every expectation held, within the loss and drift tolerance: exit 0.
+    Passed,
+    /// An expectation failed or had no data, or loss or drift exceeded the tolerance:
+    /// exit 1.
+    Failed,
+    /// An expectation or flag did not parse: exit 2, as clap exits on bad flags.
+    BadInput,
+}
+
+impl Outcome {
+    #[must_use]
+    pub const fn code(self) -> u8 {
+        match self {
+            Self::Passed => 0,
+            Self::Failed => 1,
+            Self::BadInput => 2,
+        }
+    }
+}
+
+impl From<Outcome> for ExitCode {
+    fn from(outcome: Outcome) -> Self {
+        Self::from(outcome.code())
+    }
+}
+
+/// The report for a person: a line per expectation (PASS, FAIL or NO DATA, and the value
+/// it was judged on), a line each for loss and drift, and a last line that says whether
+/// the check passed and, if not, what failed. Each line ends in a newline.
+#[must_use]
+pub fn summary(r: &Report) -> String {
+    let n = r.expectations.len();
+    let plural = if n == 1 { "" } else { "s" };
+    let mut out = format!(
+        "tcptrace check: {n} expectation{plural}, {} observations over {:.1}s\n",
+        r.observations, r.duration_s
+    );
+    let width = r.expectations.iter().map(|e| e.expr.chars().count()).max().unwrap_or(0);
+    for e in &r.expectations {
+        let status = match e.verdict {
+            Verdict::Pass => "PASS",
+            Verdict::Fail => "FAIL",
+            Verdict::NoData => "NO DATA",
+        };
+        let _ = writeln!(out, "{status:<8} {:<width$}  {}", e.expr, e.detail(r.observations));
+    }
+    let lost = match (lost_excess(r.lost, r.lost_tolerance), r.lost_tolerance) {
+        (Some(reason), _) => ("FAIL", reason),
+        (None, Some(max)) => ("PASS", format!("lost {} events ({max} allowed)", r.lost)),
+        (None, None) => ("-", format!("lost {} events (not checked)", r.lost)),
+    };
+    let drift = match (drift_excess(r.drift, r.drift_tolerance), r.drift, r.drift_tolerance) {
+        (Some(reason), _, _) => ("FAIL", reason),
+        (None, None, _) => ("-", "drift not measured".to_owned()),
+        (None, Some(d), Some(max)) => ("PASS", format!("drift {d} ({max} allowed)")),
+        (None, Some(d), None) => ("-", format!("drift {d} (not checked)")),
+    };
+    for (status, line) in [lost, drift] {
+        let _ = writeln!(out, "{status:<8} {line}");
+    }
+    if r.passed {
+        out.push_str("check passed\n");
+        return out;
+    }
+    let mut what = Vec::new();
+    let failed = r.failed_expectations();
+    if failed > 0 {
+        what.push(format!("{failed} of {n} expectation{plural}"));
+    }
+    if r.observations == 0 {
+        what.push("nothing observed".to_owned());
+    }
+    if lost_excess(r.lost, r.lost_tolerance).is_some() {
+        what.push(format!("{} events lost", r.lost));
+    }
+    if let (Some(d), Some(_)) = (r.drift, drift_excess(r.drift, r.drift_tolerance)) {
+        what.push(format!("drift {d}"));
+    }
+    let _ = writeln!(out, "check FAILED: {}", what.join(", "));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::Value;
+
+    use super::*;
+    use crate::check::{
+        DestinationValues, PortValues, Tolerance, TotalValues,
+        fixtures::{DST, Fake, dst_ports, run, sock, totals},
+    };
+
+    use Verdict::Pass;
+
+    fn mixed_report() -> Report {
+        let mut a = Fake::default();
+        a.ports.insert(8080, PortValues { live: 100_000, remote_addrs: 4, max_per_remote: 25_000 });
+        a.destinations
+            .insert(sock(DST), DestinationValues { live: 85, ports_in_use: 85, use_pct: 85.0 });
+        a.total = TotalValues { live: 100_085, lost: 2, drift: None };
+        let mut b = a.clone();
+        b.destinations
+            .insert(sock(DST), DestinationValues { live: 30, ports_in_use: 30, use_pct: 30.0 });
+        b.total.drift = Some(0);
+        run(
+            &["lport=8080 live>=100000", "dst=127.0.0.5:9000 headroom>=20%", "lport=9999 live<=10"],
+            &[a, b],
+            Tolerance::EXACT,
+        )
+    }
+
+    #[test]
+    fn report_round_trips_through_json() {
+        let r = mixed_report();
+        let json = r.to_json();
+        assert_eq!(serde_json::from_str::<Report>(&json).unwrap(), r);
+
+        let v: Value = serde_json::from_str(&json).unwrap();
+        let keys = [
+            "passed",
+            "duration_s",
+            "observations",
+            "expectations",
+            "lost",
+            "lost_tolerance",
+            "drift",
+            "drift_tolerance",
+            "failures",
+        ];
+        assert_eq!(v.as_object().unwrap().len(), keys.len());
+        let positions: Vec<usize> =
+            keys.iter().map(|k| json.find(&format!("\n  \"{k}\":")).unwrap()).collect();
+        assert!(positions.is_sorted(), "{json}");
+        assert_eq!(v["passed"], false);
+        assert_eq!(v["duration_s"], 60.0);
+        assert_eq!(v["observations"], 2);
+        assert_eq!((v["lost"].as_u64(), v["lost_tolerance"].as_u64()), (Some(2), Some(0)));
+        assert_eq!((v["drift"].as_u64(), v["drift_tolerance"].as_u64()), (Some(0), Some(0)));
+        let e = &v["expectations"];
+        assert_eq!(
+            e[0],
+            serde_json::json!({
+                "expr": "lport=8080 live>=100000", "rule": "peak", "expected": 100_000.0,
+                "unit": "count", "observed": 100_000.0, "samples": 2, "verdict": "pass"
+            })
+        );
+        assert_eq!(e[1]["rule"], "minimum");
+        assert_eq!(e[1]["unit"], "percent");
+        assert_eq!(e[1]["verdict"], "fail");
+        assert_eq!(
+            (e[1]["observed"].as_f64(), e[1]["expected"].as_f64()),
+            (Some(15.0), Some(20.0))
+        );
+        assert!(e[2]["observed"].is_null());
+        assert_eq!(e[2]["verdict"], "no_data");
+        assert_eq!(v["failures"].as_array().unwrap().len(), 3);
+
+        // Unchecked tolerances and an unmeasured drift are null.
+        let r = run(&[], &[Fake::default()], Tolerance::from_flags(None, None, true));
+        let v: Value = serde_json::from_str(&r.to_json()).unwrap();
+        assert!(
+            v["lost_tolerance"].is_null() && v["drift_tolerance"].is_null() && v["drift"].is_null()
+        );
+        assert_eq!(v["passed"], true);
+        assert_eq!(v["failures"], serde_json::json!([]));
+    }
+
+    #[test]
+    fn summary_of_a_failed_check() {
+        let r = mixed_report();
+        assert_eq!(
+            summary(&r),
+            "\
+tcptrace check: 3 expectations, 2 observations over 60.0s
+PASS     lport=8080 live>=100000           peak 100000
+FAIL     dst=127.0.0.5:9000 headroom>=20%  minimum 15%
+NO DATA  lport=9999 live<=10               no data: no live connection in any of 2 observations
+FAIL     2 events lost, 0 allowed: the counts may be off by up to 2; raise --ring-size, or allow them with --max-lost or --ignore-loss
+PASS     drift 0 (0 allowed)
+check FAILED: 2 of 3 expectations, 2 events lost
+"
+        );
+    }
+
+    #[test]
+    fn summary_of_a_passed_check() {
+        let obs = dst_ports(&[Some(1), Some(3)]);
+        let r =
+            run(&[&format!("dst={DST} use<=12.5%")], &obs, Tolerance::from_flags(None, None, true));
+        assert_eq!(
+            summary(&r),
+            "\
+tcptrace check: 1 expectation, 2 observations over 60.0s
+PASS     dst=127.0.0.5:9000 use<=12.5%  peak 3%
+-        lost 0 events (not checked)
+-        drift not measured
+check passed
+"
+        );
+        let obs = totals(&[(1, 0, Some(4))]);
+        let text = summary(&run(&[], &obs, Tolerance::from_flags(None, Some(4), false)));
+        assert!(
+            text.contains("\nPASS     lost 0 events (0 allowed)\nPASS     drift 4 (4 allowed)\n"),
+            "{text}"
+        );
+        let text = summary(&run(&[], &obs, Tolerance::from_flags(None, None, true)));
+        assert!(text.contains("\n-        drift 4 (not checked)\n"), "{text}");
+    }
+
+    #[test]
+    fn summary_names_every_reason_to_fail() {
+        let obs = totals(&[(1, 5, Some(2))]);
+        let text = summary(&run(&["total live>=1"], &obs, Tolerance::EXACT));
+        assert!(text.ends_with("\ncheck FAILED: 5 events lost, drift 2\n"), "{text}");
+        let text = summary(&run(&["total live>=1"], &[], Tolerance::EXACT));
+        assert!(text.contains("NO DATA  total live>=1  no data: nothing was observed\n"), "{text}");
+        assert!(text.ends_with("\ncheck FAILED: 1 of 1 expectation, nothing observed\n"), "{text}");
+    }
+
+    #[test]
+    fn percentages_are_shown_to_three_decimals() {
+        let r = ExpectationResult {
+            expr: String::new(),
+            rule: Rule::Peak,
+            expected: 0.0,
+            unit: Unit::Percent,
+            observed: None,
+            samples: 0,
+            verdict: Pass,
+        };
+        assert_eq!(r.format(100.0 / 3.0), "33.333%");
+        assert_eq!(r.format(12.5), "12.5%");
+        assert_eq!(r.format(20.0), "20%");
+        assert_eq!(r.format(0.0), "0%");
+    }
+
+    #[test]
+    fn exit_codes() {
+        assert_eq!(Outcome::Passed.code(), 0);
+        assert_eq!(Outcome::Failed.code(), 1);
+        assert_eq!(Outcome::BadInput.code(), 2);
+        assert_eq!(mixed_report().outcome(), Outcome::Failed);
+        assert_eq!(
+            run(&["total live>=0"], &[Fake::default()], Tolerance::EXACT).outcome(),
+            Outcome::Passed
+        );
+    }
+}
