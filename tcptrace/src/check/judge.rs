@@ -152,7 +152,7 @@ impl Expectation {
 
 /// What the check keeps of one expectation over the run.
 #[derive(Clone, Debug)]
-struct Tracker {
+struct ExpectationState {
     expectation: Expectation,
     /// Observations in which the selector had live connections (or drift was measured).
     samples: u64,
@@ -161,7 +161,7 @@ struct Tracker {
     last: Option<f64>,
 }
 
-impl Tracker {
+impl ExpectationState {
     fn record(&mut self, sample: Sample) {
         let value = match sample {
             Sample::Unmeasured => return,
@@ -207,7 +207,7 @@ impl Tracker {
 /// The expectations of one run and what has been observed of them so far.
 #[derive(Clone, Debug)]
 pub struct Check {
-    trackers: Vec<Tracker>,
+    states: Vec<ExpectationState>,
     tolerance: Tolerance,
     observations: u64,
     lost: u64,
@@ -218,11 +218,16 @@ impl Check {
     /// A check of `expectations` (none is allowed: then only loss and drift are checked).
     #[must_use]
     pub fn new(expectations: Vec<Expectation>, tolerance: Tolerance) -> Self {
-        let trackers = expectations
+        let states = expectations
             .into_iter()
-            .map(|expectation| Tracker { expectation, samples: 0, extreme: None, last: None })
+            .map(|expectation| ExpectationState {
+                expectation,
+                samples: 0,
+                extreme: None,
+                last: None,
+            })
             .collect();
-        Self { trackers, tolerance, observations: 0, lost: 0, drift: None }
+        Self { states, tolerance, observations: 0, lost: 0, drift: None }
     }
 
     /// Records one observation: call it once per interval, and once more at the end.
@@ -233,9 +238,9 @@ impl Check {
         if let Some(drift) = total.drift {
             self.drift = Some(self.drift.map_or(drift, |d| d.max(drift)));
         }
-        for t in &mut self.trackers {
-            let sample = t.expectation.sample(obs);
-            t.record(sample);
+        for state in &mut self.states {
+            let sample = state.expectation.sample(obs);
+            state.record(sample);
         }
     }
 
@@ -243,7 +248,7 @@ impl Check {
     #[must_use]
     pub fn report(&self, duration: Duration) -> Report {
         let expectations: Vec<ExpectationResult> =
-            self.trackers.iter().map(Tracker::result).collect();
+            self.states.iter().map(ExpectationState::result).collect();
         let mut failures = Vec::new();
         if self.observations == 0 {
             failures
