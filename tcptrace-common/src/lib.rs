@@ -4,6 +4,8 @@
 //! or reads it from globals, userspace reads it back byte for byte.
 #![no_std]
 
+pub mod attach;
+
 /// Kind of a connection event, as carried in [`Event::kind`].
 pub mod kind {
     /// A client connection: `tcp_connect` (SYN sent) on the fentry/kprobe paths,
@@ -32,15 +34,22 @@ pub mod kind {
 pub const AF_INET: u16 = 2;
 pub const AF_INET6: u16 = 10;
 
-/// TCP states as the kernel numbers them (include/net/tcp_states.h).
+/// TCP states as the kernel numbers them (include/net/tcp_states.h): `skc_state`, the
+/// tracepoint's `oldstate`/`newstate`, and sock_diag's `idiag_state` all use these.
 pub mod tcp_state {
-    pub const ESTABLISHED: u32 = 1;
-    pub const SYN_SENT: u32 = 2;
-    pub const SYN_RECV: u32 = 3;
-    pub const FIN_WAIT1: u32 = 4;
-    pub const CLOSE: u32 = 7;
-    pub const CLOSE_WAIT: u32 = 8;
-    pub const LAST_ACK: u32 = 9;
+    pub const ESTABLISHED: u8 = 1;
+    pub const SYN_SENT: u8 = 2;
+    pub const SYN_RECV: u8 = 3;
+    pub const FIN_WAIT1: u8 = 4;
+    pub const FIN_WAIT2: u8 = 5;
+    pub const TIME_WAIT: u8 = 6;
+    pub const CLOSE: u8 = 7;
+    pub const CLOSE_WAIT: u8 = 8;
+    pub const LAST_ACK: u8 = 9;
+    pub const LISTEN: u8 = 10;
+    pub const CLOSING: u8 = 11;
+    /// A request socket of a listener, mid-handshake (sock_diag reports it as SYN_RECV).
+    pub const NEW_SYN_RECV: u8 = 12;
 }
 
 pub const IPPROTO_TCP: u16 = 6;
@@ -273,6 +282,11 @@ impl Filter {
             && self.n_cgroups == 0
     }
 }
+
+/// Default size of the `EVENTS` ring buffer, in bytes: 4 MiB holds ~47,000 events, about
+/// 10 ms of the densest churn the benchmark box sustains, between two drains. Userspace may
+/// change it before load (`--ring-size`).
+pub const DEFAULT_RING_BYTES: u32 = 4 << 20;
 
 /// Names of the maps and the global, shared by both sides.
 pub const EVENTS_MAP: &str = "EVENTS";

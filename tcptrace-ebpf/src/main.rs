@@ -30,15 +30,12 @@ use aya_ebpf::{
 use core::mem::MaybeUninit;
 
 use tcptrace_common::{
-    AF_INET, AF_INET6, BitField, Cidr, Config, EADDRNOTAVAIL, Event, FILTER_MAX, IPPROTO_TCP, kind,
-    tcp_state,
+    AF_INET, AF_INET6, BitField, Cidr, Config, DEFAULT_RING_BYTES, EADDRNOTAVAIL, Event,
+    FILTER_MAX, IPPROTO_TCP, kind, tcp_state,
 };
 
-/// Default ring size; userspace may change it before load (`--ring-size`).
-const RING_BYTES: u32 = 4 << 20;
-
 #[map]
-static EVENTS: RingBuf = RingBuf::with_byte_size(RING_BYTES, 0);
+static EVENTS: RingBuf = RingBuf::with_byte_size(DEFAULT_RING_BYTES, 0);
 
 /// Events dropped because the ring was full, per CPU (no atomics on the hot path).
 #[map]
@@ -118,7 +115,7 @@ fn is_tcp(sk: *const u8, cfg: &Config) -> bool {
 #[inline(always)]
 fn is_live(sk: *const u8, cfg: &Config) -> bool {
     let state: u8 = read(sk, cfg.sock.state);
-    state == tcp_state::ESTABLISHED as u8 || state == tcp_state::CLOSE_WAIT as u8
+    state == tcp_state::ESTABLISHED || state == tcp_state::CLOSE_WAIT
 }
 
 /// Inode of the socket's network namespace: `sk->__sk_common.skc_net.net->ns.inum`.
@@ -371,7 +368,7 @@ pub fn kprobe_tcp_disconnect(ctx: ProbeContext) -> u32 {
 /// of every task on the box through the kernel's slow syscall path (about 35 ns more
 /// each, measured here).
 #[inline(always)]
-fn kind_of_transition(old: u32, new: u32) -> u8 {
+fn kind_of_transition(old: u8, new: u8) -> u8 {
     if old == tcp_state::SYN_SENT && new == tcp_state::CLOSE {
         return kind::CONNECT_FAILED;
     }
@@ -392,14 +389,14 @@ fn kind_of_transition(old: u32, new: u32) -> u8 {
 
 /// Whether a transition matters to `track_connecting`: only with `details` on.
 #[inline(always)]
-fn tracks_connecting(old: u32, new: u32, cfg: &Config) -> bool {
+fn tracks_connecting(old: u8, new: u8, cfg: &Config) -> bool {
     cfg.details != 0 && (new == tcp_state::SYN_SENT || old == tcp_state::SYN_SENT)
 }
 
 /// Remembers the connecting task at `SYN_SENT`; forgets it when the connect fails.
 /// Returns true when the transition needs no further handling (the remembering).
 #[inline(always)]
-fn track_connecting(sk: u64, old: u32, new: u32, cfg: &Config) -> bool {
+fn track_connecting(sk: u64, old: u8, new: u8, cfg: &Config) -> bool {
     if !tracks_connecting(old, new, cfg) {
         return false;
     }
@@ -443,7 +440,8 @@ fn attribute_connect(ev: &mut Event, cfg: &Config) -> Owner {
 #[btf_tracepoint(function = "inet_sock_set_state")]
 pub fn tp_btf_inet_sock_set_state(ctx: BtfTracePointContext) -> i32 {
     let sk: *const u8 = ctx.arg(0);
-    let (old, new) = (ctx.arg::<u32>(1), ctx.arg::<u32>(2));
+    // The kernel passes `int`s; every TCP state fits the low byte (`skc_state` is a u8).
+    let (old, new) = (ctx.arg::<u32>(1) as u8, ctx.arg::<u32>(2) as u8);
     let cfg = config();
     // Most transitions change nothing we count: decided from the two states alone,
     // before any read of the socket.
@@ -476,8 +474,8 @@ pub fn tracepoint_inet_sock_set_state(ctx: TracePointContext) -> u32 {
     let tp = cfg.tracepoint;
     let record = ctx.as_ptr() as *const u8;
     let (old, new, protocol) = (
-        read::<u32>(record, tp.oldstate),
-        read::<u32>(record, tp.newstate),
+        read::<u32>(record, tp.oldstate) as u8,
+        read::<u32>(record, tp.newstate) as u8,
         read::<u16>(record, tp.protocol),
     );
     let kind = kind_of_transition(old, new);
