@@ -18,7 +18,9 @@ use serde::{Deserialize, Serialize};
 /// `watch --json` line. The fields are in the order of the line's keys.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Snapshot {
-    /// Time since tracing started (`watch --json` rounds it to milliseconds).
+    /// Time since tracing started, written to the millisecond: plenty for a refresh
+    /// interval, and it keeps the line short.
+    #[serde(serialize_with = "to_the_millisecond")]
     pub elapsed_s: f64,
     /// Name of the attach path in use (fentry, kprobe, tp_btf, tracepoint).
     pub backend: String,
@@ -40,6 +42,11 @@ pub struct Snapshot {
     pub listeners: Vec<ListenerRow>,
     /// Per client-side destination: ephemeral ports in use and headroom.
     pub destinations: Vec<DestinationRow>,
+}
+
+#[expect(clippy::trivially_copy_pass_by_ref, reason = "serde's serialize_with passes a reference")]
+fn to_the_millisecond<S: serde::Serializer>(seconds: &f64, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64((seconds * 1000.0).round() / 1000.0)
 }
 
 /// Live connections on one local port (a listener's accepted connections and the
@@ -188,6 +195,8 @@ mod tests {
         assert_eq!(serde_json::to_string(&snapshot).unwrap(), line);
         assert_eq!(snapshot.remote_endpoints[0].addr, "::1".parse::<IpAddr>().unwrap());
         assert!(serde_json::from_str::<Snapshot>(r#"{"elapsed_s":1.0}"#).is_err());
+        let late = Snapshot { elapsed_s: 12.345_678, ..snapshot };
+        assert!(serde_json::to_string(&late).unwrap().starts_with(r#"{"elapsed_s":12.346,"#));
     }
 
     #[test]

@@ -77,7 +77,8 @@ pub fn loopback_up() -> io::Result<()> {
 /// unless something in it outlives it (a process, a bind mount).
 pub fn in_new<T: Send + 'static>(body: impl FnOnce(u32) -> T + Send + 'static) -> T {
     let worker = thread::spawn(move || {
-        let inode = enter_new().unwrap_or_else(|e| panic!("cannot set up a network namespace: {e}"));
+        let inode =
+            enter_new().unwrap_or_else(|e| panic!("cannot set up a network namespace: {e}"));
         body(inode)
     });
     worker.join().unwrap_or_else(|payload| panic::resume_unwind(payload))

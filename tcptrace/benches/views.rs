@@ -9,7 +9,7 @@ use std::time::Duration;
 use common::ThreadCpuTime;
 use criterion::{Criterion, criterion_group, criterion_main};
 use tcptrace::ledger::Ledger;
-use tcptrace::view::{self, Snapshot, Trust};
+use tcptrace::view::{self, FromLedger as _, Snapshot, Trust};
 
 mod common;
 use common::Family;

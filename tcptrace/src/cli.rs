@@ -1,10 +1,13 @@
-//! Command-line interface (clap derive). `watch` is the default command.
+//! The command line (clap derive): the commands and what runs without one (`watch`). Each
+//! command's options are in its own file under [`crate::cmd`]; the options they share are
+//! in [`crate::cmd::args`].
 
-use std::time::Duration;
+use clap::{Parser, Subcommand};
 
-use clap::{Args, Parser, Subcommand};
-
-use crate::backend::{AttachRequest, DEFAULT_RING_BYTES};
+use crate::cmd::{
+    check::CheckArgs, demo::DemoArgs, events::EventsArgs, serve::ServeArgs, top::TopArgs,
+    watch::WatchArgs,
+};
 
 const ABOUT: &str =
     "Exact, live counts of TCP connections per local port and per remote endpoint, from eBPF.";
@@ -43,7 +46,7 @@ pub struct Cli {
 fn long_version() -> &'static str {
     static TEXT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     TEXT.get_or_init(|| {
-        let paths: Vec<&str> = crate::backend::compiled_in().iter().map(|b| b.name()).collect();
+        let paths: Vec<&str> = crate::kernel::compiled_in().iter().map(|p| p.name).collect();
         let paths = if paths.is_empty() {
             "none (built without its BPF object: AYA_BUILD_SKIP was set)".to_owned()
         } else {
@@ -65,13 +68,13 @@ pub enum Command {
     /// Prove it on this box: hold --connections (100,000) connections on ONE port, then
     /// exhaust a client's ephemeral range, with the tracer counting; exit 0 if every count
     /// agreed. Loopback only, in a network namespace of its own, torn down at the end.
-    Demo(crate::cmd::demo::DemoArgs),
+    Demo(DemoArgs),
     /// Full-screen live view: listeners, destinations, local ports and remote endpoints,
     /// sortable and filterable (keys shown on screen; q quits). Prints `watch`'s table when
     /// stdout is not a terminal.
-    Top(crate::cmd::top::TopArgs),
+    Top(TopArgs),
     /// Serve the counts as Prometheus metrics on /metrics (and /healthz) over HTTP.
-    Serve(crate::cmd::serve::ServeArgs),
+    Serve(ServeArgs),
     /// tcptrace's own loopback load generator (used by the demo and the benchmarks).
     #[command(hide = true)]
     Load(crate::load::LoadArgs),
@@ -84,95 +87,10 @@ impl Cli {
     }
 }
 
-/// Options every tracing command takes.
-#[derive(Debug, Clone, Args)]
-pub struct TraceArgs {
-    /// Kernel attach path. `auto` tries fentry, kprobe, then the tracepoint, and says why it
-    /// passed over the others.
-    #[arg(long, value_enum, default_value = "auto", env = "TCPTRACE_ATTACH")]
-    pub attach: AttachRequest,
-    /// Stop by itself after this long (e.g. 30s, 5m); runs until Ctrl-C when not given.
-    #[arg(long, value_parser = parse_duration)]
-    pub duration: Option<Duration>,
-    /// How often to print (watch), refresh the metrics (serve) or check for lost events
-    /// (events), e.g. 500ms, 2s.
-    #[arg(long, default_value = "1s", value_parser = parse_interval)]
-    pub interval: Duration,
-    /// Size of the ring buffer in bytes: a power of two multiple of the page size. Raise it
-    /// if events are lost in connection storms.
-    #[arg(long, default_value_t = DEFAULT_RING_BYTES, value_name = "BYTES")]
-    pub ring_size: u32,
-    #[command(flatten)]
-    pub filter: crate::filter::FilterArgs,
-}
-
-#[derive(Debug, Clone, Args)]
-pub struct WatchArgs {
-    #[command(flatten)]
-    pub trace: TraceArgs,
-    /// Print one JSON object per interval, one per line, instead of a table.
-    #[arg(long)]
-    pub json: bool,
-    /// Rows per table (local ports, remote endpoints); 0 shows all.
-    #[arg(long, default_value_t = 20, value_name = "N")]
-    pub top: usize,
-    /// How often to check the counts against the kernel's own table (sock_diag, as `ss`
-    /// reads it), correct them, and report the difference as `drift`; `0s` only at exit.
-    #[arg(long, default_value = "10s", value_parser = parse_duration, value_name = "DURATION")]
-    pub reconcile_every: Duration,
-}
-
-#[derive(Debug, Clone, Args)]
-#[command(
-    after_help = "Example:\n  tcptrace check --expect 'lport=8080 live>=100000' \\\n      --expect 'dst=127.0.0.5:9000 headroom>=20%' --duration 60s --report out.json"
-)]
-pub struct CheckArgs {
-    #[command(flatten)]
-    pub trace: TraceArgs,
-    /// A claim to check, e.g. 'lport=8080 live>=100000'; repeat for several. See
-    /// --help for the grammar.
-    #[arg(long = "expect", required = true, value_name = "EXPR", long_help = crate::check::EXPECT_HELP)]
-    pub expect: Vec<crate::check::Expectation>,
-    /// Also write the verdicts, observed values, lost and drift as JSON to this file.
-    #[arg(long, value_name = "PATH")]
-    pub report: Option<std::path::PathBuf>,
-    /// Lost events tolerated before the check fails (default 0: counts must be exact).
-    #[arg(long, value_name = "N")]
-    pub max_lost: Option<u64>,
-    /// Drift tolerated before the check fails (default 0).
-    #[arg(long, value_name = "N")]
-    pub max_drift: Option<u64>,
-    /// Do not fail the check on lost events or drift (unless --max-drift is given).
-    #[arg(long, conflicts_with = "max_lost")]
-    pub ignore_loss: bool,
-    /// How often to reconcile with sock_diag during the check; it also runs at the end.
-    #[arg(long, default_value = "10s", value_parser = parse_duration, value_name = "DURATION")]
-    pub reconcile_every: Duration,
-}
-
-#[derive(Debug, Clone, Args)]
-pub struct EventsArgs {
-    #[command(flatten)]
-    pub trace: TraceArgs,
-    /// Print JSON lines instead of text.
-    #[arg(long)]
-    pub json: bool,
-}
-
-pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s).map_err(|e| format!("{e} (examples: 500ms, 10s, 5m)"))
-}
-
-fn parse_interval(s: &str) -> Result<Duration, String> {
-    let d = parse_duration(s)?;
-    if d < Duration::from_millis(10) {
-        return Err("the interval must be at least 10ms".into());
-    }
-    Ok(d)
-}
-
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     fn parse(args: &[&str]) -> Result<Command, clap::Error> {
@@ -195,7 +113,7 @@ mod tests {
         assert!(w.json);
         assert_eq!(w.top, 5);
         assert_eq!(w.trace.interval, Duration::from_millis(250));
-        assert_eq!(w.trace.attach, AttachRequest::Auto);
+        assert_eq!(w.trace.attach.name, "auto");
         assert_eq!(w.reconcile_every, Duration::from_secs(10));
     }
 
@@ -207,7 +125,7 @@ mod tests {
             panic!("expected events");
         };
         assert_eq!(e.trace.duration, Some(Duration::from_secs(2)));
-        assert_eq!(e.trace.attach, AttachRequest::TracepointClassic);
+        assert_eq!(e.trace.attach.name, "tracepoint-classic");
     }
 
     #[test]

@@ -8,10 +8,24 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 /// swapped.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Conn {
-    /// Inode number of the network namespace, 0 when the kernel could not tell.
+    /// Inode number of the network namespace; [`NETNS_UNKNOWN`] when the programs could not
+    /// read it.
     pub netns: u32,
     pub local: SocketAddr,
     pub remote: SocketAddr,
+}
+
+/// The namespace events carry when the programs cannot read namespace ids (no kernel
+/// BTF): every namespace is then one to the hooks. The sock_diag side keys its connections
+/// the same way to match them ([`Conn::as_events_key_them`]), and a lookup by an event's
+/// namespace matches any namespace.
+pub const NETNS_UNKNOWN: u32 = 0;
+
+/// A namespace as the hooks' events name it: itself, or [`NETNS_UNKNOWN`] when they cannot
+/// read namespace ids.
+#[must_use]
+pub fn events_netns(netns: u32, knows_netns: bool) -> u32 {
+    if knows_netns { netns } else { NETNS_UNKNOWN }
 }
 
 /// IPv4-mapped IPv6 addresses (`::ffff:a.b.c.d`, an IPv4 peer on a dual-stack socket) are
@@ -42,6 +56,13 @@ impl Conn {
             local: SocketAddr::new(canonical_ip(local.ip()), local.port()),
             remote: SocketAddr::new(canonical_ip(remote.ip()), remote.port()),
         }
+    }
+
+    /// The connection as the hooks' events name it: its own namespace, or
+    /// [`NETNS_UNKNOWN`] when they cannot read namespace ids.
+    #[must_use]
+    pub fn as_events_key_them(self, knows_netns: bool) -> Self {
+        Self { netns: events_netns(self.netns, knows_netns), ..self }
     }
 }
 

@@ -13,50 +13,39 @@
 //! where it was created (an accepted socket inherits its listener's), as the kernel records
 //! it in the socket and sock_diag reports it.
 
-use std::collections::HashSet;
-use std::fs;
 use std::net::IpAddr;
-use std::os::fd::AsRawFd as _;
-use std::os::unix::fs::MetadataExt as _;
-use std::path::Path;
 use std::str::FromStr;
 
-use clap::Args;
 use tcptrace_common::{self as wire, FILTER_MAX};
 
-use crate::{
-    conn::{Conn, canonical_ip},
-    seed,
-};
+use crate::conn::{Conn, canonical_ip};
 
-/// The filter flags, shared by every tracing command.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Args)]
-#[command(next_help_heading = "Filters (in the kernel; repeat a flag to OR, combine flags to AND)")]
-pub struct FilterArgs {
-    /// Only connections with this port at either end.
-    #[arg(long, value_name = "PORT", value_parser = parse_port)]
+/// What to report: each list empty means "any". The command line's `--port`, `--lport`,
+/// `--rport`, `--addr`, `--pid`, `--netns` and `--cgroup` fill it (`cmd::args`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Filter {
+    /// Either end's port.
     pub port: Vec<u16>,
-    /// Only connections with this local port.
-    #[arg(long, value_name = "PORT", value_parser = parse_port)]
     pub lport: Vec<u16>,
-    /// Only connections with this remote port.
-    #[arg(long, value_name = "PORT", value_parser = parse_port)]
     pub rport: Vec<u16>,
-    /// Only connections whose remote address is in this CIDR (10.0.0.0/8, ::1, fd00::/8; a
-    /// bare address is one host). IPv4 CIDRs also match IPv4-mapped IPv6 peers.
-    #[arg(long, value_name = "CIDR", value_parser = Cidr::from_str)]
+    /// The remote address.
     pub addr: Vec<Cidr>,
-    /// Only connections owned by this process: the one that called connect() or accept().
-    #[arg(long, value_name = "PID", value_parser = parse_pid)]
+    /// The process (tgid) that owns the socket.
     pub pid: Vec<u32>,
-    /// Only connections in this network namespace: its inode (as `lsns -t net` prints it)
-    /// or a path (/run/netns/NAME, /proc/PID/ns/net).
-    #[arg(long, value_name = "INODE|PATH", value_parser = parse_netns)]
+    /// Network namespace inodes.
     pub netns: Vec<u32>,
-    /// Only connections whose socket belongs to this cgroup v2 directory (exactly, not its
-    /// children), e.g. /sys/fs/cgroup/system.slice/nginx.service.
-    #[arg(long, value_name = "PATH", value_parser = parse_cgroup)]
+    /// cgroup v2 ids (the cgroup directory's inode).
     pub cgroup: Vec<u64>,
+}
+
+/// A filter with more values of one kind than the in-kernel arrays hold.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "--{flag} was given {given} times; the in-kernel filter holds at most {FILTER_MAX}: use a CIDR or split the run"
+)]
+pub struct TooManyValues {
+    pub flag: &'static str,
+    pub given: usize,
 }
 
 /// An address prefix, IPv4 or IPv6.
@@ -119,59 +108,7 @@ impl Cidr {
     }
 }
 
-fn parse_port(s: &str) -> Result<u16, String> {
-    match s.parse::<u32>() {
-        Ok(p @ 1..=65535) => Ok(u16::try_from(p).expect("in range")),
-        Ok(_) => Err("a port must be 1 to 65535".into()),
-        Err(_) => Err("not a port number (1 to 65535)".into()),
-    }
-}
-
-fn parse_pid(s: &str) -> Result<u32, String> {
-    let pid: u32 = s.parse().ok().filter(|&p| p > 0).ok_or("not a process id")?;
-    if !Path::new(&format!("/proc/{pid}")).exists() {
-        return Err(format!("no process {pid} is running"));
-    }
-    Ok(pid)
-}
-
-/// `CLONE_NEWNET`, as `NS_GET_NSTYPE` answers for a network namespace.
-const NS_GET_NSTYPE: libc::c_ulong = 0xb703;
-
-fn parse_netns(s: &str) -> Result<u32, String> {
-    if let Ok(inode) = s.parse::<u32>() {
-        return if inode == 0 { Err("0 is not a namespace inode".into()) } else { Ok(inode) };
-    }
-    let file = fs::File::open(s).map_err(|e| {
-        format!("cannot open {s}: {e} (give an inode number, /run/netns/NAME or /proc/PID/ns/net)")
-    })?;
-    // SAFETY: NS_GET_NSTYPE takes no argument and only reads the file's namespace type.
-    let nstype = unsafe { libc::ioctl(file.as_raw_fd(), NS_GET_NSTYPE) };
-    if nstype != libc::CLONE_NEWNET {
-        return Err(format!(
-            "{s} is not a network namespace (give an inode number, /run/netns/NAME or /proc/PID/ns/net)"
-        ));
-    }
-    let meta = file.metadata().map_err(|e| format!("cannot stat {s}: {e}"))?;
-    u32::try_from(meta.ino()).map_err(|_| format!("{s}: namespace inode exceeds 32 bits"))
-}
-
-/// A cgroup v2 directory's inode number is its cgroup id (kernfs uses the id as inode).
-fn parse_cgroup(s: &str) -> Result<u64, String> {
-    let meta = fs::metadata(s).map_err(|e| format!("cannot read {s}: {e}"))?;
-    if !meta.is_dir() {
-        return Err(format!("{s} is not a directory (give a cgroup v2 directory)"));
-    }
-    let fs = nix::sys::statfs::statfs(s).map_err(|e| format!("cannot statfs {s}: {e}"))?;
-    if fs.filesystem_type() != nix::sys::statfs::CGROUP2_SUPER_MAGIC {
-        return Err(format!(
-            "{s} is not in a cgroup v2 hierarchy (find it with `mount -t cgroup2`)"
-        ));
-    }
-    Ok(meta.ino())
-}
-
-impl FilterArgs {
+impl Filter {
     /// Whether nothing is filtered.
     #[must_use]
     pub fn is_empty(&self) -> bool {
@@ -180,21 +117,15 @@ impl FilterArgs {
 
     /// The filter as the programs read it; more values of one flag than the in-kernel
     /// arrays hold is a usage error.
-    pub fn to_wire(&self) -> Result<wire::Filter, clap::Error> {
+    pub fn to_wire(&self) -> Result<wire::Filter, TooManyValues> {
         fn fill<T: Copy, W: Copy + Default>(
-            flag: &str,
+            flag: &'static str,
             values: &[T],
             slots: &mut [W; FILTER_MAX],
             convert: impl Fn(T) -> W,
-        ) -> Result<u32, clap::Error> {
+        ) -> Result<u32, TooManyValues> {
             if values.len() > FILTER_MAX {
-                return Err(clap::Error::raw(
-                    clap::error::ErrorKind::TooManyValues,
-                    format!(
-                        "--{flag} was given {} times; the in-kernel filter holds at most {FILTER_MAX}: use a CIDR or split the run\n",
-                        values.len()
-                    ),
-                ));
+                return Err(TooManyValues { flag, given: values.len() });
             }
             for (slot, &v) in slots.iter_mut().zip(values) {
                 *slot = convert(v);
@@ -223,134 +154,24 @@ impl FilterArgs {
             && (self.netns.is_empty() || self.netns.contains(&c.netns))
     }
 
-    /// The kernel's live connections that pass the filter, in every network namespace: what
-    /// the ledger is seeded with and reconciled against.
-    pub fn snapshot(&self) -> anyhow::Result<seed::Snapshot> {
-        if self.pid.is_empty() && self.cgroup.is_empty() {
-            let mut snapshot = seed::snapshot()?;
-            if !self.is_empty() {
-                snapshot.conns.retain(|c| self.matches_conn(c));
-            }
-            return Ok(snapshot);
-        }
-        // Taken before the dump: a socket opened in between has its own event.
-        let held = self.held_sockets();
-        let found = seed::in_every_netns(seed::dump_live)?;
-        let namespaces = found.results.iter().map(|&(netns, _)| netns).collect();
-        let conns = found
-            .results
-            .into_iter()
-            .flat_map(|(_, sockets)| sockets)
-            .filter(|s| self.matches_socket(s, &held))
-            .map(|s| s.conn)
-            .collect();
-        Ok(seed::Snapshot { conns, namespaces, skipped: found.skipped })
-    }
-
-    /// The socket inodes the `--pid` processes hold open, for [`matches_socket`]; empty
-    /// (and not looked up) without `--pid`.
-    ///
-    /// [`matches_socket`]: Self::matches_socket
+    /// Whether a socket of a sock_diag dump passes every filter: its connection, its
+    /// cgroup id, and for `--pid` whether one of those processes holds it (`held`, asked
+    /// only then). A listener's remote end is `0.0.0.0:0`, so `--rport` and `--addr` never
+    /// pass one.
     #[must_use]
-    pub fn held_sockets(&self) -> HashSet<u32> {
-        socket_inodes_of(&self.pid)
+    pub fn matches_socket(&self, conn: &Conn, cgroup: u64, held: impl FnOnce() -> bool) -> bool {
+        self.matches_conn(conn)
+            && (self.cgroup.is_empty() || self.cgroup.contains(&cgroup))
+            && (self.pid.is_empty() || held())
     }
-
-    /// Whether a socket of a sock_diag dump passes every filter; `held` is
-    /// [`held_sockets`](Self::held_sockets). A listener's remote end is `0.0.0.0:0`, so
-    /// `--rport` and `--addr` never pass one.
-    #[must_use]
-    pub fn matches_socket(&self, s: &seed::TcpSocket, held: &HashSet<u32>) -> bool {
-        self.matches_conn(&s.conn)
-            && (self.cgroup.is_empty() || self.cgroup.contains(&s.cgroup))
-            && (self.pid.is_empty() || held.contains(&s.inode))
-    }
-}
-
-/// The socket inodes the processes `pids` hold open (`/proc/PID/fd/N -> socket:[INODE]`).
-fn socket_inodes_of(pids: &[u32]) -> HashSet<u32> {
-    let mut inodes = HashSet::new();
-    for pid in pids {
-        let Ok(fds) = fs::read_dir(format!("/proc/{pid}/fd")) else { continue };
-        for fd in fds.flatten() {
-            let Ok(target) = fs::read_link(fd.path()) else { continue };
-            let inode: Option<u32> = target
-                .to_str()
-                .and_then(|t| t.strip_prefix("socket:["))
-                .and_then(|t| t.strip_suffix(']'))
-                .and_then(|t| t.parse().ok());
-            inodes.extend(inode);
-        }
-    }
-    inodes
-}
-
-/// `INET_DIAG_CGROUP_ID` (attribute 21, a u64) from the attributes of one sock_diag
-/// record; 0 when absent (kernels before 5.9, or without `CONFIG_SOCK_CGROUP_DATA`).
-#[must_use]
-pub fn cgroup_id_attr(mut attrs: &[u8]) -> u64 {
-    const INET_DIAG_CGROUP_ID: u16 = 21;
-    while attrs.len() >= 4 {
-        let len = usize::from(u16::from_ne_bytes([attrs[0], attrs[1]]));
-        let kind = u16::from_ne_bytes([attrs[2], attrs[3]]) & 0x3fff;
-        if len < 4 || len > attrs.len() {
-            break;
-        }
-        if kind == INET_DIAG_CGROUP_ID && len >= 12 {
-            return u64::from_ne_bytes(attrs[4..12].try_into().expect("8 bytes"));
-        }
-        attrs = attrs.get(len.next_multiple_of(4)..).unwrap_or_default();
-    }
-    0
 }
 
 #[cfg(test)]
 mod tests {
-    use clap::Parser;
-
     use super::*;
-
-    #[derive(Parser)]
-    struct Cli {
-        #[command(flatten)]
-        filter: FilterArgs,
-    }
-
-    fn parse(args: &[&str]) -> Result<FilterArgs, String> {
-        Cli::try_parse_from(std::iter::once("t").chain(args.iter().copied()))
-            .map(|c| c.filter)
-            .map_err(|e| e.to_string())
-    }
 
     fn conn(netns: u32, local: &str, remote: &str) -> Conn {
         Conn::new(netns, local.parse().unwrap(), remote.parse().unwrap())
-    }
-
-    #[test]
-    fn ports_are_checked() {
-        assert_eq!(parse(&["--port", "80", "--port", "443"]).unwrap().port, [80, 443]);
-        for bad in ["0", "65536", "99999", "http"] {
-            let err = parse(&["--lport", bad]).unwrap_err();
-            assert!(err.contains("--lport") && err.contains("1 to 65535"), "{err}");
-        }
-    }
-
-    #[test]
-    fn cidrs_parse_and_match_both_families() {
-        let net: Cidr = "10.1.0.0/16".parse().unwrap();
-        assert!(net.contains("10.1.200.3".parse().unwrap()));
-        assert!(net.contains("::ffff:10.1.0.9".parse().unwrap()), "IPv4-mapped peer");
-        assert!(!net.contains("10.2.0.1".parse().unwrap()));
-        assert!(!net.contains("::1".parse().unwrap()));
-        let host: Cidr = "::1".parse().unwrap();
-        assert_eq!(host.prefix, 128);
-        assert!(host.contains("::1".parse().unwrap()) && !host.contains("::2".parse().unwrap()));
-        let all: Cidr = "0.0.0.0/0".parse().unwrap();
-        assert!(all.contains("192.0.2.1".parse().unwrap()));
-        for bad in ["10.0.0.0/33", "fd00::/129", "10.0.0/8", "host", "10.0.0.0/x"] {
-            let err = parse(&["--addr", bad]).unwrap_err();
-            assert!(err.contains("--addr") && err.contains("CIDR"), "{bad}: {err}");
-        }
     }
 
     #[test]
@@ -366,70 +187,17 @@ mod tests {
     }
 
     #[test]
-    fn netns_takes_an_inode_or_a_namespace_file() {
-        assert_eq!(parse(&["--netns", "4026531840"]).unwrap().netns, [4_026_531_840]);
-        let own = fs::metadata("/proc/self/ns/net").unwrap().ino();
-        assert_eq!(u64::from(parse(&["--netns", "/proc/self/ns/net"]).unwrap().netns[0]), own);
-        let err = parse(&["--netns", "/run/netns/no-such-namespace"]).unwrap_err();
-        assert!(err.contains("cannot open"), "{err}");
-        let err = parse(&["--netns", "/proc/self/ns/uts"]).unwrap_err();
-        assert!(err.contains("not a network namespace"), "{err}");
-        assert!(parse(&["--netns", "0"]).is_err());
-    }
-
-    #[test]
-    fn cgroup_must_be_a_cgroup2_directory() {
-        let err = parse(&["--cgroup", "/no/such/cgroup"]).unwrap_err();
-        assert!(err.contains("cannot read"), "{err}");
-        let err = parse(&["--cgroup", "/proc/self/fd"]).unwrap_err();
-        assert!(err.contains("cgroup v2"), "{err}");
-    }
-
-    #[test]
-    fn pid_must_be_running() {
-        let me = std::process::id();
-        assert_eq!(parse(&["--pid", &me.to_string()]).unwrap().pid, [me]);
-        assert!(parse(&["--pid", "0"]).unwrap_err().contains("not a process id"));
-        let err = parse(&["--pid", "4194304"]).unwrap_err();
-        assert!(err.contains("no process"), "{err}");
-    }
-
-    #[test]
-    fn too_many_values_for_the_kernel_arrays() {
-        let many: Vec<String> = (1..=9).flat_map(|p| ["--rport".into(), p.to_string()]).collect();
-        let args: Vec<&str> = many.iter().map(String::as_str).collect();
-        let err = parse(&args).unwrap().to_wire().unwrap_err().to_string();
-        assert!(err.contains("--rport was given 9 times"), "{err}");
-        let f = parse(&args[..16]).unwrap().to_wire().unwrap();
-        assert_eq!((f.n_rports, f.rports[7]), (8, 8));
-    }
-
-    #[test]
-    fn one_kind_ors_kinds_and() {
-        let f = parse(&["--port", "80", "--port", "443", "--addr", "10.0.0.0/8"]).unwrap();
-        assert!(f.matches_conn(&conn(1, "10.0.0.1:80", "10.9.9.9:40000")));
-        assert!(f.matches_conn(&conn(1, "10.0.0.1:40000", "10.9.9.9:443")), "either end");
-        assert!(!f.matches_conn(&conn(1, "10.0.0.1:22", "10.9.9.9:40000")));
-        assert!(!f.matches_conn(&conn(1, "10.0.0.1:80", "192.0.2.1:40000")), "remote only");
-        let f = parse(&["--lport", "80", "--netns", "7"]).unwrap();
-        assert!(f.matches_conn(&conn(7, "[::1]:80", "[::1]:5")));
-        assert!(!f.matches_conn(&conn(8, "[::1]:80", "[::1]:5")));
-        assert!(!f.matches_conn(&conn(7, "[::1]:5", "[::1]:80")), "--lport is local only");
-        assert!(FilterArgs::default().matches_conn(&conn(1, "[::1]:5", "[::1]:80")));
-    }
-
-    #[test]
-    fn cgroup_id_attribute_is_found_among_others() {
-        let mut attrs = Vec::new();
-        // INET_DIAG_MARK (15): u32, then INET_DIAG_CGROUP_ID (21): u64.
-        attrs.extend_from_slice(&8u16.to_ne_bytes());
-        attrs.extend_from_slice(&15u16.to_ne_bytes());
-        attrs.extend_from_slice(&7u32.to_ne_bytes());
-        attrs.extend_from_slice(&12u16.to_ne_bytes());
-        attrs.extend_from_slice(&21u16.to_ne_bytes());
-        attrs.extend_from_slice(&4242u64.to_ne_bytes());
-        assert_eq!(cgroup_id_attr(&attrs), 4242);
-        assert_eq!(cgroup_id_attr(&attrs[..8]), 0);
-        assert_eq!(cgroup_id_attr(&[1, 0]), 0);
+    fn a_socket_passes_on_its_cgroup_and_its_holder() {
+        let c = conn(1, "10.0.0.1:80", "10.9.9.9:40000");
+        let f = Filter { cgroup: vec![42], pid: vec![7], ..Filter::default() };
+        assert!(f.matches_socket(&c, 42, || true));
+        assert!(!f.matches_socket(&c, 41, || true), "another cgroup");
+        assert!(!f.matches_socket(&c, 42, || false), "held by none of the pids");
+        let mut asked = false;
+        assert!(Filter::default().matches_socket(&c, 0, || {
+            asked = true;
+            false
+        }));
+        assert!(!asked, "without --pid nobody's sockets are looked up");
     }
 }

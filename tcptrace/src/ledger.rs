@@ -34,32 +34,12 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use hashbrown::hash_map::Entry;
 use hashbrown::{DefaultHashBuilder, HashMap, HashSet, HashTable};
-use serde::Serialize;
 
 use crate::conn::{Conn, canonical_ip};
 use crate::event::{Event, EventKind};
 
-/// Live connections on one local port (a listener's accepted connections and the
-/// connections made from that ephemeral port alike), across network namespaces.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-pub struct LocalPortRow {
-    pub port: u16,
-    pub live: u64,
-    /// Distinct remote IP addresses among the port's live connections.
-    pub remote_addrs: u64,
-}
-
-/// Live connections to one remote endpoint (IP address and port), across network
-/// namespaces.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-pub struct RemoteEndpointRow {
-    /// Serialized as its textual form (`"127.0.0.1"`, `"::1"`).
-    pub addr: IpAddr,
-    pub port: u16,
-    pub live: u64,
-    /// Distinct local port numbers among the live connections to this endpoint.
-    pub local_ports: u64,
-}
+/// The ledger's aggregates are rows of the output contract, as `watch --json` prints them.
+pub use tcptrace_json::{LocalPortRow, RemoteEndpointRow};
 
 /// Events applied to the ledger, per kind.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

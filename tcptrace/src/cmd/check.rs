@@ -1,24 +1,55 @@
 //! `tcptrace check`: watch for the duration, then a verdict on each expectation.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use anyhow::Context as _;
+use clap::Args;
 
 use crate::{
-    capacity::{self, Capacity},
+    capacity::Capacity,
     check::{
         Check, DestinationValues, Observation, Outcome, PortValues, Tolerance, TotalValues, summary,
     },
-    cli::CheckArgs,
-    cmd::{Session, Tick, Tracked, print},
+    cmd::{
+        args::{TraceArgs, parse_duration},
+        print,
+    },
     conn::canonical_ip,
+    engine::{Live, Tick},
     ledger::Ledger,
 };
 
+#[derive(Debug, Clone, Args)]
+#[command(
+    after_help = "Example:\n  tcptrace check --expect 'lport=8080 live>=100000' \\\n      --expect 'dst=127.0.0.5:9000 headroom>=20%' --duration 60s --report out.json"
+)]
+pub struct CheckArgs {
+    #[command(flatten)]
+    pub trace: TraceArgs,
+    /// A claim to check, e.g. 'lport=8080 live>=100000'; repeat for several. See
+    /// --help for the grammar.
+    #[arg(long = "expect", required = true, value_name = "EXPR", long_help = crate::check::EXPECT_HELP)]
+    pub expect: Vec<crate::check::Expectation>,
+    /// Also write the verdicts, observed values, lost and drift as JSON to this file.
+    #[arg(long, value_name = "PATH")]
+    pub report: Option<std::path::PathBuf>,
+    /// Lost events tolerated before the check fails (default 0: counts must be exact).
+    #[arg(long, value_name = "N")]
+    pub max_lost: Option<u64>,
+    /// Drift tolerated before the check fails (default 0).
+    #[arg(long, value_name = "N")]
+    pub max_drift: Option<u64>,
+    /// Do not fail the check on lost events or drift (unless --max-drift is given).
+    #[arg(long, conflicts_with = "max_lost")]
+    pub ignore_loss: bool,
+    /// How often to reconcile with sock_diag during the check; it also runs at the end.
+    #[arg(long, default_value = "10s", value_parser = parse_duration, value_name = "DURATION")]
+    pub reconcile_every: Duration,
+}
+
 pub async fn run(args: CheckArgs) -> anyhow::Result<Outcome> {
-    let mut session = Session::start(&args.trace)?;
-    let mut capacity = capacity::Tracker::new(session.filter.clone());
-    let mut tracked = Tracked::start(&mut session, &mut capacity, 0, args.reconcile_every)?;
+    let mut live = Live::start(&args.trace.options(args.reconcile_every), 0)?;
     let tolerance = Tolerance::from_flags(args.max_lost, args.max_drift, args.ignore_loss);
     let mut check = Check::new(args.expect.clone(), tolerance);
     eprintln!(
@@ -27,26 +58,25 @@ pub async fn run(args: CheckArgs) -> anyhow::Result<Outcome> {
         args.trace.duration.map_or("until Ctrl-C".to_owned(), |d| format!("for {d:?}")),
     );
     loop {
-        let tick = session.next().await;
-        tracked.update(&mut session, &tick, |ev| capacity.on_event(ev))?;
+        let tick = live.next().await?;
         if matches!(tick, Tick::Drain) {
             continue;
         }
-        let rows = capacity.refresh(0)?;
-        if let Some(note) = capacity.cadence_note() {
+        let rows = live.capacity_rows(0)?;
+        if let Some(note) = live.cadence_note() {
             eprintln!("tcptrace: note: {note}");
         }
         check.observe(&Observed {
-            ledger: &tracked.ledger,
+            ledger: &live.ledger,
             capacity: &rows,
-            lost: session.tracer.lost(),
-            drift: tracked.reconciled.then(|| tracked.drift.total()),
+            lost: live.session.tracer.lost(),
+            drift: live.reconciled.then(|| live.drift.total()),
         });
         if matches!(tick, Tick::Stop) {
             break;
         }
     }
-    let report = check.report(session.started.elapsed());
+    let report = check.report(live.session.started.elapsed());
     if let Some(path) = &args.report {
         std::fs::write(path, report.to_json() + "\n")
             .with_context(|| format!("cannot write the report to {}", path.display()))?;

@@ -25,15 +25,16 @@ use anyhow::{Context as _, bail};
 use clap::Args;
 use serde::Serialize;
 
+use tcptrace_common::DEFAULT_RING_BYTES;
+use tcptrace_netns::Netns;
+
 use crate::{
-    backend::DEFAULT_RING_BYTES,
-    capacity,
-    cli::TraceArgs,
-    cmd::{Session, Tick, Tracked, print},
-    conn::Conn,
+    cmd::{args::TraceArgs, print},
+    conn::{Conn, events_netns},
+    engine::{Live, Tick},
     ledger::Ledger,
     load::{
-        fleet::{self, Fleet, Netns, WorkerState},
+        fleet::{self, Fleet, WorkerState},
         hold::Report,
     },
 };
@@ -288,9 +289,7 @@ enum Phase {
 struct Demo {
     args: DemoArgs,
     plan: Plan,
-    session: Session,
-    tracked: Tracked,
-    capacity: capacity::Tracker,
+    live: Live,
     netns: Option<Netns>,
     /// The netns as the tracer's events name it (0 when the kernel has no BTF to tell).
     traced_netns: u32,
@@ -304,14 +303,13 @@ struct Demo {
 
 impl Demo {
     fn start(args: &DemoArgs, plan: Plan) -> anyhow::Result<Self> {
-        let mut session = Session::start(&args.trace)?;
-        let mut capacity = capacity::Tracker::new(session.filter.clone());
-        let tracked = Tracked::start(&mut session, &mut capacity, 0, Duration::ZERO)?;
-        let netns = Netns::new()?;
-        let traced_netns = if session.tracer.knows_netns { netns.inode } else { 0 };
+        // Reconciled only at the end: every count on the way comes from the hooks.
+        let live = Live::start(&args.trace.options(Duration::ZERO), 0)?;
+        let netns = Netns::new("demo-netns")?;
+        let traced_netns = events_netns(netns.inode(), live.session.tracer.knows_netns);
         let results = Results {
-            backend: session.tracer.backend.name().to_owned(),
-            netns: netns.inode,
+            backend: live.session.tracer.path.name().to_owned(),
+            netns: netns.inode(),
             ..Results::default()
         };
         eprintln!(
@@ -319,7 +317,7 @@ impl Demo {
              ({}): {} worker processes of up to {}; about {} of kernel memory",
             args.connections,
             args.server_port,
-            netns.inode,
+            netns.inode(),
             plan.workers,
             plan.per_worker,
             gib(plan.kernel_bytes),
@@ -327,9 +325,7 @@ impl Demo {
         Ok(Self {
             args: args.clone(),
             plan,
-            session,
-            tracked,
-            capacity,
+            live,
             netns: Some(netns),
             traced_netns,
             server: Fleet::new(),
@@ -352,10 +348,10 @@ impl Demo {
             return Ok(Phase::Interrupted);
         }
         // One last reconciliation, with everything still held.
-        self.update(&Tick::Stop)?;
-        self.results.events = self.tracked.ledger.events_seen();
-        self.results.lost = self.session.tracer.lost();
-        self.results.drift = self.tracked.drift.total();
+        self.live.update(&Tick::Stop)?;
+        self.results.events = self.live.ledger.events_seen();
+        self.results.lost = self.live.session.tracer.lost();
+        self.results.drift = self.live.drift.total();
         self.results.tracer_rss_bytes = rss_bytes();
         self.results.tracer_cpu_s = cpu_seconds();
         Ok(Phase::Done)
@@ -406,10 +402,10 @@ impl Demo {
         if self.interrupted {
             return Ok(Phase::Interrupted);
         }
-        self.update(&Tick::Stop)?;
-        let rows = self.capacity.refresh_now(0)?;
+        self.live.update(&Tick::Stop)?;
+        let rows = self.live.capacity.refresh_now(0)?;
         let row = rows.listeners.iter().find(|l| {
-            l.netns == self.netns().inode
+            l.netns == self.netns().inode()
                 && l.port == self.args.server_port
                 && l.addr == IpAddr::from(SERVER_IP)
         });
@@ -504,10 +500,10 @@ impl Demo {
         if self.interrupted {
             return Ok(Phase::Interrupted);
         }
-        self.update(&Tick::Stop)?;
-        let rows = self.capacity.refresh_now(0)?;
+        self.live.update(&Tick::Stop)?;
+        let rows = self.live.capacity.refresh_now(0)?;
         let dest = rows.destinations.iter().find(|d| {
-            d.netns == self.netns().inode
+            d.netns == self.netns().inode()
                 && d.laddr == IpAddr::from(CLIENT_SOURCE)
                 && d.raddr == first.ip()
                 && d.rport == first.port()
@@ -633,15 +629,9 @@ impl Demo {
 
     /// The session's next tick, applied; remembers a stop.
     async fn next_tick(&mut self) -> anyhow::Result<Tick> {
-        let tick = self.session.next().await;
-        self.update(&tick)?;
+        let tick = self.live.next().await?;
         self.interrupted |= matches!(tick, Tick::Stop);
         Ok(tick)
-    }
-
-    fn update(&mut self, tick: &Tick) -> anyhow::Result<()> {
-        let capacity = &mut self.capacity;
-        self.tracked.update(&mut self.session, tick, |ev| capacity.on_event(ev))
     }
 
     fn progress_line(
@@ -666,7 +656,7 @@ impl Demo {
             totals.accepted,
             self.server_live(),
             self.args.server_port,
-            self.session.tracer.lost(),
+            self.live.session.tracer.lost(),
             started.elapsed().as_secs_f64()
         );
         let mut err = std::io::stderr().lock();
@@ -683,16 +673,16 @@ impl Demo {
     fn server_live(&self) -> u64 {
         let (netns, local) =
             (self.traced_netns, SocketAddr::new(SERVER_IP.into(), self.args.server_port));
-        count_conns(&self.tracked.ledger, |c| c.netns == netns && c.local == local)
+        count_conns(&self.live.ledger, |c| c.netns == netns && c.local == local)
     }
 
     /// Live connections from the client source to `dest`, by the tracer.
     fn client_live(&self, dest: SocketAddr) -> u64 {
-        count_conns(&self.tracked.ledger, |c| self.is_client_conn(c, dest))
+        count_conns(&self.live.ledger, |c| self.is_client_conn(c, dest))
     }
 
     fn local_ports_to(&self, dest: SocketAddr) -> HashSet<u16> {
-        self.tracked
+        self.live
             .ledger
             .conns()
             .filter(|c| self.is_client_conn(c, dest))
@@ -721,7 +711,7 @@ impl Demo {
         self.server.kill_all();
         self.clients.kill_all();
         let netns = self.traced_netns;
-        let in_netns = |d: &Self| count_conns(&d.tracked.ledger, |c| c.netns == netns);
+        let in_netns = |d: &Self| count_conns(&d.live.ledger, |c| c.netns == netns);
         let mut deadline = Instant::now() + TEARDOWN_WAIT;
         let mut workers_stopped = 0;
         loop {
@@ -740,8 +730,7 @@ impl Demo {
             if (gone && left == 0) || Instant::now() > deadline {
                 break;
             }
-            let tick = self.session.next().await;
-            if let Err(e) = self.update(&tick) {
+            if let Err(e) = self.live.next().await {
                 log::warn!("draining during teardown: {e:#}");
             }
         }

@@ -30,10 +30,9 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 
 use crate::{
-    capacity::{self, Capacity},
-    cli::TraceArgs,
-    cmd::{Session, Tick, Tracked},
-    view::{Snapshot, metrics},
+    cmd::args::{TraceArgs, parse_duration},
+    engine::{Live, Tick},
+    view::metrics,
 };
 
 /// The port Prometheus' exporter list assigns to nothing in particular and that
@@ -91,10 +90,6 @@ fn parse_top_k(s: &str) -> Result<usize, String> {
             "must be from 1 to {MAX_TOP_K}: the top K rows get series, the rest one `other` series"
         ))
     }
-}
-
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s).map_err(|e| format!("{e} (examples: 500ms, 10s, 5m)"))
 }
 
 /// `127.0.0.1:9464`, `[::1]:9464`, `0.0.0.0:9464`, or a bare port (loopback).
@@ -171,32 +166,23 @@ fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     // Before attaching: a port in use is reported at once, and no programs are loaded.
     let listener = bind(args.listen).await?;
-    let mut session = Session::start(&args.trace)?;
-    let mut capacity = capacity::Tracker::new(session.filter.clone());
-    let mut tracked = Tracked::start(&mut session, &mut capacity, 0, args.reconcile_every)?;
-    let render = |session: &Session, tracked: &Tracked, capacity: &mut capacity::Tracker| {
+    let mut live = Live::start(&args.trace.options(args.reconcile_every), 0)?;
+    let render = |live: &mut Live| {
         // Every row: the view keeps the top K and sums the rest into `other`.
-        let rows = capacity.refresh(0).unwrap_or_else(|e| {
+        let observed = live.snapshot(0);
+        if let Some(e) = observed.capacity_error {
             log::warn!("capacity metrics unavailable: {e:#}");
-            Capacity::default()
-        });
-        let snapshot = Snapshot::from_ledger(
-            &tracked.ledger,
-            session.tracer.backend.name(),
-            session.started.elapsed(),
-            tracked.trust(session),
-            0,
-        )
-        .with_capacity(rows);
+        }
+        let snapshot = observed.snapshot;
         Published {
-            metrics: metrics::render(&snapshot, tracked.ledger.event_counts(), args.top_k).into(),
+            metrics: metrics::render(&snapshot, live.ledger.event_counts(), args.top_k).into(),
             at: Instant::now(),
-            backend: session.tracer.backend.name(),
+            backend: live.session.tracer.path.name(),
             live: snapshot.live,
         }
     };
     let shared = Shared {
-        latest: Arc::new(Mutex::new(render(&session, &tracked, &mut capacity))),
+        latest: Arc::new(Mutex::new(render(&mut live))),
         stale_after: (args.trace.interval * 3).max(Duration::from_secs(10)),
     };
     eprintln!(
@@ -205,11 +191,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     );
     spawn_http(listener, shared.clone())?;
     loop {
-        let tick = session.next().await;
-        tracked.update(&mut session, &tick, |ev| capacity.on_event(ev))?;
-        match tick {
+        match live.next().await? {
             Tick::Drain => {}
-            Tick::Report => shared.publish(render(&session, &tracked, &mut capacity)),
+            Tick::Report => shared.publish(render(&mut live)),
             // The HTTP thread ends with the process.
             Tick::Stop => return Ok(()),
         }

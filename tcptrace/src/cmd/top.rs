@@ -2,7 +2,7 @@
 //! and filter the tables (see [`crate::view::tui`]). When stdout is not a terminal it is
 //! `watch`'s plain table.
 //!
-//! The ledger is kept exactly as `watch` keeps it ([`Session`], [`Tracked`]); keys arrive
+//! The ledger is kept exactly as `watch` keeps it ([`Live`]); keys arrive
 //! through crossterm's `EventStream` on the same tokio loop, so a key never holds up a
 //! ring drain and a drain never holds up a key for longer than one refresh.
 
@@ -15,9 +15,11 @@ use futures_util::StreamExt as _;
 use ratatui::DefaultTerminal;
 
 use crate::{
-    capacity::{self, Capacity},
-    cli::{TraceArgs, WatchArgs},
-    cmd::{Session, Tick, Tracked, watch},
+    cmd::{
+        args::{TraceArgs, parse_duration},
+        watch::{self, WatchArgs},
+    },
+    engine::{Live, Tick},
     view::{
         Snapshot,
         tui::{Flow, TopView},
@@ -33,7 +35,7 @@ pub struct TopArgs {
     pub top: usize,
     /// How often to check the counts against the kernel's own table (sock_diag) and report
     /// the difference as `drift`; `0s` only at exit.
-    #[arg(long, default_value = "10s", value_parser = crate::cli::parse_duration, value_name = "DURATION")]
+    #[arg(long, default_value = "10s", value_parser = parse_duration, value_name = "DURATION")]
     pub reconcile_every: Duration,
 }
 
@@ -42,11 +44,9 @@ pub async fn run(args: TopArgs) -> anyhow::Result<()> {
         let TopArgs { trace, top, reconcile_every } = args;
         return watch::run(WatchArgs { trace, json: false, top, reconcile_every }).await;
     }
-    let mut session = Session::start(&args.trace)?;
-    let mut capacity = capacity::Tracker::new(session.filter.clone());
-    let mut tracked = Tracked::start(&mut session, &mut capacity, args.top, args.reconcile_every)?;
+    let mut live = Live::start(&args.trace.options(args.reconcile_every), args.top)?;
     let mut view = TopView::default();
-    let mut snapshot = take_snapshot(&session, &tracked, &mut capacity, &mut view, args.top);
+    let mut snapshot = take_snapshot(&mut live, &mut view, args.top);
 
     let mut screen = Screen::enter()?;
     let mut keys = EventStream::new();
@@ -57,17 +57,15 @@ pub async fn run(args: TopArgs) -> anyhow::Result<()> {
             redraw = false;
         }
         let input = tokio::select! {
-            tick = session.next() => Input::Tick(tick),
+            tick = live.next() => Input::Tick(tick?),
             key = keys.next() => Input::Terminal(key),
         };
         match input {
             Input::Tick(tick) => {
-                tracked.update(&mut session, &tick, |ev| capacity.on_event(ev))?;
                 match tick {
                     Tick::Drain => {}
                     Tick::Report => {
-                        snapshot =
-                            take_snapshot(&session, &tracked, &mut capacity, &mut view, args.top);
+                        snapshot = take_snapshot(&mut live, &mut view, args.top);
                         redraw = true;
                     }
                     // The duration is up, or SIGTERM/SIGINT came from outside.
@@ -98,31 +96,10 @@ enum Input {
 
 /// The ledger's counts and the capacity rows now. A capacity failure is shown on screen
 /// (stderr would scribble over the full-screen view) and the ledger's tables go on.
-fn take_snapshot(
-    session: &Session,
-    tracked: &Tracked,
-    capacity: &mut capacity::Tracker,
-    view: &mut TopView,
-    top: usize,
-) -> Snapshot {
-    let rows = match capacity.refresh(top) {
-        Ok(rows) => {
-            view.notice = None;
-            rows
-        }
-        Err(e) => {
-            view.notice = Some(format!("capacity views unavailable: {e:#}"));
-            Capacity::default()
-        }
-    };
-    Snapshot::from_ledger(
-        &tracked.ledger,
-        session.tracer.backend.name(),
-        session.started.elapsed(),
-        tracked.trust(session),
-        top,
-    )
-    .with_capacity(rows)
+fn take_snapshot(live: &mut Live, view: &mut TopView, top: usize) -> Snapshot {
+    let observed = live.snapshot(top);
+    view.notice = observed.capacity_error.map(|e| format!("capacity views unavailable: {e:#}"));
+    observed.snapshot
 }
 
 /// The terminal in raw mode on the alternate screen, given back however `run` ends: on

@@ -1,35 +1,47 @@
 //! `tcptrace watch`: the live counts, as a table or JSON lines, every interval.
 
 use std::io::IsTerminal as _;
+use std::time::Duration;
+
+use clap::Args;
 
 use crate::{
-    capacity::{self, Capacity},
-    cli::WatchArgs,
-    cmd::{Session, Tick, Tracked, print},
-    view::{self, Snapshot},
+    cmd::{
+        args::{TraceArgs, parse_duration},
+        print,
+    },
+    engine::{Live, Tick},
+    view,
 };
 
+#[derive(Debug, Clone, Args)]
+pub struct WatchArgs {
+    #[command(flatten)]
+    pub trace: TraceArgs,
+    /// Print one JSON object per interval, one per line, instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Rows per table (local ports, remote endpoints); 0 shows all.
+    #[arg(long, default_value_t = 20, value_name = "N")]
+    pub top: usize,
+    /// How often to check the counts against the kernel's own table (sock_diag, as `ss`
+    /// reads it), correct them, and report the difference as `drift`; `0s` only at exit.
+    #[arg(long, default_value = "10s", value_parser = parse_duration, value_name = "DURATION")]
+    pub reconcile_every: Duration,
+}
+
 pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
-    let mut session = Session::start(&args.trace)?;
-    let mut capacity = capacity::Tracker::new(session.filter.clone());
-    let mut tracked = Tracked::start(&mut session, &mut capacity, args.top, args.reconcile_every)?;
+    let mut live = Live::start(&args.trace.options(args.reconcile_every), args.top)?;
     let clear_screen = !args.json && std::io::stdout().is_terminal();
-    let render = |session: &Session, tracked: &Tracked, capacity: &mut capacity::Tracker| {
-        let rows = capacity.refresh(args.top).unwrap_or_else(|e| {
+    let render = |live: &mut Live| {
+        let observed = live.snapshot(args.top);
+        if let Some(e) = observed.capacity_error {
             log::warn!("capacity views unavailable: {e:#}");
-            Capacity::default()
-        });
-        if let Some(note) = capacity.cadence_note() {
+        }
+        if let Some(note) = live.cadence_note() {
             eprintln!("tcptrace: note: {note}");
         }
-        let snapshot = Snapshot::from_ledger(
-            &tracked.ledger,
-            session.tracer.backend.name(),
-            session.started.elapsed(),
-            tracked.trust(session),
-            args.top,
-        )
-        .with_capacity(rows);
+        let snapshot = observed.snapshot;
         if args.json {
             view::json::watch_line(&snapshot)
         } else if clear_screen {
@@ -38,21 +50,19 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
             format!("{}\n", view::table::render(&snapshot))
         }
     };
-    if !print(&render(&session, &tracked, &mut capacity))? {
+    if !print(&render(&mut live))? {
         return Ok(());
     }
     loop {
-        let tick = session.next().await;
-        tracked.update(&mut session, &tick, |ev| capacity.on_event(ev))?;
-        match tick {
+        match live.next().await? {
             Tick::Drain => {}
             Tick::Report => {
-                if !print(&render(&session, &tracked, &mut capacity))? {
+                if !print(&render(&mut live))? {
                     return Ok(());
                 }
             }
             Tick::Stop => {
-                print(&render(&session, &tracked, &mut capacity))?;
+                print(&render(&mut live))?;
                 return Ok(());
             }
         }

@@ -7,118 +7,17 @@
 //! socket left in it.
 
 use std::{
-    fs,
-    io::{self, BufRead, BufReader, Write as _},
-    mem,
-    os::{fd::AsRawFd as _, unix::fs::MetadataExt as _},
-    path::PathBuf,
+    io::{BufRead, BufReader, Write as _},
     process::{Child, ChildStdin, Command, Stdio},
-    sync::{Arc, Mutex, mpsc},
-    thread::{self, JoinHandle},
+    sync::{Arc, Mutex},
+    thread,
 };
+
+use tcptrace_netns::Netns;
 
 use anyhow::Context as _;
 
 use super::hold::{Failure, Report};
-
-type Job = Box<dyn FnOnce() + Send>;
-
-/// A thread that moved into a new network namespace and brought `lo` up there. Processes
-/// spawned from it start in that namespace (a child inherits the namespaces of the thread
-/// that forks it).
-pub struct Netns {
-    pub inode: u32,
-    jobs: Option<mpsc::Sender<Job>>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl Netns {
-    pub fn new() -> anyhow::Result<Self> {
-        let (ready_tx, ready_rx) = mpsc::channel::<anyhow::Result<u32>>();
-        let (jobs_tx, jobs_rx) = mpsc::channel::<Job>();
-        let thread = thread::Builder::new().name("demo-netns".into()).spawn(move || {
-            let entered = enter_new_netns();
-            let ok = entered.is_ok();
-            let _ = ready_tx.send(entered);
-            if ok {
-                for job in jobs_rx {
-                    job();
-                }
-            }
-        })?;
-        let inode = ready_rx.recv().context("the namespace thread died")??;
-        Ok(Self { inode, jobs: Some(jobs_tx), thread: Some(thread) })
-    }
-
-    /// Runs `f` in the namespace thread.
-    pub fn run<R: Send + 'static>(&self, f: impl FnOnce() -> R + Send + 'static) -> R {
-        let (tx, rx) = mpsc::channel();
-        let job: Job = Box::new(move || {
-            let _ = tx.send(f());
-        });
-        self.jobs.as_ref().expect("running").send(job).expect("the namespace thread lives");
-        rx.recv().expect("the namespace thread answers")
-    }
-
-    /// Sets a sysctl of this namespace (`net.ipv4.ip_local_port_range` and friends are per
-    /// namespace; /proc/sys/net shows the namespace of the thread that opens it).
-    pub fn sysctl(&self, name: &str, value: &str) -> anyhow::Result<()> {
-        let path = PathBuf::from("/proc/sys").join(name.replace('.', "/"));
-        let value = value.to_owned();
-        self.run(move || {
-            fs::write(&path, value).with_context(|| format!("write {}", path.display()))
-        })
-    }
-
-    pub fn read_sysctl(&self, name: &str) -> anyhow::Result<String> {
-        let path = PathBuf::from("/proc/sys").join(name.replace('.', "/"));
-        self.run(move || {
-            fs::read_to_string(&path)
-                .map(|s| s.trim().to_owned())
-                .with_context(|| format!("read {}", path.display()))
-        })
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        drop(self.jobs.take());
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
-
-fn enter_new_netns() -> anyhow::Result<u32> {
-    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)
-        .context("unshare(CLONE_NEWNET) (needs CAP_SYS_ADMIN)")?;
-    bring_loopback_up().context("bringing lo up in the new network namespace")?;
-    let inode = fs::metadata("/proc/thread-self/ns/net")?.ino();
-    u32::try_from(inode).context("netns inode exceeds u32")
-}
-
-/// `ip link set lo up` with the two ioctls it makes (no external command needed); it also
-/// assigns 127.0.0.1/8 and ::1.
-fn bring_loopback_up() -> io::Result<()> {
-    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None)?;
-    // SAFETY: `ifreq` is plain old data, for which all zeroes is a valid value.
-    let mut req: libc::ifreq = unsafe { mem::zeroed() };
-    for (dst, src) in req.ifr_name.iter_mut().zip(b"lo\0") {
-        *dst = (*src).cast_signed();
-    }
-    // SAFETY: SIOCGIFFLAGS reads the name from and writes the flags into `req`, which lives
-    // across the call.
-    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS as _, &raw mut req) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: SIOCGIFFLAGS filled the `ifru_flags` member of the union.
-    unsafe { req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short };
-    // SAFETY: as above; SIOCSIFFLAGS reads the name and the flags from `req`.
-    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS as _, &raw mut req) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
-}
 
 /// What the parent knows of one worker, from its progress lines.
 #[derive(Debug, Clone, Default)]

@@ -1,11 +1,11 @@
 //! The event log: one line per connect, accept or close, as text or JSON.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 
-use serde::Serialize;
+use tcptrace_json as json;
 
 use crate::conn::canonical_ip;
-use crate::event::Event;
+use crate::event::{Event, EventKind};
 
 /// Width of the longest kind name ("connect"), so the fields after it line up.
 const KIND_WIDTH: usize = 7;
@@ -25,43 +25,34 @@ pub fn text_line(ev: &Event) -> String {
     )
 }
 
-/// The event as one JSON object, without the trailing newline.
+/// The event as one JSON object, without the trailing newline; `None` for the server-side
+/// handshake (`Established`), which is for the ledger: the accept that follows is the event
+/// users read, with the accepting process's pid.
 #[must_use]
-pub fn json_line(ev: &Event) -> String {
+pub fn json_line(ev: &Event) -> Option<String> {
+    let event = match ev.kind {
+        EventKind::Connect => json::EventKind::Connect,
+        EventKind::Accept => json::EventKind::Accept,
+        EventKind::Close => json::EventKind::Close,
+        EventKind::ConnectFailed => json::EventKind::ConnectFailed,
+        EventKind::Established => return None,
+    };
     let (local, remote) = (canonical(ev.conn.local), canonical(ev.conn.remote));
-    let line = EventLine {
-        event: ev.kind.as_str(),
+    let line = json::EventLine {
+        event,
         ts_ns: ev.ts_ns,
         pid: ev.pid,
         tid: ev.tid,
-        comm: &ev.comm.as_str(),
-        family: if local.is_ipv4() { "ipv4" } else { "ipv6" },
+        comm: ev.comm.as_str().into_owned(),
+        family: if local.is_ipv4() { json::Family::Ipv4 } else { json::Family::Ipv6 },
         laddr: local.ip(),
         lport: local.port(),
         raddr: remote.ip(),
         rport: remote.port(),
         netns: ev.conn.netns,
-        // Hex, as the kernel prints socket addresses; a JSON number would also lose
-        // precision in readers that parse numbers as doubles.
         sock: format!("{:#x}", ev.sock),
     };
-    serde_json::to_string(&line).expect("an event always serializes")
-}
-
-#[derive(Serialize)]
-struct EventLine<'a> {
-    event: &'static str,
-    ts_ns: u64,
-    pid: u32,
-    tid: u32,
-    comm: &'a str,
-    family: &'static str,
-    laddr: IpAddr,
-    lport: u16,
-    raddr: IpAddr,
-    rport: u16,
-    netns: u32,
-    sock: String,
+    Some(serde_json::to_string(&line).expect("an event always serializes"))
 }
 
 /// `Conn::new` canonicalises already; events built by hand may not have been.
@@ -150,7 +141,7 @@ mod tests {
     #[test]
     fn json_line_has_every_field() {
         let ev = event(EventKind::Accept, "10.0.0.1:8080", "10.0.0.2:40000", "nginx");
-        let line = json_line(&ev);
+        let line = json_line(&ev).unwrap();
         assert!(!line.contains('\n'));
         let v: Value = serde_json::from_str(&line).unwrap();
         let keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
@@ -174,7 +165,7 @@ mod tests {
     #[test]
     fn json_family_follows_the_canonical_local_address() {
         let ev = event(EventKind::Connect, "[2001:db8::1]:40000", "[2001:db8::2]:443", "curl");
-        let v: Value = serde_json::from_str(&json_line(&ev)).unwrap();
+        let v: Value = serde_json::from_str(&json_line(&ev).unwrap()).unwrap();
         assert_eq!(
             (v["family"].as_str(), v["raddr"].as_str()),
             (Some("ipv6"), Some("2001:db8::2"))
@@ -183,7 +174,7 @@ mod tests {
 
         let mut ev = event(EventKind::Close, "127.0.0.1:1", "127.0.0.1:2", "curl");
         ev.conn.local = "[::ffff:10.0.0.1]:40000".parse().unwrap();
-        let v: Value = serde_json::from_str(&json_line(&ev)).unwrap();
+        let v: Value = serde_json::from_str(&json_line(&ev).unwrap()).unwrap();
         assert_eq!((v["family"].as_str(), v["laddr"].as_str()), (Some("ipv4"), Some("10.0.0.1")));
         assert_eq!(v["event"], "close");
     }
@@ -191,7 +182,7 @@ mod tests {
     #[test]
     fn json_escapes_odd_comms() {
         let ev = event(EventKind::Connect, "10.0.0.1:1", "10.0.0.2:2", "a\"b\\c\u{1}");
-        let v: Value = serde_json::from_str(&json_line(&ev)).unwrap();
+        let v: Value = serde_json::from_str(&json_line(&ev).unwrap()).unwrap();
         assert_eq!(v["comm"], "a\"b\\c\u{1}");
     }
 }

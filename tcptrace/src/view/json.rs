@@ -1,48 +1,12 @@
 //! One JSON object per line, for `watch --json | jq`.
 
-use serde::Serialize;
-
 use super::Snapshot;
-use crate::{
-    capacity::{DestinationRow, ListenerRow},
-    ledger::{LocalPortRow, RemoteEndpointRow},
-};
 
-/// The line's schema. Its own type, rather than `Snapshot`'s, so that the key order
-/// consumers see is written down here and does not follow the struct's field order.
-#[derive(Serialize)]
-struct WatchLine<'a> {
-    elapsed_s: f64,
-    backend: &'a str,
-    events: u64,
-    lost: u64,
-    drift: u64,
-    filtered: u64,
-    live: u64,
-    local_ports: &'a [LocalPortRow],
-    remote_endpoints: &'a [RemoteEndpointRow],
-    listeners: &'a [ListenerRow],
-    destinations: &'a [DestinationRow],
-}
-
-/// The snapshot as one line of JSON, without the trailing newline.
+/// The snapshot as one line of JSON, without the trailing newline. The key order and the
+/// millisecond `elapsed_s` are the contract's ([`tcptrace_json::Snapshot`]).
 #[must_use]
 pub fn watch_line(s: &Snapshot) -> String {
-    let line = WatchLine {
-        // Milliseconds are plenty for a refresh interval, and keep the line short.
-        elapsed_s: (s.elapsed_s * 1000.0).round() / 1000.0,
-        backend: &s.backend,
-        events: s.events,
-        lost: s.lost,
-        drift: s.drift,
-        filtered: s.filtered,
-        live: s.live,
-        local_ports: &s.local_ports,
-        remote_endpoints: &s.remote_endpoints,
-        listeners: &s.listeners,
-        destinations: &s.destinations,
-    };
-    serde_json::to_string(&line).expect("a snapshot always serializes")
+    serde_json::to_string(s).expect("a snapshot always serializes")
 }
 
 #[cfg(test)]

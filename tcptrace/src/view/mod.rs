@@ -1,14 +1,14 @@
 //! Renderings of the ledger: a top-like table, JSON lines for `watch`, and an event log.
 //!
 //! A view reads a [`Snapshot`], never the ledger's connections: the ledger already keeps
-//! the aggregates, a snapshot only takes the top rows of them.
+//! the aggregates, a snapshot only takes the top rows of them. The snapshot is the output
+//! contract itself ([`tcptrace_json::Snapshot`]: what `watch --json` prints, field for key).
 
 use std::time::Duration;
 
-use crate::{
-    capacity::{Capacity, DestinationRow, ListenerRow},
-    ledger::{Ledger, LocalPortRow, RemoteEndpointRow},
-};
+pub use tcptrace_json::Snapshot;
+
+use crate::{capacity::Capacity, ledger::Ledger};
 
 pub mod events;
 pub mod json;
@@ -25,37 +25,23 @@ pub struct Trust {
     pub filtered: u64,
 }
 
-/// The ledger's counts at one moment, with what the views print around them.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Snapshot {
-    /// Name of the attach path in use (fentry, kprobe, tracepoint).
-    pub backend: String,
-    /// Time since tracing started.
-    pub elapsed_s: f64,
-    /// Events applied to the ledger.
-    pub events: u64,
-    /// Events the kernel dropped because the ring buffer was full: when not 0, the counts
-    /// may be off.
-    pub lost: u64,
-    /// Connections the last reconciliation with sock_diag found wrong in the ledger (and
-    /// corrected): when not 0, the hooks missed something.
-    pub drift: u64,
-    /// Events the in-kernel filter (`--port`, `--addr`, ...) kept out of the ring: not
-    /// lost, only not asked for.
-    pub filtered: u64,
-    pub live: u64,
-    pub local_ports: Vec<LocalPortRow>,
-    pub remote_endpoints: Vec<RemoteEndpointRow>,
-    /// Per listening socket: port reuse on the server side.
-    pub listeners: Vec<ListenerRow>,
-    /// Per client-side destination: ephemeral ports in use and headroom.
-    pub destinations: Vec<DestinationRow>,
+/// Building a [`Snapshot`] from the ledger and the capacity rows.
+pub trait FromLedger {
+    /// Takes the `top` local ports and remote endpoints (all of them when `top` is 0).
+    fn from_ledger(
+        ledger: &Ledger,
+        backend: &str,
+        elapsed: Duration,
+        trust: Trust,
+        top: usize,
+    ) -> Self;
+    /// Adds the capacity rows (already cut to the top N by the tracker).
+    #[must_use]
+    fn with_capacity(self, capacity: Capacity) -> Self;
 }
 
-impl Snapshot {
-    /// Takes the `top` local ports and remote endpoints (all of them when `top` is 0).
-    #[must_use]
-    pub fn from_ledger(
+impl FromLedger for Snapshot {
+    fn from_ledger(
         ledger: &Ledger,
         backend: &str,
         elapsed: Duration,
@@ -77,9 +63,7 @@ impl Snapshot {
         }
     }
 
-    /// Adds the capacity rows (already cut to the top N by the tracker).
-    #[must_use]
-    pub fn with_capacity(mut self, capacity: Capacity) -> Self {
+    fn with_capacity(mut self, capacity: Capacity) -> Self {
         self.listeners = capacity.listeners;
         self.destinations = capacity.destinations;
         self
@@ -90,6 +74,7 @@ impl Snapshot {
 pub(crate) mod tests {
     use super::*;
     use crate::conn::Conn;
+    use crate::ledger::LocalPortRow;
 
     /// A snapshot with IPv4 and IPv6 rows, shared by the view tests.
     pub(crate) fn sample() -> Snapshot {

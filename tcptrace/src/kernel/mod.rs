@@ -1,20 +1,18 @@
 //! The one place that decides how tcptrace hooks into the kernel.
 //!
-//! Three attach paths are compiled into one BPF object; the chain below is data, tried in
-//! order, and every path passed over is reported with the kernel's reason:
+//! The attach paths are data ([`tcptrace_common::attach::PATHS`]: programs, hooks, needs,
+//! minimum kernel): [`Tracer::attach`] walks the paths of the `--attach` request in order,
+//! loads the one BPF object with the offsets the running kernel's BTF and tracefs give
+//! ([`probe`]), attaches the path's programs, and reports every path it passed over with
+//! the kernel's reason.
 //!
-//! | backend      | programs                                                       |
-//! |--------------|----------------------------------------------------------------|
-//! | `fentry`     | fentry `tcp_connect`, fexit `inet_csk_accept`, fentry `tcp_close` `tcp_done` `tcp_disconnect`, fexit `inet_csk_complete_hashdance` |
-//! | `kprobe`     | kprobe `tcp_connect`, kretprobe `inet_csk_accept`, kprobe `tcp_close` `tcp_done` `tcp_disconnect`, kretprobe `inet_csk_complete_hashdance` |
-//! | `tp_btf`     | BTF-typed `sock:inet_sock_set_state`                           |
-//! | `tracepoint` | classic `sock:inet_sock_set_state` (tracefs)                   |
-//!
-//! Every path also takes `syscalls:sys_exit_connect` for failed connects (and
-//! `sys_enter_connect` where the registers cannot be read at exit), and under `--pid`
+//! Besides a path's own programs, the fentry and kprobe paths take
+//! `syscalls:sys_exit_connect` for failed connects (and `sys_enter_connect` where the
+//! registers cannot be read at exit), and under `--pid` every path takes
 //! `syscalls:sys_exit_accept[4]`.
 
 pub mod btf;
+pub mod probe;
 pub mod tracefs;
 
 use std::fmt::{self, Write as _};
@@ -24,100 +22,26 @@ use aya::{
     maps::{MapData, PerCpuArray, RingBuf},
     programs::{BtfTracePoint, FEntry, FExit, KProbe, ProgramError, TracePoint},
 };
+pub use tcptrace_common::attach::{PATHS, Path, PathInfo, Request};
 use tcptrace_common::{
-    CONFIG_GLOBAL, Config, ConnectOffsets, EVENTS_MAP, FILTERED_MAP, Filter, LOST_MAP,
+    CONFIG_GLOBAL, Config, ConnectOffsets, EVENTS_MAP, FILTERED_MAP, Filter, LOST_MAP, attach::Hook,
 };
 
-use self::{btf::KernelBtf, tracefs::Tracefs};
+use self::probe::Probes;
 
 /// The BPF object built by build.rs from tcptrace-ebpf.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tcptrace"));
 
-/// Default ring buffer size: 4 MiB holds ~47,000 events, about 10 ms of the densest churn
-/// this box sustains, between two drains.
-pub const DEFAULT_RING_BYTES: u32 = 4 << 20;
-
-/// An attach path that is live.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Backend {
-    Fentry,
-    Kprobe,
-    TpBtf,
-    Tracepoint,
-}
-
-impl Backend {
-    #[must_use]
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Fentry => "fentry",
-            Self::Kprobe => "kprobe",
-            Self::TpBtf => "tp_btf",
-            Self::Tracepoint => "tracepoint",
-        }
-    }
-
-    fn needs_btf(self) -> bool {
-        self != Self::Tracepoint
-    }
-
-    /// Whether the path's own hook sees a connect fail for want of a port (see
-    /// `kind_of_transition` in tcptrace-ebpf); the others need the `syscalls:` tracepoints
-    /// on `connect()`, which slow every system call on the box a little.
-    fn sees_failed_connects(self) -> bool {
-        matches!(self, Self::TpBtf | Self::Tracepoint)
-    }
-}
-
-impl fmt::Display for Backend {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-/// What the user asked for with `--attach`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum AttachRequest {
-    /// fentry, then kprobe, then tracepoint: the first that the kernel accepts.
-    Auto,
-    /// fentry/fexit (BTF trampolines; cheapest; Linux 5.17+ with function tracing allowed).
-    Fentry,
-    /// kprobe/kretprobe (needs CONFIG_KPROBES).
-    Kprobe,
-    /// The sock:inet_sock_set_state tracepoint: tp_btf where allowed, else classic.
-    Tracepoint,
-    /// Only the BTF-typed tracepoint.
-    #[value(name = "tp-btf")]
-    TpBtf,
-    /// Only the classic tracepoint (works without BTF; mounts tracefs if needed).
-    #[value(name = "tracepoint-classic")]
-    TracepointClassic,
-}
-
-impl AttachRequest {
-    fn candidates(self) -> &'static [Backend] {
-        use Backend::{Fentry, Kprobe, TpBtf, Tracepoint};
-        match self {
-            Self::Auto => &[Fentry, Kprobe, TpBtf, Tracepoint],
-            Self::Fentry => &[Fentry],
-            Self::Kprobe => &[Kprobe],
-            Self::Tracepoint => &[TpBtf, Tracepoint],
-            Self::TpBtf => &[TpBtf],
-            Self::TracepointClassic => &[Tracepoint],
-        }
-    }
-}
-
 /// The attach paths this binary can use, in the order `--attach auto` tries them: all of
 /// them, or none when it was built without its BPF object.
 #[must_use]
-pub fn compiled_in() -> &'static [Backend] {
-    if OBJECT.is_empty() { &[] } else { AttachRequest::Auto.candidates() }
+pub fn compiled_in() -> &'static [PathInfo] {
+    if OBJECT.is_empty() { &[] } else { &PATHS }
 }
 
 #[derive(Clone, Copy, Debug)]
 pub struct Options {
-    pub attach: AttachRequest,
+    pub request: &'static Request,
     pub ring_bytes: u32,
     /// Applied in the programs; see `crate::filter`.
     pub filter: Filter,
@@ -139,26 +63,58 @@ pub enum AttachError {
     Privileges(String),
     #[error("--ring-size {0} is not a power of two multiple of the page size ({1} bytes)")]
     RingSize(u32, usize),
-    #[error("no attach path worked: {0}")]
-    NoPath(String),
+    #[error("no attach path worked: {}", PassedOver(.0))]
+    NoPath(Vec<(Path, PathError)>),
     #[error("{0} needs kernel BTF (/sys/kernel/btf/vmlinux) to read it from sockets: {1}")]
     FilterNeedsBtf(&'static str, String),
+}
+
+/// Why one attach path was not used.
+#[derive(Debug, thiserror::Error)]
+pub enum PathError {
+    /// The kernel lacks something the path needs.
+    #[error("needs kernel BTF (/sys/kernel/btf/vmlinux), which this kernel lacks")]
+    NoBtf,
+    #[error("{0}")]
+    NoTracefs(String),
+    /// The object would not load (maps, relocations): not the path's fault alone.
+    #[error("cannot load the BPF object: {0}")]
+    Load(String),
+    /// The kernel refused one of the path's programs, with what that means.
+    #[error("{0}")]
+    Refused(String),
+}
+
+/// `fentry: why; kprobe: why`.
+struct PassedOver<'a>(&'a [(Path, PathError)]);
+
+impl fmt::Display for PassedOver<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, (path, why)) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("; ")?;
+            }
+            write!(f, "{}: {why}", path.name())?;
+        }
+        Ok(())
+    }
 }
 
 /// The loaded programs of the chosen path, and why the others were passed over.
 pub struct Tracer {
     ebpf: Ebpf,
-    pub backend: Backend,
-    pub passed_over: Vec<(Backend, String)>,
+    pub path: Path,
+    pub passed_over: Vec<(Path, PathError)>,
     /// Things the user should know about the choice (no BTF, tracefs mounted, ...).
     pub notes: Vec<String>,
     /// False when the programs cannot read network namespace ids (no BTF): events then
-    /// carry netns 0, and the seed must be keyed the same way to match them.
+    /// carry netns 0 ([`crate::conn::NETNS_UNKNOWN`]), and the kernel's view must be keyed
+    /// the same way to match them.
     pub knows_netns: bool,
 }
 
 impl Tracer {
-    /// Tries each candidate path in order; the first that loads and attaches wins.
+    /// Tries each path of the request in order; the first that loads and attaches wins.
     pub fn attach(opts: Options) -> Result<Self, AttachError> {
         if OBJECT.is_empty() {
             return Err(AttachError::NoObject);
@@ -170,12 +126,11 @@ impl Tracer {
         }
         raise_memlock_limit();
 
-        let mut notes = Vec::new();
         let t0 = std::time::Instant::now();
-        let kernel_btf = KernelBtf::load();
-        log::debug!("parsed kernel BTF in {:?}", t0.elapsed());
+        let probes = Probes::default();
+        let mut notes = Vec::new();
         let mut config = Config::default();
-        match &kernel_btf {
+        match probes.kernel_btf() {
             Ok(btf) => match btf.sock_offsets() {
                 Ok(o) => config.sock = o,
                 Err(e) => notes.push(format!(
@@ -189,7 +144,7 @@ impl Tracer {
         // Failed connects come from syscall tracepoints on the fentry and kprobe paths;
         // without them tcptrace still counts, it only cannot say when the ephemeral range
         // ran out. (The tracepoint paths see them as a state change.)
-        let connect_failures = connect_offsets(kernel_btf.as_ref().ok(), &mut notes);
+        let connect_failures = connect_offsets(&probes);
         if let Ok(offsets) = connect_failures {
             config.connect = offsets;
         }
@@ -199,8 +154,8 @@ impl Tracer {
             return Err(AttachError::FilterNeedsBtf("--netns", "no socket offsets".into()));
         }
         if opts.filter.n_cgroups > 0 {
-            let offsets = kernel_btf
-                .as_ref()
+            let offsets = probes
+                .kernel_btf()
                 .map_err(ToString::to_string)
                 .and_then(|btf| btf.cgroup_offsets().map_err(|e| e.to_string()));
             config.cgroup = offsets.map_err(|e| AttachError::FilterNeedsBtf("--cgroup", e))?;
@@ -213,29 +168,31 @@ impl Tracer {
         // reconciling.
         let accept_offsets = if opts.filter.n_pids == 0 {
             Err("no --pid".into())
-        } else if connect_failures.is_err() || !syscall_tracepoint_exists("sys_exit_accept4") {
+        } else if connect_failures.is_err() {
             Err("no syscalls:sys_exit_accept4 tracepoint (CONFIG_FTRACE_SYSCALLS)".into())
         } else {
-            kernel_btf
-                .as_ref()
-                .map_err(ToString::to_string)
-                .and_then(|btf| btf.accept_offsets().map_err(|e| e.to_string()))
+            probes.syscall_tracepoint("sys_exit_accept4").ok().and_then(|()| {
+                probes
+                    .kernel_btf()
+                    .map_err(ToString::to_string)
+                    .and_then(|btf| btf.accept_offsets().map_err(|e| e.to_string()))
+            })
         };
         if let Ok(offsets) = accept_offsets {
             config.accept = offsets;
         }
-        let aya_btf = Btf::from_sys_fs().ok();
-        log::debug!("offsets and aya BTF ready after {:?}", t0.elapsed());
+        log::debug!("offsets ready after {:?}", t0.elapsed());
 
         let mut passed_over = Vec::new();
-        for &backend in opts.attach.candidates() {
-            match try_backend(backend, config, opts.ring_bytes, aya_btf.as_ref(), &mut notes) {
+        for &path in opts.request.paths {
+            match try_path(path, config, opts.ring_bytes, &probes) {
                 Ok(mut ebpf) => {
-                    log::debug!("{backend} attached after {:?}", t0.elapsed());
+                    log::debug!("{} attached after {:?}", path.name(), t0.elapsed());
                     let failures = match &connect_failures {
-                        _ if backend.sees_failed_connects() => Ok(()),
-                        Ok(offsets) => attach_connect_failures(&mut ebpf, backend, offsets)
-                            .map_err(|e| chain(&e)),
+                        _ if path.sees_failed_connects() => Ok(()),
+                        Ok(offsets) => {
+                            attach_connect_failures(&mut ebpf, path, offsets).map_err(|e| chain(&e))
+                        }
                         Err(e) => Err(e.clone()),
                     };
                     if let Err(e) = failures {
@@ -252,14 +209,15 @@ impl Tracer {
                         }
                     }
                     let knows_netns = config.sock.valid != 0;
-                    return Ok(Self { ebpf, backend, passed_over, notes, knows_netns });
+                    // The probes' own notes (tracefs mounted) come first, as they happened.
+                    let mut all_notes = probes.take_notes();
+                    all_notes.append(&mut notes);
+                    return Ok(Self { ebpf, path, passed_over, notes: all_notes, knows_netns });
                 }
-                Err(reason) => passed_over.push((backend, reason)),
+                Err(reason) => passed_over.push((path, reason)),
             }
         }
-        let reasons: Vec<String> =
-            passed_over.iter().map(|(b, why)| format!("{b}: {why}")).collect();
-        Err(AttachError::NoPath(reasons.join("; ")))
+        Err(AttachError::NoPath(passed_over))
     }
 
     /// Hands the ring buffer to the consumer.
@@ -272,64 +230,68 @@ impl Tracer {
     /// Events dropped in the kernel because the ring was full, summed over CPUs.
     #[must_use]
     pub fn lost(&self) -> u64 {
-        let Some(map) = self.ebpf.map(LOST_MAP) else { return 0 };
-        let Ok(lost) = PerCpuArray::<_, u64>::try_from(map) else { return 0 };
-        lost.get(&0, 0).map_or(0, |per_cpu| per_cpu.iter().sum())
+        self.per_cpu_sum(LOST_MAP)
     }
 
     /// Events the in-kernel filter kept out of the ring, summed over CPUs.
     #[must_use]
     pub fn filtered(&self) -> u64 {
-        let Some(map) = self.ebpf.map(FILTERED_MAP) else { return 0 };
-        let Ok(filtered) = PerCpuArray::<_, u64>::try_from(map) else { return 0 };
-        filtered.get(&0, 0).map_or(0, |per_cpu| per_cpu.iter().sum())
+        self.per_cpu_sum(FILTERED_MAP)
+    }
+
+    fn per_cpu_sum(&self, name: &str) -> u64 {
+        let Some(map) = self.ebpf.map(name) else { return 0 };
+        let Ok(counts) = PerCpuArray::<_, u64>::try_from(map) else { return 0 };
+        counts.get(&0, 0).map_or(0, |per_cpu| per_cpu.iter().sum())
     }
 
     /// One line for the user: which path is live and why the others were not used.
     #[must_use]
     pub fn describe(&self) -> String {
-        let mut s = format!("attached via {}", self.backend);
+        let mut s = format!("attached via {}", self.path.name());
         if !self.passed_over.is_empty() {
-            let others: Vec<String> =
-                self.passed_over.iter().map(|(b, why)| format!("{b}: {why}")).collect();
-            let _ = write!(s, " (passed over {})", others.join("; "));
+            let _ = write!(s, " (passed over {})", PassedOver(&self.passed_over));
         }
         s
     }
 }
 
-fn try_backend(
-    backend: Backend,
+fn try_path(
+    path: Path,
     mut config: Config,
     ring_bytes: u32,
-    btf: Option<&Btf>,
-    notes: &mut Vec<String>,
-) -> Result<Ebpf, String> {
-    if backend.needs_btf() && (btf.is_none() || config.sock.valid == 0) {
-        return Err("needs kernel BTF (/sys/kernel/btf/vmlinux), which this kernel lacks".into());
+    probes: &Probes,
+) -> Result<Ebpf, PathError> {
+    let info = path.info();
+    let uses_btf = info.needs.contains(&tcptrace_common::attach::Need::Btf);
+    if uses_btf && config.sock.valid == 0 {
+        return Err(PathError::NoBtf);
     }
-    if backend == Backend::Tracepoint {
-        let tracefs = Tracefs::ensure().map_err(|e| e.to_string())?;
-        if tracefs.mounted_by_us {
-            notes.push(format!(
-                "mounted tracefs at {} (it was not mounted)",
-                tracefs.root.display()
-            ));
-        }
-        config.tracepoint = tracefs.inet_sock_set_state_offsets().map_err(|e| e.to_string())?;
+    // fentry and tp_btf attach by BTF type; kprobe takes only its offsets from BTF.
+    let loads_by_btf = info
+        .programs
+        .iter()
+        .any(|p| matches!(p.hook, Hook::Fentry(_) | Hook::Fexit(_) | Hook::TpBtf(_)));
+    let btf = if loads_by_btf { Some(probes.aya_btf().ok_or(PathError::NoBtf)?) } else { None };
+    if path == Path::Tracepoint {
+        let tracefs = probes.tracefs().map_err(|e| PathError::NoTracefs(e.to_string()))?;
+        config.tracepoint = tracefs
+            .inet_sock_set_state_offsets()
+            .map_err(|e| PathError::NoTracefs(e.to_string()))?;
     }
     let mut ebpf = EbpfLoader::new()
         .override_global(CONFIG_GLOBAL, &config, true)
         .map_max_entries(EVENTS_MAP, ring_bytes)
         .load(OBJECT)
-        .map_err(|e| format!("cannot load the BPF object: {}", chain(&e)))?;
-    attach_programs(&mut ebpf, backend, btf).map_err(|e| explain(backend, &e))?;
+        .map_err(|e| PathError::Load(chain(&e)))?;
+    attach_programs(&mut ebpf, info, btf).map_err(|e| PathError::Refused(explain(path, &e)))?;
     Ok(ebpf)
 }
 
+/// Loads and attaches every program of `info`, in the table's order.
 fn attach_programs(
     ebpf: &mut Ebpf,
-    backend: Backend,
+    info: &PathInfo,
     btf: Option<&Btf>,
 ) -> Result<(), ProgramError> {
     fn prog<'a, T>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut T, ProgramError>
@@ -339,67 +301,44 @@ fn attach_programs(
         ebpf.program_mut(name).ok_or(ProgramError::NotLoaded)?.try_into()
     }
     let btf = || btf.ok_or(ProgramError::NotLoaded);
-    match backend {
-        Backend::Fentry => {
-            let p: &mut FEntry = prog(ebpf, "fentry_tcp_connect")?;
-            p.load("tcp_connect", btf()?)?;
-            p.attach()?;
-            for (name, function) in [
-                ("fexit_inet_csk_accept", "inet_csk_accept"),
-                ("fexit_inet_csk_complete_hashdance", "inet_csk_complete_hashdance"),
-            ] {
-                let p: &mut FExit = prog(ebpf, name)?;
-                p.load(function, btf()?)?;
-                p.attach()?;
-            }
-            for (name, function) in [
-                ("fentry_tcp_close", "tcp_close"),
-                ("fentry_tcp_done", "tcp_done"),
-                ("fentry_tcp_disconnect", "tcp_disconnect"),
-            ] {
+    for program in info.programs {
+        let name = program.name;
+        match program.hook {
+            Hook::Fentry(function) => {
                 let p: &mut FEntry = prog(ebpf, name)?;
                 p.load(function, btf()?)?;
                 p.attach()?;
             }
-        }
-        Backend::Kprobe => {
-            for (name, function) in [
-                ("kprobe_tcp_connect", "tcp_connect"),
-                ("kretprobe_inet_csk_accept", "inet_csk_accept"),
-                ("kretprobe_inet_csk_complete_hashdance", "inet_csk_complete_hashdance"),
-                ("kprobe_tcp_close", "tcp_close"),
-                ("kprobe_tcp_done", "tcp_done"),
-                ("kprobe_tcp_disconnect", "tcp_disconnect"),
-            ] {
+            Hook::Fexit(function) => {
+                let p: &mut FExit = prog(ebpf, name)?;
+                p.load(function, btf()?)?;
+                p.attach()?;
+            }
+            Hook::Kprobe(function) | Hook::Kretprobe(function) => {
                 let p: &mut KProbe = prog(ebpf, name)?;
                 p.load()?;
                 p.attach(function, 0)?;
             }
-        }
-        Backend::TpBtf => {
-            let p: &mut BtfTracePoint = prog(ebpf, "tp_btf_inet_sock_set_state")?;
-            p.load("inet_sock_set_state", btf()?)?;
-            p.attach()?;
-        }
-        Backend::Tracepoint => {
-            let p: &mut TracePoint = prog(ebpf, "tracepoint_inet_sock_set_state")?;
-            p.load()?;
-            p.attach("sock", "inet_sock_set_state")?;
+            Hook::TpBtf(tracepoint) => {
+                let p: &mut BtfTracePoint = prog(ebpf, name)?;
+                p.load(tracepoint, btf()?)?;
+                p.attach()?;
+            }
+            Hook::Tracepoint(category, tracepoint) => {
+                let p: &mut TracePoint = prog(ebpf, name)?;
+                p.load()?;
+                p.attach(category, tracepoint)?;
+            }
         }
     }
     Ok(())
 }
 
 /// Where the failed-connect programs read the syscall records and the task's namespace.
-fn connect_offsets(
-    btf: Option<&KernelBtf>,
-    notes: &mut Vec<String>,
-) -> Result<ConnectOffsets, String> {
-    let tracefs = Tracefs::ensure().map_err(|e| e.to_string())?;
-    if tracefs.mounted_by_us {
-        notes.push(format!("mounted tracefs at {} (it was not mounted)", tracefs.root.display()));
-    }
+fn connect_offsets(probes: &Probes) -> Result<ConnectOffsets, String> {
+    let tracefs = probes.tracefs().map_err(ToString::to_string)?;
     let (uservaddr, ret) = tracefs.connect_syscall_offsets().map_err(|e| e.to_string())?;
+    let btf = probes.kernel_btf().ok();
     let (task_nsproxy, nsproxy_net_ns) =
         btf.and_then(|b| b.task_netns_offsets().ok()).unwrap_or((0, 0));
     let regs_uservaddr = btf.and_then(|b| b.connect_uservaddr_in_regs().ok()).unwrap_or(0);
@@ -413,10 +352,10 @@ fn connect_offsets(
 /// runs, and is tested, wherever it runs.
 fn attach_connect_failures(
     ebpf: &mut Ebpf,
-    backend: Backend,
+    path: Path,
     offsets: &ConnectOffsets,
 ) -> Result<(), ProgramError> {
-    if offsets.regs_uservaddr != 0 && backend != Backend::Kprobe {
+    if offsets.regs_uservaddr != 0 && path != Path::Kprobe {
         match attach_syscall_tracepoint(ebpf, "sys_exit_connect", "sys_exit_connect") {
             Ok(()) => return Ok(()),
             Err(e) => {
@@ -428,19 +367,9 @@ fn attach_connect_failures(
     attach_syscall_tracepoint(ebpf, "sys_exit_connect_saved", "sys_exit_connect")
 }
 
-/// Whether tracefs (mounted by now, see [`connect_offsets`]) has `syscalls:NAME`.
-fn syscall_tracepoint_exists(name: &str) -> bool {
-    Tracefs::ensure().is_ok_and(|t| t.root.join("events/syscalls").join(name).is_dir())
-}
-
 /// `accept()` returning, for `--pid` (on every path: see `accept_offsets` above).
 fn attach_accepts(ebpf: &mut Ebpf) -> Result<(), ProgramError> {
-    attach_syscall_tracepoints(ebpf, &["sys_exit_accept4", "sys_exit_accept"])
-}
-
-/// Loads and attaches the programs named after their `syscalls:` tracepoints.
-fn attach_syscall_tracepoints(ebpf: &mut Ebpf, names: &[&str]) -> Result<(), ProgramError> {
-    for &name in names {
+    for name in ["sys_exit_accept4", "sys_exit_accept"] {
         attach_syscall_tracepoint(ebpf, name, name)?;
     }
     Ok(())
@@ -460,7 +389,7 @@ fn attach_syscall_tracepoint(
 }
 
 /// One line: the error chain, without the verifier's (long) log, plus what it means.
-fn explain(backend: Backend, e: &ProgramError) -> String {
+fn explain(path: Path, e: &ProgramError) -> String {
     let (what, os_error) = match e {
         ProgramError::LoadError { io_error, .. } => {
             ("the kernel refused to load it", io_error.raw_os_error())
@@ -469,14 +398,14 @@ fn explain(backend: Backend, e: &ProgramError) -> String {
         _ => ("", None),
     };
     let detail = if what.is_empty() { chain(e) } else { format!("{what}: {}", chain_io(e)) };
-    let hint = match (backend, os_error) {
-        (Backend::Fentry, Some(libc::EPERM)) => {
+    let hint = match (path, os_error) {
+        (Path::Fentry, Some(libc::EPERM)) => {
             "; fentry/fexit are not allowed on this kernel (function tracing is locked down or the lockdown LSM forbids it)"
         }
-        (Backend::Fentry, Some(ENOTSUPP)) => {
+        (Path::Fentry, Some(ENOTSUPP)) => {
             "; this kernel has no BPF trampoline (fentry needs Linux 5.5+ on x86_64 or 6.0+ on arm64)"
         }
-        (Backend::Kprobe, Some(libc::ENOENT | libc::EOPNOTSUPP) | None) => {
+        (Path::Kprobe, Some(libc::ENOENT | libc::EOPNOTSUPP) | None) => {
             "; kprobes look unavailable on this kernel (CONFIG_KPROBES unset, or the function is not probeable)"
         }
         _ => "",

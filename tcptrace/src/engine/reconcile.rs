@@ -8,7 +8,42 @@
 
 use std::collections::HashSet;
 
-use crate::{conn::Conn, ledger::Ledger};
+use crate::{
+    conn::{Conn, events_netns},
+    filter::Filter,
+    ledger::Ledger,
+    sockdiag::{self, LiveConnections},
+};
+
+/// The kernel's live connections, keyed the way the programs key their events.
+pub struct KernelView {
+    /// Each once (the dump removes repeats); a list, not a set: see [`reconcile`].
+    pub conns: Vec<Conn>,
+    /// Network namespaces whose connections were read.
+    pub namespaces: HashSet<u32>,
+    pub skipped: Vec<String>,
+}
+
+impl KernelView {
+    /// A fresh walk of every namespace's live connections that `filter` selects.
+    pub fn take(filter: &Filter, knows_netns: bool) -> anyhow::Result<Self> {
+        Ok(Self::of(sockdiag::live_connections(filter)?, knows_netns))
+    }
+
+    /// Keys `live` as the events key their connections.
+    #[must_use]
+    pub fn of(live: LiveConnections, knows_netns: bool) -> Self {
+        let key = |c: Conn| c.as_events_key_them(knows_netns);
+        let namespaces = live.namespaces.iter().map(|&n| events_netns(n, knows_netns)).collect();
+        let mut conns: Vec<Conn> = live.conns.into_iter().map(key).collect();
+        if !knows_netns {
+            // Namespaces merged into one can hold the same 4-tuple more than once.
+            conns.sort_unstable();
+            conns.dedup();
+        }
+        Self { conns, namespaces, skipped: live.skipped }
+    }
+}
 
 /// Differences found by one reconciliation.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

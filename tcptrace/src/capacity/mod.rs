@@ -1,0 +1,366 @@
+//! Capacity: how each listener and each client destination stands against its real limit.
+//!
+//! - **Server side**, per listening socket (network namespace, address, port): a listener is
+//!   not limited by the number of ports, since every accepted connection is its own 4-tuple;
+//!   what matters is how many it holds, from how many remote addresses, the most from any
+//!   one of them, how fast they come and go, and how many sockets share the port through
+//!   `SO_REUSEPORT`, in which processes.
+//! - **Client side**, per destination (local address, remote address, remote port): every
+//!   connection to one destination needs its own local port, taken from the ephemeral range
+//!   of the socket's network namespace (`ip_local_port_range` minus
+//!   `ip_local_reserved_ports`). A port stays taken from `SYN_SENT` until `TIME_WAIT` ends,
+//!   so the count comes from a sock_diag dump of those states (no close hook sees
+//!   `TIME_WAIT` end), not from the ledger's live connections.
+//!
+//! [`Tracker::on_event`] counts accepts, closes and connects as events arrive (a hash-map
+//! increment each); [`Tracker::refresh`], once per interval, dumps every namespace once and
+//! turns the dump and the counts into rows:
+//! - [`sides`]: a dump split into server side (per listener) and client side;
+//! - [`rows`]: the rows, with rates and growth, and the top-N cut;
+//! - [`range`]: the ephemeral range of a namespace;
+//! - [`pids`]: which processes hold each listener.
+
+mod pids;
+mod range;
+mod rows;
+mod sides;
+#[cfg(test)]
+mod tests;
+
+use hashbrown::{HashMap, HashSet};
+use std::cmp::Reverse;
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+pub use range::{DEFAULT_RANGE, EphemeralRange};
+pub use rows::{exhaustion_s, rate, use_pct};
+pub use tcptrace_json::{DestinationRow, ListenerRow};
+
+use self::{
+    pids::{PID_SCAN_WAIT, PidCache},
+    rows::{namespace_rows, top_by},
+    sides::{PortSet, Sides},
+};
+use crate::event::{Event, EventKind};
+use crate::filter::Filter;
+use crate::sockdiag::{self, LiveConnections, Selection, StateFlags, TcpSocket, states, tcp_state};
+
+/// What one network namespace allows its clients.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct NetnsRow {
+    pub netns: u32,
+    /// `ip_local_port_range`.
+    pub range_low: u16,
+    pub range_high: u16,
+    /// Ports of the range left once `ip_local_reserved_ports` are taken out.
+    pub range: u32,
+    /// Client-side local (address, port) pairs in use by several 4-tuples at once, each to
+    /// a different destination: the kernel reuses a local port for another destination.
+    pub shared_local_ports: u64,
+}
+
+/// Everything one refresh found.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Capacity {
+    /// Most `live` first.
+    pub listeners: Vec<ListenerRow>,
+    /// Highest `use_pct` first.
+    pub destinations: Vec<DestinationRow>,
+    /// [`NetnsRow::shared_local_ports`] summed over the namespaces.
+    pub shared_local_ports: u64,
+    /// Every namespace that was dumped, by inode.
+    pub namespaces: Vec<NetnsRow>,
+    /// Namespaces that could not be read, ranges that could not be read (the kernel
+    /// default is assumed then), and an incomplete pid scan: one line each.
+    pub skipped: Vec<String>,
+}
+
+/// The sockets the capacity refresh needs: listeners, and every state that holds a port.
+fn dumped_states() -> StateFlags {
+    StateFlags::LISTEN | states::holding_a_port()
+}
+
+/// (network namespace, local address, local port).
+type LocalKey = (u32, IpAddr, u16);
+/// (network namespace, local address, remote address, remote port).
+type DestKey = (u32, IpAddr, IpAddr, u16);
+
+/// Capacity state kept across refreshes by the watch loop.
+#[derive(Debug)]
+pub struct Tracker {
+    accepts: HashMap<LocalKey, u64>,
+    closes: HashMap<LocalKey, u64>,
+    connects: HashMap<DestKey, u64>,
+    /// `connect()`s that failed with `EADDRNOTAVAIL`, per remote endpoint, since start.
+    failed: HashMap<(IpAddr, u16), u64>,
+    /// When the event counts above started.
+    counting_since: Instant,
+    /// Local ports with a listener at the last refresh; `None` before it. Closes on other
+    /// ports (client connections, the common case) are not counted.
+    listening_ports: Option<PortSet>,
+    peaks: HashMap<LocalKey, u64>,
+    /// Ports in use per destination at the last refresh, and when.
+    last_in_use: Option<(Instant, HashMap<DestKey, u64>)>,
+    pids: PidCache,
+    /// The last refresh, returned again while a new one would cost too much.
+    last: Option<LastRefresh>,
+    /// Said once when the refreshes start to space out.
+    note: Option<String>,
+    /// The run's `--port`, `--pid`, ... filter: rows count only the sockets that pass it.
+    filter: Filter,
+}
+
+/// A refresh may use at most 1 / `REFRESH_COST_RATIO` of a core: one that took 300 ms
+/// is not repeated for 6 s. The dump also walks the established hash table's bucket
+/// locks that connecting processes take: under a connection storm, dumping every second
+/// cost the churn about a third of its rate, and 5 % of the time costs what the event
+/// path alone does (BENCHMARKS.md).
+pub const REFRESH_COST_RATIO: u32 = 20;
+/// Spacing refreshes further apart than this is worth telling the user.
+const SLOW_REFRESH: Duration = Duration::from_secs(2);
+
+#[derive(Debug)]
+struct LastRefresh {
+    at: Instant,
+    cost: Duration,
+    top: usize,
+    rows: Capacity,
+}
+
+impl Default for Tracker {
+    fn default() -> Self {
+        Self::new(Filter::default())
+    }
+}
+
+/// One sock_diag walk of every namespace, with what decides which sockets count.
+struct Dump {
+    namespaces: Vec<NetnsDump>,
+    skipped: Vec<String>,
+    /// When the walk ended.
+    at: Instant,
+    /// The run's filter, with what `--pid` processes held just before the walk.
+    selection: Selection,
+}
+
+impl Dump {
+    fn passes(&self, socket: &TcpSocket) -> bool {
+        self.selection.passes(socket)
+    }
+}
+
+/// One namespace's part of a refresh.
+#[derive(Debug)]
+struct NetnsDump {
+    netns: u32,
+    sockets: Vec<TcpSocket>,
+    range: Result<EphemeralRange, String>,
+}
+
+impl Tracker {
+    /// Rows of the sockets that pass `filter`, the same one the programs apply to the
+    /// events: listeners and destinations then agree with the live counts.
+    #[must_use]
+    pub fn new(filter: Filter) -> Self {
+        Self {
+            accepts: HashMap::new(),
+            closes: HashMap::new(),
+            connects: HashMap::new(),
+            failed: HashMap::new(),
+            counting_since: Instant::now(),
+            listening_ports: None,
+            peaks: HashMap::new(),
+            last_in_use: None,
+            pids: PidCache::default(),
+            last: None,
+            note: None,
+            filter,
+        }
+    }
+
+    /// Counts an event towards the rates. Cheap: at most one hash-map increment.
+    pub fn on_event(&mut self, ev: &Event) {
+        let c = &ev.conn;
+        match ev.kind {
+            EventKind::Accept => {
+                *self.accepts.entry((c.netns, c.local.ip(), c.local.port())).or_default() += 1;
+            }
+            EventKind::Close
+                if self.listening_ports.as_ref().is_none_or(|p| p.contains(c.local.port())) =>
+            {
+                *self.closes.entry((c.netns, c.local.ip(), c.local.port())).or_default() += 1;
+            }
+            EventKind::Connect => {
+                let key = (c.netns, c.local.ip(), c.remote.ip(), c.remote.port());
+                *self.connects.entry(key).or_default() += 1;
+            }
+            EventKind::ConnectFailed => {
+                *self.failed.entry((c.remote.ip(), c.remote.port())).or_default() += 1;
+            }
+            EventKind::Established | EventKind::Close => {}
+        }
+    }
+
+    /// Dumps every network namespace (listeners and every port-holding state, with the
+    /// namespace's ephemeral range), finds the listeners' processes, and returns the rows,
+    /// the `top` of each kind (all when `top` is 0). The event rates are over the time
+    /// since the previous refresh.
+    ///
+    /// Blocking. The kernel's dump dominates, about 1.5 to 2 µs per TCP socket: measured
+    /// 30 ms with 10,000 sockets, 160 to 190 ms with 100,000 (mostly `TIME_WAIT`) and
+    /// 300 ms with 180,000 live ones (`tests::scale_cost`). A refresh that scans
+    /// `/proc/*/fd` for the listeners' pids (the first one, then see [`ListenerRow::pids`])
+    /// adds about 10 µs per open file on the box.
+    ///
+    /// The cost grows with the sockets on the box (seconds at 2,000,000), so a refresh
+    /// that comes sooner than [`REFRESH_COST_RATIO`] times the last one's cost after it
+    /// returns the last rows again: the capacity rows then lag, the ledger's counts never
+    /// do. See [`Tracker::cadence_note`].
+    pub fn refresh(&mut self, top: usize) -> anyhow::Result<Capacity> {
+        if let Some(last) = &self.last
+            && last.top == top
+            && last.at.elapsed() < last.cost * REFRESH_COST_RATIO
+        {
+            return Ok(last.rows.clone());
+        }
+        self.measured(top, |tracker| tracker.refresh_now(top))
+    }
+
+    /// The first refresh, whose dump also seeds the ledger: the live connections that pass
+    /// the filter, every namespace's. One sock_diag walk of the box serves both, where a
+    /// separate seed dump took as long again before the first snapshot (BENCHMARKS.md,
+    /// start-up).
+    pub fn refresh_and_seed(&mut self, top: usize) -> anyhow::Result<(Capacity, LiveConnections)> {
+        let mut seed = None;
+        let rows = self.measured(top, |tracker| {
+            let dump = tracker.dump()?;
+            seed = Some(LiveConnections::of(
+                dump.namespaces.iter().map(|d| (d.netns, d.sockets.as_slice())),
+                dump.skipped.clone(),
+                &dump.selection,
+            ));
+            Ok(tracker.rows(&dump, top))
+        })?;
+        Ok((rows, seed.expect("set with the rows")))
+    }
+
+    /// Runs a refresh, remembers its rows and cost for [`refresh`](Self::refresh)'s pacing,
+    /// and notes when the pacing starts to show.
+    fn measured(
+        &mut self,
+        top: usize,
+        refresh: impl FnOnce(&mut Self) -> anyhow::Result<Capacity>,
+    ) -> anyhow::Result<Capacity> {
+        let started = Instant::now();
+        let rows = refresh(self)?;
+        let cost = started.elapsed();
+        log::debug!("capacity refresh in {cost:?}");
+        if cost * REFRESH_COST_RATIO > SLOW_REFRESH
+            && self.last.as_ref().is_none_or(|l| l.cost * REFRESH_COST_RATIO <= SLOW_REFRESH)
+        {
+            self.note = Some(format!(
+                "capacity rows (listeners, destinations) refresh at most every {:.1?}: a sock_diag refresh takes {cost:.1?} here; the live counts stay current",
+                cost * REFRESH_COST_RATIO
+            ));
+        }
+        self.last = Some(LastRefresh { at: Instant::now(), cost, top, rows: rows.clone() });
+        Ok(rows)
+    }
+
+    /// A line for the user when the capacity rows started to refresh less often than
+    /// asked, once.
+    pub fn cadence_note(&mut self) -> Option<String> {
+        self.note.take()
+    }
+
+    /// A refresh, however recent the last one: for a verdict that must be current.
+    pub fn refresh_now(&mut self, top: usize) -> anyhow::Result<Capacity> {
+        let dump = self.dump()?;
+        Ok(self.rows(&dump, top))
+    }
+
+    /// Dumps every network namespace: listeners and every port-holding state, with the
+    /// namespace's ephemeral range.
+    fn dump(&self) -> anyhow::Result<Dump> {
+        let started = Instant::now();
+        // Taken before the dump, as for the ledger's seed.
+        let selection = Selection::now(&self.filter);
+        let found = sockdiag::in_every_netns(|netns| {
+            Ok(NetnsDump {
+                netns,
+                sockets: sockdiag::dump(netns, &dumped_states())?,
+                range: EphemeralRange::read().map_err(|e| format!("{e:#}")),
+            })
+        })?;
+        let at = Instant::now();
+        let namespaces: Vec<NetnsDump> = found.results.into_iter().map(|(_, dump)| dump).collect();
+        log::debug!(
+            "capacity dump: {} sockets in {:?}",
+            namespaces.iter().map(|d| d.sockets.len()).sum::<usize>(),
+            at.saturating_duration_since(started)
+        );
+        Ok(Dump { namespaces, skipped: found.skipped, at, selection })
+    }
+
+    /// The rows of a dump: finds the listeners' processes, then tallies.
+    fn rows(&mut self, dump: &Dump, top: usize) -> Capacity {
+        let inodes: HashSet<u32> = dump
+            .namespaces
+            .iter()
+            .flat_map(|d| &d.sockets)
+            .filter(|s| s.state == tcp_state::LISTEN && s.inode != 0)
+            .map(|s| s.inode)
+            .collect();
+        let mut skipped = dump.skipped.clone();
+        if let Some(note) = self.pids.refresh(inodes, dump.at, PID_SCAN_WAIT) {
+            skipped.push(note);
+        }
+        let pids = std::mem::take(&mut self.pids.by_inode);
+        let passes = |s: &TcpSocket| dump.passes(s);
+        let mut capacity = self.tally(&dump.namespaces, &passes, &pids, dump.at, top);
+        self.pids.by_inode = pids;
+        skipped.append(&mut capacity.skipped);
+        capacity.skipped = skipped;
+        capacity
+    }
+
+    /// The pure part of [`refresh`](Self::refresh): rows from the dumps (the sockets that
+    /// `passes`) and the event counts, which it resets.
+    fn tally(
+        &mut self,
+        dumps: &[NetnsDump],
+        passes: &dyn Fn(&TcpSocket) -> bool,
+        pids: &HashMap<u32, Vec<u32>>,
+        now: Instant,
+        top: usize,
+    ) -> Capacity {
+        let sides = Sides::of(dumps, passes);
+        let over = now.saturating_duration_since(self.counting_since);
+        self.counting_since = now;
+        let mut skipped = Vec::new();
+        let mut namespaces = namespace_rows(dumps, &sides.local_uses, &mut skipped);
+        let ranges: HashMap<u32, u32> = namespaces.iter().map(|r| (r.netns, r.range)).collect();
+
+        let mut listeners = self.listener_rows(sides.listeners, pids, over);
+        let mut destinations =
+            self.destination_rows(sides.in_use, &sides.shared, &ranges, now, over);
+        top_by(&mut listeners, top, |a, b| {
+            let rank = |r: &ListenerRow| (Reverse(r.live), r.netns, r.addr, r.port);
+            rank(a).cmp(&rank(b))
+        });
+        top_by(&mut destinations, top, |a, b| {
+            let key = |r: &DestinationRow| (r.netns, r.laddr, r.raddr, r.rport);
+            b.use_pct.total_cmp(&a.use_pct).then_with(|| key(a).cmp(&key(b)))
+        });
+        namespaces.sort_unstable_by_key(|r| r.netns);
+        Capacity {
+            listeners,
+            destinations,
+            shared_local_ports: namespaces.iter().map(|r| r.shared_local_ports).sum(),
+            namespaces,
+            skipped,
+        }
+    }
+}

@@ -1,0 +1,354 @@
+//! The netlink side of sock_diag: one `NETLINK_SOCK_DIAG` socket, a `SOCK_DIAG_BY_FAMILY`
+//! dump request for TCP sockets in some states, and the datagrams of the reply, read to
+//! `NLMSG_DONE`. Only each record's fixed header is decoded, plus the one attribute
+//! `--cgroup` needs.
+
+use std::io;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context as _, anyhow, bail};
+use netlink_packet_core::{
+    NLM_F_DUMP, NLM_F_REQUEST, NLMSG_DONE, NLMSG_ERROR, NLMSG_NOOP, NetlinkBuffer, NetlinkHeader,
+    NetlinkMessage, NetlinkPayload, Parseable,
+};
+use netlink_packet_sock_diag::{
+    AF_INET, IPPROTO_TCP, SOCK_DIAG_BY_FAMILY, SockDiagMessage,
+    inet::{ExtensionFlags, InetRequest, InetResponseHeader, SocketId, StateFlags},
+};
+use netlink_sys::{Socket, protocols::NETLINK_SOCK_DIAG};
+
+/// Netlink dumps arrive in datagrams of at most 32 KiB (the kernel caps
+/// `max_recvmsg_len`); twice that leaves room and `MSG_TRUNC` catches the rest.
+const RECV_BUF_LEN: usize = 64 * 1024;
+/// Asked for as `SO_RCVBUF`; the kernel clamps it to `net.core.rmem_max`.
+const SOCKET_RCVBUF: libc::c_int = 1 << 20;
+/// A dump that stalls this long between two datagrams is broken, not slow.
+const RECV_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Sequence numbers for requests, unique within the process so that a reply can never be
+/// taken for another request's.
+static NEXT_SEQ: AtomicU32 = AtomicU32::new(1);
+
+/// A `NETLINK_SOCK_DIAG` socket in the namespace of the thread that opened it.
+pub(super) struct DiagSocket {
+    socket: Socket,
+    /// Our netlink port id: the kernel addresses its replies to it.
+    port: u32,
+    buf: Vec<u8>,
+}
+
+impl DiagSocket {
+    pub(super) fn open() -> anyhow::Result<Self> {
+        let mut socket = Socket::new(NETLINK_SOCK_DIAG).context("socket")?;
+        if let Err(e) = socket.set_rx_buf_sz(SOCKET_RCVBUF) {
+            log::debug!("sock_diag: SO_RCVBUF: {e}");
+        }
+        let timeout = nix::sys::time::TimeVal::new(RECV_TIMEOUT.as_secs().cast_signed(), 0);
+        nix::sys::socket::setsockopt(&socket, nix::sys::socket::sockopt::ReceiveTimeout, &timeout)
+            .context("SO_RCVTIMEO")?;
+        let port = socket.bind_auto().context("bind")?.port_number();
+        socket.connect(&netlink_sys::SocketAddr::new(0, 0)).context("connect")?;
+        Ok(Self { socket, port, buf: vec![0; RECV_BUF_LEN] })
+    }
+
+    /// One dump request for `family`, read to `NLMSG_DONE`.
+    pub(super) fn dump(
+        &mut self,
+        family: u8,
+        states: &StateFlags,
+        sink: &mut dyn FnMut(&InetResponseHeader, &[u8]),
+    ) -> anyhow::Result<()> {
+        let seq = NEXT_SEQ.fetch_add(1, Ordering::Relaxed);
+        let request = dump_request(family, states, seq);
+        self.socket.send(&request, 0).context("send")?;
+        loop {
+            let len = loop {
+                // MSG_TRUNC makes recv return the datagram's real length even if it did
+                // not fit, so a short buffer shows instead of silently losing sockets.
+                match self.socket.recv(&mut &mut self.buf[..], libc::MSG_TRUNC) {
+                    Ok(len) => break len,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        bail!("no answer from the kernel in {RECV_TIMEOUT:?}")
+                    }
+                    Err(e) => return Err(e).context("recv"),
+                }
+            };
+            if len > self.buf.len() {
+                bail!("a {len}-byte datagram overflowed the {}-byte buffer", self.buf.len());
+            }
+            if len == 0 {
+                bail!("the kernel closed the dump without NLMSG_DONE");
+            }
+            if parse_datagram(&self.buf[..len], seq, self.port, sink)? == Progress::Done {
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// `SOCK_DIAG_BY_FAMILY` dump request for TCP sockets of `family` in `states`.
+fn dump_request(family: u8, states: &StateFlags, seq: u32) -> Vec<u8> {
+    let mut header = NetlinkHeader::default();
+    header.flags = NLM_F_REQUEST | NLM_F_DUMP;
+    header.sequence_number = seq;
+    let socket_id = if family == AF_INET { SocketId::new_v4() } else { SocketId::new_v6() };
+    let mut message = NetlinkMessage::new(
+        header,
+        SockDiagMessage::InetRequest(InetRequest {
+            family,
+            protocol: IPPROTO_TCP,
+            extensions: ExtensionFlags::empty(),
+            states: states.clone(),
+            socket_id,
+        })
+        .into(),
+    );
+    message.finalize();
+    let mut buf = vec![0; message.buffer_len()];
+    message.serialize(&mut buf);
+    buf
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Progress {
+    More,
+    Done,
+}
+
+const INET_DIAG_MSG_LEN: usize = 72;
+
+/// Walks the netlink messages of one datagram. Socket records go to `sink`; only their
+/// fixed header is decoded (the attributes that follow are not needed, and skipping them
+/// saves a few allocations per socket, which adds up over 100,000 sockets).
+fn parse_datagram(
+    mut datagram: &[u8],
+    seq: u32,
+    port: u32,
+    sink: &mut dyn FnMut(&InetResponseHeader, &[u8]),
+) -> anyhow::Result<Progress> {
+    while !datagram.is_empty() {
+        let message = NetlinkBuffer::new_checked(datagram)
+            .map_err(|e| anyhow!("malformed netlink message: {e}"))?;
+        let len = message.length() as usize;
+        if message.sequence_number() != seq || message.port_number() != port {
+            bail!(
+                "reply for request {} to port {}, expected request {seq} to port {port}",
+                message.sequence_number(),
+                message.port_number()
+            );
+        }
+        match message.message_type() {
+            SOCK_DIAG_BY_FAMILY => {
+                let header = InetResponseHeader::parse(message.payload())
+                    .map_err(|e| anyhow!("malformed inet_diag_msg: {e}"))?;
+                // The attributes follow the 72-byte `inet_diag_msg`.
+                sink(&header, message.payload().get(INET_DIAG_MSG_LEN..).unwrap_or_default());
+            }
+            NLMSG_NOOP => {}
+            NLMSG_DONE | NLMSG_ERROR => {
+                let control = NetlinkMessage::<SockDiagMessage>::deserialize(&datagram[..len])
+                    .map_err(|e| anyhow!("malformed netlink control message: {e}"))?;
+                match control.payload {
+                    NetlinkPayload::Done(done) if done.code < 0 => {
+                        return Err(io::Error::from_raw_os_error(-done.code))
+                            .context("the kernel ended the dump with an error");
+                    }
+                    NetlinkPayload::Done(_) => return Ok(Progress::Done),
+                    NetlinkPayload::Error(error) if error.code.is_some() => {
+                        return Err(error.to_io()).context("the kernel answered NLMSG_ERROR");
+                    }
+                    // An ACK: not asked for, harmless.
+                    _ => {}
+                }
+            }
+            other => bail!("unexpected netlink message type {other}"),
+        }
+        // Messages start on 4-byte boundaries (NLMSG_ALIGN).
+        datagram = datagram.get(len.next_multiple_of(4)..).unwrap_or_default();
+    }
+    Ok(Progress::More)
+}
+
+/// `INET_DIAG_CGROUP_ID` (attribute 21, a u64) from the attributes of one sock_diag
+/// record; 0 when absent (kernels before 5.9, or without `CONFIG_SOCK_CGROUP_DATA`).
+#[must_use]
+pub(super) fn cgroup_id_attr(mut attrs: &[u8]) -> u64 {
+    const INET_DIAG_CGROUP_ID: u16 = 21;
+    while attrs.len() >= 4 {
+        let len = usize::from(u16::from_ne_bytes([attrs[0], attrs[1]]));
+        let kind = u16::from_ne_bytes([attrs[2], attrs[3]]) & 0x3fff;
+        if len < 4 || len > attrs.len() {
+            break;
+        }
+        if kind == INET_DIAG_CGROUP_ID && len >= 12 {
+            return u64::from_ne_bytes(attrs[4..12].try_into().expect("8 bytes"));
+        }
+        attrs = attrs.get(len.next_multiple_of(4)..).unwrap_or_default();
+    }
+    0
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+    use std::num::NonZeroI32;
+
+    use netlink_packet_core::{DoneMessage, ErrorMessage};
+    use netlink_packet_sock_diag::{AF_INET6, inet::InetResponse};
+
+    use super::*;
+    use crate::conn::Conn;
+    use crate::sockdiag::states;
+
+    // ---- pure: request and reply encoding ----
+
+    fn serialize(header: NetlinkHeader, payload: NetlinkPayload<SockDiagMessage>) -> Vec<u8> {
+        let mut message = NetlinkMessage::new(header, payload);
+        message.finalize();
+        let mut buf = vec![0; message.buffer_len()];
+        message.serialize(&mut buf);
+        buf
+    }
+
+    fn reply_header(seq: u32, port: u32) -> NetlinkHeader {
+        let mut header = NetlinkHeader::default();
+        header.sequence_number = seq;
+        header.port_number = port;
+        header.flags = netlink_packet_core::NLM_F_MULTIPART;
+        header
+    }
+
+    fn socket_record(
+        seq: u32,
+        port: u32,
+        state: u8,
+        local: SocketAddr,
+        remote: SocketAddr,
+    ) -> Vec<u8> {
+        let family = if local.is_ipv4() { AF_INET } else { AF_INET6 };
+        let mut socket_id = if local.is_ipv4() { SocketId::new_v4() } else { SocketId::new_v6() };
+        socket_id.source_address = local.ip();
+        socket_id.source_port = local.port();
+        socket_id.destination_address = remote.ip();
+        socket_id.destination_port = remote.port();
+        let response = InetResponse {
+            header: InetResponseHeader {
+                family,
+                state,
+                timer: None,
+                socket_id,
+                recv_queue: 0,
+                send_queue: 0,
+                uid: 0,
+                inode: 4242,
+            },
+            nlas: std::iter::empty().collect(),
+        };
+        serialize(reply_header(seq, port), SockDiagMessage::InetResponse(Box::new(response)).into())
+    }
+
+    fn done(seq: u32, port: u32, code: i32) -> Vec<u8> {
+        let mut done = DoneMessage::default();
+        done.code = code;
+        serialize(reply_header(seq, port), NetlinkPayload::Done(done))
+    }
+
+    fn collect(
+        datagram: &[u8],
+        seq: u32,
+        port: u32,
+    ) -> anyhow::Result<(Progress, Vec<(u8, Conn)>)> {
+        let mut got = Vec::new();
+        let progress = parse_datagram(datagram, seq, port, &mut |h, _| {
+            let id = &h.socket_id;
+            got.push((
+                h.state,
+                Conn::new(
+                    7,
+                    SocketAddr::new(id.source_address, id.source_port),
+                    SocketAddr::new(id.destination_address, id.destination_port),
+                ),
+            ));
+        })?;
+        Ok((progress, got))
+    }
+
+    fn sa(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn request_asks_the_kernel_for_live_tcp_states_only() {
+        let request = dump_request(AF_INET6, &states::live(), 77);
+        let nl = NetlinkBuffer::new_checked(&request[..]).unwrap();
+        assert_eq!(nl.message_type(), SOCK_DIAG_BY_FAMILY);
+        assert_eq!(nl.flags(), NLM_F_REQUEST | NLM_F_DUMP);
+        assert_eq!(nl.sequence_number(), 77);
+        // struct inet_diag_req_v2: family, protocol, ext, pad, idiag_states (u32), id.
+        let body = nl.payload();
+        assert_eq!(body.len(), 56);
+        assert_eq!((body[0], body[1], body[2]), (AF_INET6, IPPROTO_TCP, 0));
+        let states = u32::from_ne_bytes(body[4..8].try_into().unwrap());
+        assert_eq!(states, (1 << 1) | (1 << 8), "TCPF_ESTABLISHED | TCPF_CLOSE_WAIT");
+    }
+
+    #[test]
+    fn datagram_with_records_then_done() {
+        let mut datagram = socket_record(5, 99, 1, sa("127.0.0.2:80"), sa("127.0.0.3:40000"));
+        datagram.extend(socket_record(
+            5,
+            99,
+            8,
+            sa("[::ffff:10.1.2.3]:443"),
+            sa("[::ffff:127.0.0.9]:5"),
+        ));
+        datagram.extend(socket_record(5, 99, 1, sa("[::1]:22"), sa("[::1]:50000")));
+        let (progress, got) = collect(&datagram, 5, 99).unwrap();
+        assert_eq!(progress, Progress::More);
+        assert_eq!(
+            got,
+            vec![
+                (1, Conn::new(7, sa("127.0.0.2:80"), sa("127.0.0.3:40000"))),
+                // IPv4 peers of dual-stack sockets come out as IPv4.
+                (8, Conn { netns: 7, local: sa("10.1.2.3:443"), remote: sa("127.0.0.9:5") }),
+                (1, Conn::new(7, sa("[::1]:22"), sa("[::1]:50000"))),
+            ]
+        );
+        let (progress, got) = collect(&done(5, 99, 0), 5, 99).unwrap();
+        assert_eq!((progress, got.len()), (Progress::Done, 0));
+    }
+
+    #[test]
+    fn kernel_errors_and_foreign_replies_are_errors() {
+        let mut error = ErrorMessage::default();
+        error.code = NonZeroI32::new(-libc::EPERM);
+        let nack = serialize(reply_header(5, 99), NetlinkPayload::Error(error));
+        let e = collect(&nack, 5, 99).unwrap_err();
+        assert!(format!("{e:#}").contains("NLMSG_ERROR"), "{e:#}");
+        assert_eq!(e.downcast_ref::<io::Error>().unwrap().raw_os_error(), Some(libc::EPERM));
+
+        let e = collect(&done(5, 99, -libc::EINTR), 5, 99).unwrap_err();
+        assert!(format!("{e:#}").contains("ended the dump"), "{e:#}");
+
+        let stale = socket_record(4, 99, 1, sa("127.0.0.2:80"), sa("127.0.0.3:40000"));
+        assert!(collect(&stale, 5, 99).is_err());
+        assert!(collect(&stale[..20], 4, 99).is_err(), "truncated message");
+    }
+
+    #[test]
+    fn cgroup_id_attribute_is_found_among_others() {
+        let mut attrs = Vec::new();
+        // INET_DIAG_MARK (15): u32, then INET_DIAG_CGROUP_ID (21): u64.
+        attrs.extend_from_slice(&8u16.to_ne_bytes());
+        attrs.extend_from_slice(&15u16.to_ne_bytes());
+        attrs.extend_from_slice(&7u32.to_ne_bytes());
+        attrs.extend_from_slice(&12u16.to_ne_bytes());
+        attrs.extend_from_slice(&21u16.to_ne_bytes());
+        attrs.extend_from_slice(&4242u64.to_ne_bytes());
+        assert_eq!(cgroup_id_attr(&attrs), 4242);
+        assert_eq!(cgroup_id_attr(&attrs[..8]), 0);
+        assert_eq!(cgroup_id_attr(&[1, 0]), 0);
+    }
+}
