@@ -245,4 +245,35 @@ mod tests {
         assert!(!table.contains("LOCAL PORT"));
         assert!(!table.contains('\x1b'));
     }
+
+    #[test]
+    fn every_column_of_every_table_as_printed() {
+        let table = render(&crate::view::tui::tests::full_snapshot());
+        assert_eq!(
+            format!("\n{table}"),
+            r"
+elapsed 12.3s  backend fentry  live 5  events 0  lost 3  drift 1  filtered 4
+
+LOCAL PORT  LIVE  REMOTE ADDRS
+      8080     3             2
+       443     1             1
+     41000     1             1
+
+REMOTE ENDPOINT  LIVE  LOCAL PORTS
+10.0.0.2:40000      1            1
+10.0.0.3:40001      1            1
+10.0.0.3:40002      1            1
+10.0.0.9:5432       1            1
+[::1]:50000         1            1
+
+LISTENER             LIVE  PEAK  MAX/REMOTE  REUSEPORT  ACCEPTS
+0.0.0.0:22              7  4711           4          1     13/s
+[2001:db8::1]:65535  4711  5000         120         16   1234/s
+
+DESTINATION                PORTS  SHARED    USE  CONNECTS  EXHAUSTED IN
+10.0.0.1 -> 10.0.0.9:5432  26468      12  93.8%     250/s           42s
+::1 -> [::1]:4711              1       0   0.0%       0/s             -
+"
+        );
+    }
 }

@@ -531,7 +531,7 @@ impl TableView<'_> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::net::IpAddr;
 
     use ratatui::{Terminal, backend::TestBackend};
@@ -575,9 +575,78 @@ mod tests {
         s
     }
 
+    /// [`sample`] with capacity rows that give every column of every table a telling
+    /// value: IPv6, several pids, fractional rates and percentages, an exhaustion estimate
+    /// and none. Counts of 4711 and 4026532 look like a pid and a namespace in columns the
+    /// filter does not search.
+    pub(crate) fn full_snapshot() -> Snapshot {
+        let mut s = sample();
+        s.listeners = vec![
+            ListenerRow {
+                netns: 4_026_531_840,
+                addr: "0.0.0.0".parse().unwrap(),
+                port: 22,
+                live: 7,
+                remote_addrs: 4_026_532,
+                max_per_remote: 4,
+                peak_live: 4711,
+                accept_rate: 12.6,
+                close_rate: 0.4,
+                reuseport_sockets: 1,
+                pids: vec![4711, 815],
+            },
+            ListenerRow {
+                netns: 4_026_532_001,
+                addr: "2001:db8::1".parse().unwrap(),
+                port: 65_535,
+                live: 4711,
+                remote_addrs: 3,
+                max_per_remote: 120,
+                peak_live: 5000,
+                accept_rate: 1_234.5,
+                close_rate: 999.5,
+                reuseport_sockets: 16,
+                pids: Vec::new(),
+            },
+        ];
+        s.destinations = vec![
+            DestinationRow {
+                netns: 4_026_531_840,
+                laddr: "10.0.0.1".parse().unwrap(),
+                raddr: "10.0.0.9".parse().unwrap(),
+                rport: 5432,
+                ports_in_use: 26_468,
+                shared_ports: 12,
+                range: 28_232,
+                use_pct: 93.75,
+                connect_rate: 250.25,
+                exhaustion_s: Some(41.5),
+                failed_connects: 3,
+            },
+            DestinationRow {
+                netns: 4_026_532_001,
+                laddr: "::1".parse().unwrap(),
+                raddr: "::1".parse().unwrap(),
+                rport: 4711,
+                ports_in_use: 1,
+                shared_ports: 0,
+                range: 28_232,
+                use_pct: 100.0 / 28_232.0,
+                connect_rate: 0.0,
+                exhaustion_s: None,
+                failed_connects: 0,
+            },
+        ];
+        s
+    }
+
     /// The screen as text, one string per line, trailing blanks trimmed.
     fn screen(view: &TopView, s: &Snapshot) -> Vec<String> {
-        let mut terminal = Terminal::new(TestBackend::new(140, 40)).unwrap();
+        screen_of(view, s, 140, 40)
+    }
+
+    fn screen_of(view: &TopView, s: &Snapshot, width: u16, height: u16) -> Vec<String> {
+        let mut terminal = Terminal::new(TestBackend::new(width, height)).unwrap();
         terminal.draw(|frame| view.render(s, frame)).unwrap();
         let buffer = terminal.backend().buffer();
         (0..buffer.area.height)
@@ -761,5 +830,95 @@ mod tests {
         assert_eq!(rows.len(), 40 - 2 - (2 + 3) - (2 + 1) - (2 + 3) - 2, "{}", lines.join("\n"));
         assert_eq!(rows[0], "10.1.0.1:999", "largest live first");
         assert!(lines.iter().any(|l| l.contains("Remote endpoints  1000 of 1000")));
+    }
+
+    #[test]
+    fn every_column_of_every_table_as_drawn() {
+        let lines = screen_of(&TopView::default(), &full_snapshot(), 150, 30);
+        assert_eq!(
+            format!("\n{}\n", lines.join("\n")),
+            r"
+tcptrace top  attach fentry  elapsed 12.3s  live 5  events 0  lost 3  drift 1
+ Listeners  2 of 2
+LISTENER                  NETNS  LIVE v  PEAK  REMOTE ADDRS  MAX/REMOTE  REUSEPORT  ACCEPTS  CLOSES  PIDS
+[2001:db8::1]:65535  4026532001    4711  5000             3         120         16   1234/s  1000/s
+0.0.0.0:22           4026531840       7  4711       4026532           4          1     13/s     0/s  4711,815
+ Destinations  2 of 2
+DESTINATION                     NETNS  PORTS  SHARED  RANGE  USE v  CONNECTS  EXHAUSTED IN  FAILED
+10.0.0.1 -> 10.0.0.9:5432  4026531840  26468      12  28232  93.8%     250/s           42s       3
+::1 -> [::1]:4711          4026532001      1       0  28232   0.0%       0/s             -       0
+ Local ports  3 of 3
+LOCAL PORT  LIVE v  REMOTE ADDRS
+      8080       3             2
+       443       1             1
+     41000       1             1
+ Remote endpoints  5 of 5
+REMOTE ENDPOINT  LIVE v  LOCAL PORTS
+10.0.0.2:40000        1            1
+10.0.0.3:40001        1            1
+10.0.0.3:40002        1            1
+10.0.0.9:5432         1            1
+[::1]:50000           1            1
+
+
+
+
+
+
+
+
+q quit  Tab next table  Left/Right sort column  r reverse order  / filter  Esc clear filter
+"
+        );
+    }
+
+    #[test]
+    fn the_filter_searches_addresses_ports_namespaces_and_pids_only() {
+        let s = full_snapshot();
+        let mut view = TopView::default();
+        press(&mut view, "/4711");
+        // The address column, ascending, on every table.
+        view.sorts = [Sort { column: 0, descending: false }; 4];
+        let lines = screen_of(&view, &s, 150, 30);
+        assert_eq!(
+            format!("\n{}\n", lines.join("\n")),
+            r#"
+tcptrace top  attach fentry  elapsed 12.3s  live 5  events 0  lost 3  drift 1  filter "4711"
+ Listeners  1 of 2
+LISTENER ^       NETNS  LIVE  PEAK  REMOTE ADDRS  MAX/REMOTE  REUSEPORT  ACCEPTS  CLOSES  PIDS
+0.0.0.0:22  4026531840     7  4711       4026532           4          1     13/s     0/s  4711,815
+ Destinations  1 of 2
+DESTINATION ^           NETNS  PORTS  SHARED  RANGE   USE  CONNECTS  EXHAUSTED IN  FAILED
+::1 -> [::1]:4711  4026532001      1       0  28232  0.0%       0/s             -       0
+ Local ports  0 of 3
+LOCAL PORT ^ LIVE REMOTE ADDRS
+(none match the filter)
+ Remote endpoints  0 of 5
+REMOTE ENDPOINT ^ LIVE LOCAL PORTS
+(none match the filter)
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+/4711   filter: Enter keeps it, Esc clears it
+"#
+        );
+        key(&mut view, KeyCode::Esc);
+        press(&mut view, "/4026532");
+        let lines = screen_of(&view, &s, 150, 30);
+        assert_eq!(first_cells(&lines, "Listeners"), ["[2001:db8::1]:65535"]);
+        assert_eq!(first_cells(&lines, "Destinations"), ["::1"]);
     }
 }
