@@ -10,6 +10,7 @@ use crate::{
     ledger::{Ledger, LocalPortRow, RemoteEndpointRow},
 };
 
+mod columns;
 pub mod events;
 pub mod json;
 pub mod metrics;

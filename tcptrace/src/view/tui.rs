@@ -1,13 +1,10 @@
 //! The full-screen view of `tcptrace top`: the four tables of a [`Snapshot`] (listeners,
 //! destinations, local ports, remote endpoints), the totals, and the keys that sort and
-//! filter them.
+//! filter them. The columns, and how rows sort and match by them, are `view::columns`'s.
 //!
 //! Pure: [`TopView::on_key`] changes the view's state, [`TopView::render`] draws a state and
 //! a snapshot into a frame; the terminal, the clock and the ledger are the caller's. Sorting
 //! and filtering only reorder and hide the rows the snapshot already holds.
-
-use std::cmp::Ordering;
-use std::net::SocketAddr;
 
 use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 use ratatui::{
@@ -18,10 +15,9 @@ use ratatui::{
     widgets::{Cell, Paragraph, Row, Table},
 };
 
-use super::Snapshot;
-use crate::{
-    capacity::{DestinationRow, ListenerRow},
-    ledger::{LocalPortRow, RemoteEndpointRow},
+use super::{
+    Snapshot,
+    columns::{self, Column, DESTINATIONS, LISTENERS, LOCAL_PORTS, REMOTE_ENDPOINTS},
 };
 
 /// What the keys say, at the bottom of the screen.
@@ -105,7 +101,12 @@ impl Default for TopView {
         let desc = |column| Sort { column, descending: true };
         Self {
             focus: Pane::Listeners,
-            sorts: [desc(2), desc(5), desc(1), desc(1)],
+            sorts: [
+                desc(columns::position(&LISTENERS, "LIVE")),
+                desc(columns::position(&DESTINATIONS, "USE")),
+                desc(columns::position(&LOCAL_PORTS, "LIVE")),
+                desc(columns::position(&REMOTE_ENDPOINTS, "LIVE")),
+            ],
             filter: String::new(),
             editing: false,
             notice: None,
@@ -246,175 +247,6 @@ impl TopView {
     }
 }
 
-/// One column of a table: how a row shows in it and how rows compare by it.
-struct Column<R> {
-    title: &'static str,
-    /// Right-aligned, and sorted largest first when chosen.
-    numeric: bool,
-    /// Whether the filter searches this column (addresses, ports, namespaces, pids).
-    searched: bool,
-    text: fn(&R) -> String,
-    order: fn(&R, &R) -> Ordering,
-}
-
-const fn column<R>(
-    title: &'static str,
-    numeric: bool,
-    searched: bool,
-    text: fn(&R) -> String,
-    order: fn(&R, &R) -> Ordering,
-) -> Column<R> {
-    Column { title, numeric, searched, text, order }
-}
-
-fn rate(per_s: f64) -> String {
-    format!("{per_s:.0}/s")
-}
-
-const LISTENERS: [Column<ListenerRow>; 10] = [
-    column(
-        "LISTENER",
-        false,
-        true,
-        |r| SocketAddr::new(r.addr, r.port).to_string(),
-        |a, b| (a.addr, a.port, a.netns).cmp(&(b.addr, b.port, b.netns)),
-    ),
-    column("NETNS", true, true, |r| r.netns.to_string(), |a, b| a.netns.cmp(&b.netns)),
-    column("LIVE", true, false, |r| r.live.to_string(), |a, b| a.live.cmp(&b.live)),
-    column("PEAK", true, false, |r| r.peak_live.to_string(), |a, b| a.peak_live.cmp(&b.peak_live)),
-    column(
-        "REMOTE ADDRS",
-        true,
-        false,
-        |r| r.remote_addrs.to_string(),
-        |a, b| a.remote_addrs.cmp(&b.remote_addrs),
-    ),
-    column(
-        "MAX/REMOTE",
-        true,
-        false,
-        |r| r.max_per_remote.to_string(),
-        |a, b| a.max_per_remote.cmp(&b.max_per_remote),
-    ),
-    column(
-        "REUSEPORT",
-        true,
-        false,
-        |r| r.reuseport_sockets.to_string(),
-        |a, b| a.reuseport_sockets.cmp(&b.reuseport_sockets),
-    ),
-    column(
-        "ACCEPTS",
-        true,
-        false,
-        |r| rate(r.accept_rate),
-        |a, b| a.accept_rate.total_cmp(&b.accept_rate),
-    ),
-    column(
-        "CLOSES",
-        true,
-        false,
-        |r| rate(r.close_rate),
-        |a, b| a.close_rate.total_cmp(&b.close_rate),
-    ),
-    column(
-        "PIDS",
-        false,
-        true,
-        |r| r.pids.iter().map(u32::to_string).collect::<Vec<_>>().join(","),
-        |a, b| a.pids.cmp(&b.pids),
-    ),
-];
-
-const DESTINATIONS: [Column<DestinationRow>; 9] = [
-    column(
-        "DESTINATION",
-        false,
-        true,
-        |r| format!("{} -> {}", r.laddr, SocketAddr::new(r.raddr, r.rport)),
-        |a, b| (a.raddr, a.rport, a.laddr, a.netns).cmp(&(b.raddr, b.rport, b.laddr, b.netns)),
-    ),
-    column("NETNS", true, true, |r| r.netns.to_string(), |a, b| a.netns.cmp(&b.netns)),
-    column(
-        "PORTS",
-        true,
-        false,
-        |r| r.ports_in_use.to_string(),
-        |a, b| a.ports_in_use.cmp(&b.ports_in_use),
-    ),
-    column(
-        "SHARED",
-        true,
-        false,
-        |r| r.shared_ports.to_string(),
-        |a, b| a.shared_ports.cmp(&b.shared_ports),
-    ),
-    column("RANGE", true, false, |r| r.range.to_string(), |a, b| a.range.cmp(&b.range)),
-    column(
-        "USE",
-        true,
-        false,
-        |r| format!("{:.1}%", r.use_pct),
-        |a, b| a.use_pct.total_cmp(&b.use_pct),
-    ),
-    column(
-        "CONNECTS",
-        true,
-        false,
-        |r| rate(r.connect_rate),
-        |a, b| a.connect_rate.total_cmp(&b.connect_rate),
-    ),
-    // No estimate means no growth: it sorts as the latest exhaustion of all.
-    column(
-        "EXHAUSTED IN",
-        true,
-        false,
-        |r| r.exhaustion_s.map_or_else(|| "-".to_owned(), |t| format!("{t:.0}s")),
-        |a, b| {
-            let t = |r: &DestinationRow| r.exhaustion_s.unwrap_or(f64::INFINITY);
-            t(a).total_cmp(&t(b))
-        },
-    ),
-    column(
-        "FAILED",
-        true,
-        false,
-        |r| r.failed_connects.to_string(),
-        |a, b| a.failed_connects.cmp(&b.failed_connects),
-    ),
-];
-
-const LOCAL_PORTS: [Column<LocalPortRow>; 3] = [
-    column("LOCAL PORT", true, true, |r| r.port.to_string(), |a, b| a.port.cmp(&b.port)),
-    column("LIVE", true, false, |r| r.live.to_string(), |a, b| a.live.cmp(&b.live)),
-    column(
-        "REMOTE ADDRS",
-        true,
-        false,
-        |r| r.remote_addrs.to_string(),
-        |a, b| a.remote_addrs.cmp(&b.remote_addrs),
-    ),
-];
-
-const REMOTE_ENDPOINTS: [Column<RemoteEndpointRow>; 3] = [
-    column(
-        "REMOTE ENDPOINT",
-        false,
-        true,
-        // SocketAddr brackets IPv6 addresses: [::1]:443.
-        |r| SocketAddr::new(r.addr, r.port).to_string(),
-        |a, b| (a.addr, a.port).cmp(&(b.addr, b.port)),
-    ),
-    column("LIVE", true, false, |r| r.live.to_string(), |a, b| a.live.cmp(&b.live)),
-    column(
-        "LOCAL PORTS",
-        true,
-        false,
-        |r| r.local_ports.to_string(),
-        |a, b| a.local_ports.cmp(&b.local_ports),
-    ),
-];
-
 /// Whether one of the row's searched cells contains `needle` (lowercase).
 fn passes<R>(columns: &[Column<R>], row: &R, needle: &str) -> bool {
     needle.is_empty()
@@ -531,112 +363,25 @@ impl TableView<'_> {
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use std::net::IpAddr;
 
     use ratatui::{Terminal, backend::TestBackend};
 
     use super::*;
-    use crate::view::tests::sample;
-
-    fn listener(addr: &str, port: u16, live: u64) -> ListenerRow {
-        ListenerRow {
-            netns: 4_026_531_840,
-            addr: addr.parse().unwrap(),
-            port,
-            live,
-            remote_addrs: 1,
-            max_per_remote: live,
-            peak_live: live,
-            accept_rate: 0.0,
-            close_rate: 0.0,
-            reuseport_sockets: 1,
-            pids: vec![42],
-        }
-    }
+    use crate::{
+        ledger::RemoteEndpointRow,
+        view::{
+            columns::tests::{destination, full_snapshot, listener},
+            tests::sample,
+        },
+    };
 
     fn snapshot() -> Snapshot {
         let mut s = sample();
         s.listeners =
             vec![listener("10.0.0.1", 8080, 3), listener("::", 443, 1), listener("0.0.0.0", 22, 7)];
-        s.destinations = vec![DestinationRow {
-            netns: 4_026_531_840,
-            laddr: "10.0.0.1".parse().unwrap(),
-            raddr: "10.0.0.9".parse().unwrap(),
-            rport: 5432,
-            ports_in_use: 1,
-            shared_ports: 0,
-            range: 28_232,
-            use_pct: 100.0 / 28_232.0,
-            connect_rate: 0.0,
-            exhaustion_s: None,
-            failed_connects: 0,
-        }];
-        s
-    }
-
-    /// [`sample`] with capacity rows that give every column of every table a telling
-    /// value: IPv6, several pids, fractional rates and percentages, an exhaustion estimate
-    /// and none. Counts of 4711 and 4026532 look like a pid and a namespace in columns the
-    /// filter does not search.
-    pub(crate) fn full_snapshot() -> Snapshot {
-        let mut s = sample();
-        s.listeners = vec![
-            ListenerRow {
-                netns: 4_026_531_840,
-                addr: "0.0.0.0".parse().unwrap(),
-                port: 22,
-                live: 7,
-                remote_addrs: 4_026_532,
-                max_per_remote: 4,
-                peak_live: 4711,
-                accept_rate: 12.6,
-                close_rate: 0.4,
-                reuseport_sockets: 1,
-                pids: vec![4711, 815],
-            },
-            ListenerRow {
-                netns: 4_026_532_001,
-                addr: "2001:db8::1".parse().unwrap(),
-                port: 65_535,
-                live: 4711,
-                remote_addrs: 3,
-                max_per_remote: 120,
-                peak_live: 5000,
-                accept_rate: 1_234.5,
-                close_rate: 999.5,
-                reuseport_sockets: 16,
-                pids: Vec::new(),
-            },
-        ];
-        s.destinations = vec![
-            DestinationRow {
-                netns: 4_026_531_840,
-                laddr: "10.0.0.1".parse().unwrap(),
-                raddr: "10.0.0.9".parse().unwrap(),
-                rport: 5432,
-                ports_in_use: 26_468,
-                shared_ports: 12,
-                range: 28_232,
-                use_pct: 93.75,
-                connect_rate: 250.25,
-                exhaustion_s: Some(41.5),
-                failed_connects: 3,
-            },
-            DestinationRow {
-                netns: 4_026_532_001,
-                laddr: "::1".parse().unwrap(),
-                raddr: "::1".parse().unwrap(),
-                rport: 4711,
-                ports_in_use: 1,
-                shared_ports: 0,
-                range: 28_232,
-                use_pct: 100.0 / 28_232.0,
-                connect_rate: 0.0,
-                exhaustion_s: None,
-                failed_connects: 0,
-            },
-        ];
+        s.destinations = vec![destination("10.0.0.1", "10.0.0.9", 5432)];
         s
     }
 
