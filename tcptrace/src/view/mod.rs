@@ -10,6 +10,7 @@ pub use tcptrace_json::Snapshot;
 
 use crate::{capacity::Capacity, ledger::Ledger};
 
+mod columns;
 pub mod events;
 pub mod json;
 pub mod metrics;

@@ -1,12 +1,17 @@
-//! A top-like table of the live counts, for a terminal.
+//! A top-like table of the live counts, for a terminal: `watch` without `--json`, and
+//! `top` when stdout is not a terminal. Its columns are those of `view::columns` that
+//! `watch` shows.
 
 use std::fmt::Write as _;
-use std::net::SocketAddr;
 
-use super::Snapshot;
+use super::{
+    Snapshot,
+    columns::{Column, DESTINATIONS, LISTENERS, LOCAL_PORTS, REMOTE_ENDPOINTS},
+};
 
 /// The snapshot as a summary line and two tables (local ports, then remote endpoints),
-/// each line ending in a newline. Clearing the screen between refreshes is the caller's.
+/// then the listeners and destinations when there are any, each line ending in a newline.
+/// Clearing the screen between refreshes is the caller's.
 #[must_use]
 pub fn render(s: &Snapshot) -> String {
     let mut out = format!(
@@ -19,136 +24,60 @@ pub fn render(s: &Snapshot) -> String {
     }
 
     out.push('\n');
-    let ports: Vec<[String; 3]> = s
-        .local_ports
-        .iter()
-        .map(|r| [r.port.to_string(), r.live.to_string(), r.remote_addrs.to_string()])
-        .collect();
-    write_table(
-        &mut out,
-        [("LOCAL PORT", Align::Right), ("LIVE", Align::Right), ("REMOTE ADDRS", Align::Right)],
-        &ports,
-    );
-
+    write_table(&mut out, &LOCAL_PORTS, &s.local_ports);
     out.push('\n');
-    let endpoints: Vec<[String; 3]> = s
-        .remote_endpoints
-        .iter()
-        .map(|r| {
-            // SocketAddr brackets IPv6 addresses: [::1]:443.
-            let endpoint = SocketAddr::new(r.addr, r.port).to_string();
-            [endpoint, r.live.to_string(), r.local_ports.to_string()]
-        })
-        .collect();
-    write_table(
-        &mut out,
-        [("REMOTE ENDPOINT", Align::Left), ("LIVE", Align::Right), ("LOCAL PORTS", Align::Right)],
-        &endpoints,
-    );
+    write_table(&mut out, &REMOTE_ENDPOINTS, &s.remote_endpoints);
     if !s.listeners.is_empty() {
         out.push('\n');
-        let rows: Vec<[String; 6]> = s
-            .listeners
-            .iter()
-            .map(|l| {
-                [
-                    SocketAddr::new(l.addr, l.port).to_string(),
-                    l.live.to_string(),
-                    l.peak_live.to_string(),
-                    l.max_per_remote.to_string(),
-                    l.reuseport_sockets.to_string(),
-                    format!("{:.0}/s", l.accept_rate),
-                ]
-            })
-            .collect();
-        write_table(
-            &mut out,
-            [
-                ("LISTENER", Align::Left),
-                ("LIVE", Align::Right),
-                ("PEAK", Align::Right),
-                ("MAX/REMOTE", Align::Right),
-                ("REUSEPORT", Align::Right),
-                ("ACCEPTS", Align::Right),
-            ],
-            &rows,
-        );
+        write_table(&mut out, &LISTENERS, &s.listeners);
     }
     if !s.destinations.is_empty() {
         out.push('\n');
-        let rows: Vec<[String; 6]> = s
-            .destinations
-            .iter()
-            .map(|d| {
-                [
-                    format!("{} -> {}", d.laddr, SocketAddr::new(d.raddr, d.rport)),
-                    d.ports_in_use.to_string(),
-                    d.shared_ports.to_string(),
-                    format!("{:.1}%", d.use_pct),
-                    format!("{:.0}/s", d.connect_rate),
-                    d.exhaustion_s.map_or_else(|| "-".to_owned(), |t| format!("{t:.0}s")),
-                ]
-            })
-            .collect();
-        write_table(
-            &mut out,
-            [
-                ("DESTINATION", Align::Left),
-                ("PORTS", Align::Right),
-                ("SHARED", Align::Right),
-                ("USE", Align::Right),
-                ("CONNECTS", Align::Right),
-                ("EXHAUSTED IN", Align::Right),
-            ],
-            &rows,
-        );
+        write_table(&mut out, &DESTINATIONS, &s.destinations);
     }
     out
 }
 
-#[derive(Clone, Copy)]
-enum Align {
-    Left,
-    Right,
-}
-
 /// Writes a header and rows, each column as wide as its widest cell, two spaces apart.
-fn write_table<const N: usize>(
-    out: &mut String,
-    columns: [(&str, Align); N],
-    rows: &[[String; N]],
-) {
-    let mut widths = columns.map(|(title, _)| title.len());
-    for row in rows {
+fn write_table<R>(out: &mut String, columns: &[Column<R>], rows: &[R]) {
+    let columns: Vec<&Column<R>> = columns.iter().filter(|c| c.in_watch).collect();
+    let cells: Vec<Vec<String>> =
+        rows.iter().map(|row| columns.iter().map(|c| (c.text)(row)).collect()).collect();
+    let mut widths: Vec<usize> = columns.iter().map(|c| c.title.len()).collect();
+    for row in &cells {
         for (width, cell) in widths.iter_mut().zip(row) {
             *width = (*width).max(cell.len());
         }
     }
-    let write_row = |out: &mut String, cells: [&str; N]| {
+    let write_row = |out: &mut String, cells: &[String]| {
         let mut line = String::new();
-        for (i, ((cell, width), (_, align))) in cells.iter().zip(widths).zip(columns).enumerate() {
+        for (i, ((cell, width), column)) in
+            cells.iter().zip(widths.iter().copied()).zip(&columns).enumerate()
+        {
             if i > 0 {
                 line.push_str("  ");
             }
-            match align {
-                Align::Left => write!(line, "{cell:<width$}"),
-                Align::Right => write!(line, "{cell:>width$}"),
+            if column.numeric {
+                write!(line, "{cell:>width$}")
+            } else {
+                write!(line, "{cell:<width$}")
             }
             .expect("writing to a String cannot fail");
         }
         out.push_str(line.trim_end());
         out.push('\n');
     };
-    write_row(out, columns.map(|(title, _)| title));
-    for row in rows {
-        write_row(out, row.each_ref().map(String::as_str));
+    let header: Vec<String> = columns.iter().map(|c| c.title.to_owned()).collect();
+    write_row(out, &header);
+    for row in &cells {
+        write_row(out, row);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::view::tests::sample;
+    use crate::view::{columns::tests::full_snapshot, tests::sample};
 
     /// The lines of the section whose header starts with `title`, header included.
     fn section<'a>(table: &'a str, title: &str) -> Vec<&'a str> {
@@ -244,5 +173,36 @@ mod tests {
         assert!(table.contains("(no live connections)"));
         assert!(!table.contains("LOCAL PORT"));
         assert!(!table.contains('\x1b'));
+    }
+
+    #[test]
+    fn every_column_of_every_table_as_printed() {
+        let table = render(&full_snapshot());
+        assert_eq!(
+            format!("\n{table}"),
+            r"
+elapsed 12.3s  backend fentry  live 5  events 0  lost 3  drift 1  filtered 4
+
+LOCAL PORT  LIVE  REMOTE ADDRS
+      8080     3             2
+       443     1             1
+     41000     1             1
+
+REMOTE ENDPOINT  LIVE  LOCAL PORTS
+10.0.0.2:40000      1            1
+10.0.0.3:40001      1            1
+10.0.0.3:40002      1            1
+10.0.0.9:5432       1            1
+[::1]:50000         1            1
+
+LISTENER             LIVE  PEAK  MAX/REMOTE  REUSEPORT  ACCEPTS
+0.0.0.0:22              7  4711           4          1     13/s
+[2001:db8::1]:65535  4711  5000         120         16   1234/s
+
+DESTINATION                PORTS  SHARED    USE  CONNECTS  EXHAUSTED IN
+10.0.0.1 -> 10.0.0.9:5432  26468      12  93.8%     250/s           42s
+::1 -> [::1]:4711              1       0   0.0%       0/s             -
+"
+        );
     }
 }

@@ -1,13 +1,10 @@
 //! The full-screen view of `tcptrace top`: the four tables of a [`Snapshot`] (listeners,
 //! destinations, local ports, remote endpoints), the totals, and the keys that sort and
-//! filter them.
+//! filter them. The columns, and how rows sort and match by them, are `view::columns`'s.
 //!
 //! Pure: [`TopView::on_key`] changes the view's state, [`TopView::render`] draws a state and
 //! a snapshot into a frame; the terminal, the clock and the ledger are the caller's. Sorting
 //! and filtering only reorder and hide the rows the snapshot already holds.
-
-use std::cmp::Ordering;
-use std::net::SocketAddr;
 
 use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 use ratatui::{
@@ -18,10 +15,9 @@ use ratatui::{
     widgets::{Cell, Paragraph, Row, Table},
 };
 
-use super::Snapshot;
-use crate::{
-    capacity::{DestinationRow, ListenerRow},
-    ledger::{LocalPortRow, RemoteEndpointRow},
+use super::{
+    Snapshot,
+    columns::{self, Column, DESTINATIONS, LISTENERS, LOCAL_PORTS, REMOTE_ENDPOINTS},
 };
 
 /// What the keys say, at the bottom of the screen.
@@ -105,7 +101,12 @@ impl Default for TopView {
         let desc = |column| Sort { column, descending: true };
         Self {
             focus: Pane::Listeners,
-            sorts: [desc(2), desc(5), desc(1), desc(1)],
+            sorts: [
+                desc(columns::position(&LISTENERS, "LIVE")),
+                desc(columns::position(&DESTINATIONS, "USE")),
+                desc(columns::position(&LOCAL_PORTS, "LIVE")),
+                desc(columns::position(&REMOTE_ENDPOINTS, "LIVE")),
+            ],
             filter: String::new(),
             editing: false,
             notice: None,
@@ -246,175 +247,6 @@ impl TopView {
     }
 }
 
-/// One column of a table: how a row shows in it and how rows compare by it.
-struct Column<R> {
-    title: &'static str,
-    /// Right-aligned, and sorted largest first when chosen.
-    numeric: bool,
-    /// Whether the filter searches this column (addresses, ports, namespaces, pids).
-    searched: bool,
-    text: fn(&R) -> String,
-    order: fn(&R, &R) -> Ordering,
-}
-
-const fn column<R>(
-    title: &'static str,
-    numeric: bool,
-    searched: bool,
-    text: fn(&R) -> String,
-    order: fn(&R, &R) -> Ordering,
-) -> Column<R> {
-    Column { title, numeric, searched, text, order }
-}
-
-fn rate(per_s: f64) -> String {
-    format!("{per_s:.0}/s")
-}
-
-const LISTENERS: [Column<ListenerRow>; 10] = [
-    column(
-        "LISTENER",
-        false,
-        true,
-        |r| SocketAddr::new(r.addr, r.port).to_string(),
-        |a, b| (a.addr, a.port, a.netns).cmp(&(b.addr, b.port, b.netns)),
-    ),
-    column("NETNS", true, true, |r| r.netns.to_string(), |a, b| a.netns.cmp(&b.netns)),
-    column("LIVE", true, false, |r| r.live.to_string(), |a, b| a.live.cmp(&b.live)),
-    column("PEAK", true, false, |r| r.peak_live.to_string(), |a, b| a.peak_live.cmp(&b.peak_live)),
-    column(
-        "REMOTE ADDRS",
-        true,
-        false,
-        |r| r.remote_addrs.to_string(),
-        |a, b| a.remote_addrs.cmp(&b.remote_addrs),
-    ),
-    column(
-        "MAX/REMOTE",
-        true,
-        false,
-        |r| r.max_per_remote.to_string(),
-        |a, b| a.max_per_remote.cmp(&b.max_per_remote),
-    ),
-    column(
-        "REUSEPORT",
-        true,
-        false,
-        |r| r.reuseport_sockets.to_string(),
-        |a, b| a.reuseport_sockets.cmp(&b.reuseport_sockets),
-    ),
-    column(
-        "ACCEPTS",
-        true,
-        false,
-        |r| rate(r.accept_rate),
-        |a, b| a.accept_rate.total_cmp(&b.accept_rate),
-    ),
-    column(
-        "CLOSES",
-        true,
-        false,
-        |r| rate(r.close_rate),
-        |a, b| a.close_rate.total_cmp(&b.close_rate),
-    ),
-    column(
-        "PIDS",
-        false,
-        true,
-        |r| r.pids.iter().map(u32::to_string).collect::<Vec<_>>().join(","),
-        |a, b| a.pids.cmp(&b.pids),
-    ),
-];
-
-const DESTINATIONS: [Column<DestinationRow>; 9] = [
-    column(
-        "DESTINATION",
-        false,
-        true,
-        |r| format!("{} -> {}", r.laddr, SocketAddr::new(r.raddr, r.rport)),
-        |a, b| (a.raddr, a.rport, a.laddr, a.netns).cmp(&(b.raddr, b.rport, b.laddr, b.netns)),
-    ),
-    column("NETNS", true, true, |r| r.netns.to_string(), |a, b| a.netns.cmp(&b.netns)),
-    column(
-        "PORTS",
-        true,
-        false,
-        |r| r.ports_in_use.to_string(),
-        |a, b| a.ports_in_use.cmp(&b.ports_in_use),
-    ),
-    column(
-        "SHARED",
-        true,
-        false,
-        |r| r.shared_ports.to_string(),
-        |a, b| a.shared_ports.cmp(&b.shared_ports),
-    ),
-    column("RANGE", true, false, |r| r.range.to_string(), |a, b| a.range.cmp(&b.range)),
-    column(
-        "USE",
-        true,
-        false,
-        |r| format!("{:.1}%", r.use_pct),
-        |a, b| a.use_pct.total_cmp(&b.use_pct),
-    ),
-    column(
-        "CONNECTS",
-        true,
-        false,
-        |r| rate(r.connect_rate),
-        |a, b| a.connect_rate.total_cmp(&b.connect_rate),
-    ),
-    // No estimate means no growth: it sorts as the latest exhaustion of all.
-    column(
-        "EXHAUSTED IN",
-        true,
-        false,
-        |r| r.exhaustion_s.map_or_else(|| "-".to_owned(), |t| format!("{t:.0}s")),
-        |a, b| {
-            let t = |r: &DestinationRow| r.exhaustion_s.unwrap_or(f64::INFINITY);
-            t(a).total_cmp(&t(b))
-        },
-    ),
-    column(
-        "FAILED",
-        true,
-        false,
-        |r| r.failed_connects.to_string(),
-        |a, b| a.failed_connects.cmp(&b.failed_connects),
-    ),
-];
-
-const LOCAL_PORTS: [Column<LocalPortRow>; 3] = [
-    column("LOCAL PORT", true, true, |r| r.port.to_string(), |a, b| a.port.cmp(&b.port)),
-    column("LIVE", true, false, |r| r.live.to_string(), |a, b| a.live.cmp(&b.live)),
-    column(
-        "REMOTE ADDRS",
-        true,
-        false,
-        |r| r.remote_addrs.to_string(),
-        |a, b| a.remote_addrs.cmp(&b.remote_addrs),
-    ),
-];
-
-const REMOTE_ENDPOINTS: [Column<RemoteEndpointRow>; 3] = [
-    column(
-        "REMOTE ENDPOINT",
-        false,
-        true,
-        // SocketAddr brackets IPv6 addresses: [::1]:443.
-        |r| SocketAddr::new(r.addr, r.port).to_string(),
-        |a, b| (a.addr, a.port).cmp(&(b.addr, b.port)),
-    ),
-    column("LIVE", true, false, |r| r.live.to_string(), |a, b| a.live.cmp(&b.live)),
-    column(
-        "LOCAL PORTS",
-        true,
-        false,
-        |r| r.local_ports.to_string(),
-        |a, b| a.local_ports.cmp(&b.local_ports),
-    ),
-];
-
 /// Whether one of the row's searched cells contains `needle` (lowercase).
 fn passes<R>(columns: &[Column<R>], row: &R, needle: &str) -> bool {
     needle.is_empty()
@@ -537,47 +369,29 @@ mod tests {
     use ratatui::{Terminal, backend::TestBackend};
 
     use super::*;
-    use crate::view::tests::sample;
-
-    fn listener(addr: &str, port: u16, live: u64) -> ListenerRow {
-        ListenerRow {
-            netns: 4_026_531_840,
-            addr: addr.parse().unwrap(),
-            port,
-            live,
-            remote_addrs: 1,
-            max_per_remote: live,
-            peak_live: live,
-            accept_rate: 0.0,
-            close_rate: 0.0,
-            reuseport_sockets: 1,
-            pids: vec![42],
-        }
-    }
+    use crate::{
+        ledger::RemoteEndpointRow,
+        view::{
+            columns::tests::{destination, full_snapshot, listener},
+            tests::sample,
+        },
+    };
 
     fn snapshot() -> Snapshot {
         let mut s = sample();
         s.listeners =
             vec![listener("10.0.0.1", 8080, 3), listener("::", 443, 1), listener("0.0.0.0", 22, 7)];
-        s.destinations = vec![DestinationRow {
-            netns: 4_026_531_840,
-            laddr: "10.0.0.1".parse().unwrap(),
-            raddr: "10.0.0.9".parse().unwrap(),
-            rport: 5432,
-            ports_in_use: 1,
-            shared_ports: 0,
-            range: 28_232,
-            use_pct: 100.0 / 28_232.0,
-            connect_rate: 0.0,
-            exhaustion_s: None,
-            failed_connects: 0,
-        }];
+        s.destinations = vec![destination("10.0.0.1", "10.0.0.9", 5432)];
         s
     }
 
     /// The screen as text, one string per line, trailing blanks trimmed.
     fn screen(view: &TopView, s: &Snapshot) -> Vec<String> {
-        let mut terminal = Terminal::new(TestBackend::new(140, 40)).unwrap();
+        screen_of(view, s, 140, 40)
+    }
+
+    fn screen_of(view: &TopView, s: &Snapshot, width: u16, height: u16) -> Vec<String> {
+        let mut terminal = Terminal::new(TestBackend::new(width, height)).unwrap();
         terminal.draw(|frame| view.render(s, frame)).unwrap();
         let buffer = terminal.backend().buffer();
         (0..buffer.area.height)
@@ -761,5 +575,95 @@ mod tests {
         assert_eq!(rows.len(), 40 - 2 - (2 + 3) - (2 + 1) - (2 + 3) - 2, "{}", lines.join("\n"));
         assert_eq!(rows[0], "10.1.0.1:999", "largest live first");
         assert!(lines.iter().any(|l| l.contains("Remote endpoints  1000 of 1000")));
+    }
+
+    #[test]
+    fn every_column_of_every_table_as_drawn() {
+        let lines = screen_of(&TopView::default(), &full_snapshot(), 150, 30);
+        assert_eq!(
+            format!("\n{}\n", lines.join("\n")),
+            r"
+tcptrace top  attach fentry  elapsed 12.3s  live 5  events 0  lost 3  drift 1
+ Listeners  2 of 2
+LISTENER                  NETNS  LIVE v  PEAK  REMOTE ADDRS  MAX/REMOTE  REUSEPORT  ACCEPTS  CLOSES  PIDS
+[2001:db8::1]:65535  4026532001    4711  5000             3         120         16   1234/s  1000/s
+0.0.0.0:22           4026531840       7  4711       4026532           4          1     13/s     0/s  4711,815
+ Destinations  2 of 2
+DESTINATION                     NETNS  PORTS  SHARED  RANGE  USE v  CONNECTS  EXHAUSTED IN  FAILED
+10.0.0.1 -> 10.0.0.9:5432  4026531840  26468      12  28232  93.8%     250/s           42s       3
+::1 -> [::1]:4711          4026532001      1       0  28232   0.0%       0/s             -       0
+ Local ports  3 of 3
+LOCAL PORT  LIVE v  REMOTE ADDRS
+      8080       3             2
+       443       1             1
+     41000       1             1
+ Remote endpoints  5 of 5
+REMOTE ENDPOINT  LIVE v  LOCAL PORTS
+10.0.0.2:40000        1            1
+10.0.0.3:40001        1            1
+10.0.0.3:40002        1            1
+10.0.0.9:5432         1            1
+[::1]:50000           1            1
+
+
+
+
+
+
+
+
+q quit  Tab next table  Left/Right sort column  r reverse order  / filter  Esc clear filter
+"
+        );
+    }
+
+    #[test]
+    fn the_filter_searches_addresses_ports_namespaces_and_pids_only() {
+        let s = full_snapshot();
+        let mut view = TopView::default();
+        press(&mut view, "/4711");
+        // The address column, ascending, on every table.
+        view.sorts = [Sort { column: 0, descending: false }; 4];
+        let lines = screen_of(&view, &s, 150, 30);
+        assert_eq!(
+            format!("\n{}\n", lines.join("\n")),
+            r#"
+tcptrace top  attach fentry  elapsed 12.3s  live 5  events 0  lost 3  drift 1  filter "4711"
+ Listeners  1 of 2
+LISTENER ^       NETNS  LIVE  PEAK  REMOTE ADDRS  MAX/REMOTE  REUSEPORT  ACCEPTS  CLOSES  PIDS
+0.0.0.0:22  4026531840     7  4711       4026532           4          1     13/s     0/s  4711,815
+ Destinations  1 of 2
+DESTINATION ^           NETNS  PORTS  SHARED  RANGE   USE  CONNECTS  EXHAUSTED IN  FAILED
+::1 -> [::1]:4711  4026532001      1       0  28232  0.0%       0/s             -       0
+ Local ports  0 of 3
+LOCAL PORT ^ LIVE REMOTE ADDRS
+(none match the filter)
+ Remote endpoints  0 of 5
+REMOTE ENDPOINT ^ LIVE LOCAL PORTS
+(none match the filter)
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+/4711   filter: Enter keeps it, Esc clears it
+"#
+        );
+        key(&mut view, KeyCode::Esc);
+        press(&mut view, "/4026532");
+        let lines = screen_of(&view, &s, 150, 30);
+        assert_eq!(first_cells(&lines, "Listeners"), ["[2001:db8::1]:65535"]);
+        assert_eq!(first_cells(&lines, "Destinations"), ["::1"]);
     }
 }
