@@ -79,7 +79,17 @@ impl Tracer {
     }
 
     pub(super) fn is_peer(self) -> bool {
-        matches!(self, Self::Tcplife | Self::Tcpstates | Self::Bpftrace)
+        self.peer_program().is_some()
+    }
+
+    /// The program a peer runs as (and is looked for on PATH as).
+    fn peer_program(self) -> Option<&'static str> {
+        match self {
+            Self::Tcplife => Some("tcplife"),
+            Self::Tcpstates => Some("tcpstates"),
+            Self::Bpftrace => Some("bpftrace"),
+            _ => None,
+        }
     }
 }
 
@@ -94,26 +104,25 @@ pub(super) const BPFTRACE_SCRIPT: &str = r"tracepoint:sock:inet_sock_set_state
 interval:s:1 { print(@live, 20); }
 ";
 
-/// apt packages the peers come from, and the programs we run from them.
-const PEER_PACKAGES: [(&str, &[&str]); 2] =
-    [("libbpf-tools", &["tcplife", "tcpstates"]), ("bpftrace", &["bpftrace"])];
+/// apt packages the peers come from.
+const PEER_PACKAGES: [(&str, &[Tracer]); 2] =
+    [("libbpf-tools", &[Tracer::Tcplife, Tracer::Tcpstates]), ("bpftrace", &[Tracer::Bpftrace])];
 
 /// Installs the apt packages of the peers that are asked for (unless `no_install`), and
 /// returns the tracers still missing.
 pub(super) fn ensure_peers(tracers: &[Tracer], no_install: bool) -> Result<Vec<Tracer>> {
-    let wanted = |program: &str| match program {
-        "tcplife" => tracers.contains(&Tracer::Tcplife),
-        "tcpstates" => tracers.contains(&Tracer::Tcpstates),
-        _ => tracers.contains(&Tracer::Bpftrace),
-    };
     let mut install = Vec::new();
-    for (package, programs) in PEER_PACKAGES {
-        let needed: Vec<_> = programs.iter().filter(|p| wanted(p)).collect();
+    for (package, peers) in PEER_PACKAGES {
+        let needed: Vec<&str> = peers
+            .iter()
+            .filter(|peer| tracers.contains(peer))
+            .filter_map(|peer| peer.peer_program())
+            .collect();
         if needed.is_empty() {
             continue;
         }
         if needed.iter().all(|p| cmd::on_path(p).is_some()) {
-            say!("bench: skipping apt package {package}: {} already installed", join(&needed));
+            say!("bench: skipping apt package {package}: {} already installed", needed.join(", "));
         } else {
             install.push(package);
         }
@@ -128,21 +137,12 @@ pub(super) fn ensure_peers(tracers: &[Tracer], no_install: bool) -> Result<Vec<T
     let missing: Vec<Tracer> = tracers
         .iter()
         .copied()
-        .filter(|t| match t {
-            Tracer::Tcplife => cmd::on_path("tcplife").is_none(),
-            Tracer::Tcpstates => cmd::on_path("tcpstates").is_none(),
-            Tracer::Bpftrace => cmd::on_path("bpftrace").is_none(),
-            _ => false,
-        })
+        .filter(|t| t.peer_program().is_some_and(|program| cmd::on_path(program).is_none()))
         .collect();
     for t in &missing {
         say!("bench: skipping {}: not installed (drop --no-install to install it)", t.name());
     }
     Ok(missing)
-}
-
-fn join(items: &[&&str]) -> String {
-    items.iter().map(|s| **s).collect::<Vec<_>>().join(", ")
 }
 
 pub(super) fn tracer_command(tracer: Tracer, tcptrace: &Path, script: &Path) -> Option<Command> {
@@ -158,8 +158,7 @@ pub(super) fn tracer_command(tracer: Tracer, tcptrace: &Path, script: &Path) -> 
         Tracer::Tcptrace => Some(watch("auto")),
         Tracer::TcptraceClassic => Some(watch("tracepoint-classic")),
         Tracer::TcptraceEventsOnly => Some(quiet),
-        Tracer::Tcplife => Some(Command::new("tcplife")),
-        Tracer::Tcpstates => Some(Command::new("tcpstates")),
+        Tracer::Tcplife | Tracer::Tcpstates => tracer.peer_program().map(Command::new),
         Tracer::Bpftrace => {
             let mut c = Command::new("bpftrace");
             // Every ephemeral port of the churn is a key; bpftrace's default (4096) would
@@ -270,5 +269,14 @@ mod tests {
         assert!(is_attachment("anon_inode:bpf_link"));
         assert!(is_attachment("anon_inode:[perf_event]"));
         assert!(!is_attachment("anon_inode:bpf-map"));
+    }
+
+    #[test]
+    fn every_peer_comes_from_one_package() {
+        for tracer in Tracer::ALL {
+            let packages =
+                PEER_PACKAGES.iter().filter(|(_, peers)| peers.contains(&tracer)).count();
+            assert_eq!(packages, usize::from(tracer.is_peer()), "{tracer:?}");
+        }
     }
 }
