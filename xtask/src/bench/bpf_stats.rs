@@ -5,6 +5,8 @@ use std::fs;
 
 use anyhow::{Context as _, Result};
 
+use super::proc::fd_targets;
+
 /// Sets `kernel.bpf_stats_enabled` to 1 while it lives, and restores the old value.
 pub(super) struct BpfStatsOn {
     previous: String,
@@ -40,16 +42,10 @@ impl BpfStats {
     pub(super) fn of(pid: u32) -> Self {
         let mut seen = Vec::new();
         let mut stats = Self::default();
-        let Ok(fds) = fs::read_dir(format!("/proc/{pid}/fd")) else { return stats };
-        for fd in fds.filter_map(Result::ok) {
-            let is_prog = fs::read_link(fd.path())
-                .is_ok_and(|t| t.to_string_lossy() == "anon_inode:bpf-prog");
-            let info = format!("/proc/{pid}/fdinfo/{}", fd.file_name().to_string_lossy());
-            if let Some(prog) = is_prog
-                .then(|| fs::read_to_string(info).ok())
-                .flatten()
-                .as_deref()
-                .and_then(parse_prog_fdinfo)
+        let progs = fd_targets(pid).filter(|(_, target)| target == "anon_inode:bpf-prog");
+        for (fd, _) in progs {
+            let info = format!("/proc/{pid}/fdinfo/{fd}");
+            if let Some(prog) = fs::read_to_string(info).ok().as_deref().and_then(parse_prog_fdinfo)
                 && !seen.contains(&prog.0)
             {
                 seen.push(prog.0);

@@ -15,7 +15,8 @@
 //! - `measure`: one run, the churn with one tracer attached, and what it cost;
 //! - `churn`: the load generator (`tcptrace load churn`) and its CPU time;
 //! - `watch`: tcptrace's last `watch --json` line (events, lost, drift);
-//! - `proc`: a process's wake-ups and CPU time, and the softirq threads', from /proc;
+//! - `proc`: a process's wake-ups, CPU time and fds, and the softirq threads' CPU time,
+//!   from /proc;
 //! - `bpf_stats`: `kernel.bpf_stats_enabled`, and the run time of a tracer's BPF programs;
 //! - `stats`: medians and ratios over the rounds, one row per tracer;
 //! - `table`: the machine, the Markdown table and the verdicts against the targets;

@@ -1,5 +1,6 @@
 //! What a run cost in processes, read from /proc: a tracer's wake-ups and CPU time, and
-//! the kernel's softirq threads' CPU time.
+//! the kernel's softirq threads' CPU time; and what a process's fds point at (its BPF
+//! programs and attachments).
 
 use std::{fs, time::Duration};
 
@@ -55,6 +56,16 @@ impl ProcSample {
     }
 }
 
+/// The open fds of process `pid` (their numbers) and what each points at
+/// (`anon_inode:bpf-prog`, a path); none if its fds cannot be read.
+pub(super) fn fd_targets(pid: u32) -> impl Iterator<Item = (String, String)> {
+    let fds = fs::read_dir(format!("/proc/{pid}/fd")).into_iter().flatten();
+    fds.filter_map(Result::ok).filter_map(|fd| {
+        let target = fs::read_link(fd.path()).ok()?.to_string_lossy().into_owned();
+        Some((fd.file_name().to_string_lossy().into_owned(), target))
+    })
+}
+
 fn parse_voluntary_switches(status: &str) -> Option<u64> {
     status
         .lines()
@@ -76,5 +87,15 @@ mod tests {
         let b = ProcSample { voluntary_switches: 300, cpu_ns: 600_000_000 };
         let (w, c) = b.since(&a, 2.0);
         assert!((w - 100.0).abs() < 1e-9 && (c - 0.25).abs() < 1e-9);
+    }
+
+    #[test]
+    fn lists_what_the_fds_point_at() {
+        let exe = std::env::current_exe().unwrap();
+        let file = fs::File::open(&exe).unwrap();
+        let targets: Vec<_> = fd_targets(std::process::id()).collect();
+        assert!(targets.iter().any(|(_, t)| *t == exe.to_string_lossy()), "{targets:?}");
+        assert!(targets.iter().all(|(fd, _)| fd.parse::<u32>().is_ok()), "{targets:?}");
+        drop(file);
     }
 }

@@ -13,6 +13,7 @@ use std::{
 use anyhow::{Context as _, Result, bail};
 use clap::ValueEnum;
 
+use super::proc::fd_targets;
 use crate::{cmd, setup};
 
 /// What watches the churn in one run.
@@ -249,11 +250,7 @@ impl Traced {
 
 /// Whether the process holds a BPF link or a perf event (how tracepoints are attached).
 fn holds_attachment(pid: u32) -> bool {
-    let Ok(fds) = fs::read_dir(format!("/proc/{pid}/fd")) else { return false };
-    fds.filter_map(Result::ok).filter_map(|fd| fs::read_link(fd.path()).ok()).any(|target| {
-        let target = target.to_string_lossy();
-        is_attachment(&target)
-    })
+    fd_targets(pid).any(|(_, target)| is_attachment(&target))
 }
 
 fn is_attachment(fd_target: &str) -> bool {
