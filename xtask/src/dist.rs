@@ -13,7 +13,7 @@ use clap::Args;
 
 use crate::{
     cargo::{self, Profile},
-    cmd, setup,
+    cmd, ldd, setup,
 };
 
 #[derive(Args)]
@@ -89,9 +89,8 @@ struct Needs {
 
 impl Needs {
     fn of(binary: &Path) -> Self {
-        let ldd = cmd::query(Command::new("ldd").arg(binary)).unwrap_or_default();
         let symbols = cmd::query(Command::new("objdump").arg("-T").arg(binary)).unwrap_or_default();
-        Self { libraries: shared_libraries(&ldd), glibc: newest_glibc(&symbols) }
+        Self { libraries: ldd::needed(binary), glibc: newest_glibc(&symbols) }
     }
 
     fn text(&self) -> String {
@@ -105,15 +104,6 @@ impl Needs {
             if self.libraries.is_empty() { "none".to_owned() } else { self.libraries.join(", ") }
         )
     }
-}
-
-/// The libraries `ldd` lists, without the vDSO and the dynamic loader.
-fn shared_libraries(ldd: &str) -> Vec<String> {
-    ldd.lines()
-        .filter_map(|line| line.split_whitespace().next())
-        .filter(|name| !name.starts_with("linux-vdso") && !name.contains("/ld-linux"))
-        .map(str::to_owned)
-        .collect()
 }
 
 /// The highest `GLIBC_x.y` symbol version in `objdump -T` output.
@@ -133,15 +123,6 @@ fn newest_glibc(symbols: &str) -> Option<(u32, u32)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn libraries_leave_out_the_loader_and_the_vdso() {
-        let ldd = "\tlinux-vdso.so.1 (0x00007ffd)\n\
-                   \tlibgcc_s.so.1 => /lib/x86_64-linux-gnu/libgcc_s.so.1 (0x00007f20)\n\
-                   \tlibc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x00007f20)\n\
-                   \t/lib64/ld-linux-x86-64.so.2 (0x00007f20)\n";
-        assert_eq!(shared_libraries(ldd), ["libgcc_s.so.1", "libc.so.6"]);
-    }
 
     #[test]
     fn newest_glibc_compares_versions_as_numbers() {

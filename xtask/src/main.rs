@@ -15,6 +15,7 @@ mod bench;
 mod cargo;
 mod cmd;
 mod dist;
+mod ldd;
 mod libtest;
 mod report;
 mod run;

@@ -11,7 +11,12 @@ use std::{collections::BTreeMap, fmt::Write as _, fs};
 
 use anyhow::{Context as _, Result, bail};
 
-use super::{BenchArgs, WatchEnd, median, parse_churn, parse_watch_line, range, ratio};
+use super::{
+    BenchArgs,
+    churn::parse_churn,
+    stats::{median, range, ratio},
+    watch::{WatchEnd, parse_watch_line},
+};
 use crate::{
     attach::AttachPath,
     vm::{self, VmArgs, initramfs::BenchPlan},

@@ -10,10 +10,10 @@ use std::{
     process::Command,
 };
 
-use anyhow::{Context as _, Result, bail};
+use anyhow::{Context as _, Result};
 
 use super::{cpio::Archive, kernel::Kernel};
-use crate::{cargo::TestExe, cmd};
+use crate::{cargo::TestExe, cmd, ldd};
 
 /// What /init runs for each attach path.
 pub enum Workload<'a> {
@@ -136,7 +136,7 @@ pub fn build(
 
     let mut libraries = BTreeSet::new();
     for binary in &dynamic {
-        libraries.extend(shared_libraries(binary)?);
+        libraries.extend(ldd::files(binary)?);
     }
     for library in &libraries {
         // The loader finds them at the paths ldd printed (the dynamic loader's own path is
@@ -184,43 +184,6 @@ fn stripped(binary: &Path, copy: &Path) -> PathBuf {
         }
     }
     binary.to_owned()
-}
-
-/// The shared libraries `ldd` says `binary` loads, the dynamic loader included.
-fn shared_libraries(binary: &Path) -> Result<Vec<PathBuf>> {
-    let output =
-        Command::new("ldd").arg(binary).output().context("cannot run ldd (package libc-bin)")?;
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    if !output.status.success() {
-        if stdout.contains("not a dynamic executable")
-            || stderr.contains("not a dynamic executable")
-        {
-            return Ok(Vec::new());
-        }
-        bail!("`ldd {}` failed: {}", binary.display(), stderr.trim());
-    }
-    parse_ldd(&stdout).with_context(|| format!("reading `ldd {}`", binary.display()))
-}
-
-fn parse_ldd(output: &str) -> Result<Vec<PathBuf>> {
-    let mut libraries = Vec::new();
-    for line in output.lines().map(str::trim) {
-        if line.is_empty() || line == "statically linked" {
-            continue;
-        }
-        let path = match line.split_once(" => ") {
-            Some((name, "not found")) => bail!("{name} not found"),
-            Some((_, rest)) => rest,
-            None => line,
-        };
-        let path = path.split(" (").next().unwrap_or(path).trim();
-        // linux-vdso.so.1 has no file: the kernel maps it.
-        if path.starts_with('/') {
-            libraries.push(PathBuf::from(path));
-        }
-    }
-    Ok(libraries)
 }
 
 /// /init: PID 1 of the VM. A POSIX shell script for busybox ash.
@@ -322,24 +285,6 @@ poweroff -f
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn parses_ldd_output() {
-        let out = "\tlinux-vdso.so.1 (0x00007ffd3e9f2000)\n\
-                   \tlibgcc_s.so.1 => /lib/x86_64-linux-gnu/libgcc_s.so.1 (0x00007f0e1c5d0000)\n\
-                   \tlibc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x00007f0e1c3ef000)\n\
-                   \t/lib64/ld-linux-x86-64.so.2 (0x00007f0e1c6b6000)\n";
-        assert_eq!(
-            parse_ldd(out).unwrap(),
-            [
-                PathBuf::from("/lib/x86_64-linux-gnu/libgcc_s.so.1"),
-                PathBuf::from("/lib/x86_64-linux-gnu/libc.so.6"),
-                PathBuf::from("/lib64/ld-linux-x86-64.so.2"),
-            ]
-        );
-        assert!(parse_ldd("\tlibfoo.so.1 => not found\n").is_err());
-        assert!(parse_ldd("\tstatically linked\n").unwrap().is_empty());
-    }
 
     #[test]
     fn init_runs_each_test_executable_per_path() {
