@@ -15,7 +15,8 @@
 //! - [`check`]: a capacity claim as pass or fail;
 //! - [`view`]: the snapshot model and its renderings (table, JSON, TUI, metrics, events);
 //! - [`cli`] and [`cmd`]: the command line and one thin file per command;
-//! - [`load`]: tcptrace's own loopback load generator.
+//! - [`load`]: tcptrace's own loopback load generator;
+//! - [`error`]: the library's [`Error`].
 
 pub mod capacity;
 pub mod check;
@@ -23,6 +24,7 @@ pub mod cli;
 pub mod cmd;
 pub mod conn;
 pub mod engine;
+pub mod error;
 pub mod event;
 pub mod filter;
 pub mod kernel;
@@ -30,3 +32,5 @@ pub mod ledger;
 pub mod load;
 pub mod sockdiag;
 pub mod view;
+
+pub use error::Error;

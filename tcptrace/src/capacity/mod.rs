@@ -34,7 +34,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-pub use range::{DEFAULT_RANGE, EphemeralRange};
+pub use range::{DEFAULT_RANGE, EphemeralRange, RangeError};
 pub use rows::{exhaustion_s, rate, use_pct};
 pub use tcptrace_json::{DestinationRow, ListenerRow};
 
@@ -43,6 +43,7 @@ use self::{
     rows::{namespace_rows, top_by},
     sides::{PortSet, Sides},
 };
+use crate::error::Chain;
 use crate::event::{Event, EventKind};
 use crate::filter::Filter;
 use crate::sockdiag::{self, LiveConnections, Selection, StateFlags, TcpSocket, states, tcp_state};
@@ -218,7 +219,7 @@ impl Tracker {
     /// that comes sooner than [`REFRESH_COST_RATIO`] times the last one's cost after it
     /// returns the last rows again: the capacity rows then lag, the ledger's counts never
     /// do. See [`Tracker::cadence_note`].
-    pub fn refresh(&mut self, top: usize) -> anyhow::Result<Capacity> {
+    pub fn refresh(&mut self, top: usize) -> Result<Capacity, sockdiag::Error> {
         if let Some(last) = &self.last
             && last.top == top
             && last.at.elapsed() < last.cost * REFRESH_COST_RATIO
@@ -232,7 +233,10 @@ impl Tracker {
     /// the filter, every namespace's. One sock_diag walk of the box serves both, where a
     /// separate seed dump took as long again before the first snapshot (BENCHMARKS.md,
     /// start-up).
-    pub fn refresh_and_seed(&mut self, top: usize) -> anyhow::Result<(Capacity, LiveConnections)> {
+    pub fn refresh_and_seed(
+        &mut self,
+        top: usize,
+    ) -> Result<(Capacity, LiveConnections), sockdiag::Error> {
         let mut seed = None;
         let rows = self.measured(top, |tracker| {
             let dump = tracker.dump()?;
@@ -251,8 +255,8 @@ impl Tracker {
     fn measured(
         &mut self,
         top: usize,
-        refresh: impl FnOnce(&mut Self) -> anyhow::Result<Capacity>,
-    ) -> anyhow::Result<Capacity> {
+        refresh: impl FnOnce(&mut Self) -> Result<Capacity, sockdiag::Error>,
+    ) -> Result<Capacity, sockdiag::Error> {
         let started = Instant::now();
         let rows = refresh(self)?;
         let cost = started.elapsed();
@@ -276,14 +280,14 @@ impl Tracker {
     }
 
     /// A refresh, however recent the last one: for a verdict that must be current.
-    pub fn refresh_now(&mut self, top: usize) -> anyhow::Result<Capacity> {
+    pub fn refresh_now(&mut self, top: usize) -> Result<Capacity, sockdiag::Error> {
         let dump = self.dump()?;
         Ok(self.rows(&dump, top))
     }
 
     /// Dumps every network namespace: listeners and every port-holding state, with the
     /// namespace's ephemeral range.
-    fn dump(&self) -> anyhow::Result<Dump> {
+    fn dump(&self) -> Result<Dump, sockdiag::Error> {
         let started = Instant::now();
         // Taken before the dump, as for the ledger's seed.
         let selection = Selection::now(&self.filter);
@@ -291,7 +295,7 @@ impl Tracker {
             Ok(NetnsDump {
                 netns,
                 sockets: sockdiag::dump(netns, &dumped_states())?,
-                range: EphemeralRange::read().map_err(|e| format!("{e:#}")),
+                range: EphemeralRange::read().map_err(|e| Chain(&e).to_string()),
             })
         })?;
         let at = Instant::now();

@@ -4,7 +4,20 @@
 use std::fs;
 use std::ops::RangeInclusive;
 
-use anyhow::{Context as _, anyhow};
+use std::io;
+
+/// Why a namespace's ephemeral range could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum RangeError {
+    #[error("reading {path}")]
+    Read {
+        path: &'static str,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{0}")]
+    Parse(String),
+}
 
 /// `ip_local_port_range` of a fresh network namespace, assumed when it cannot be read.
 pub const DEFAULT_RANGE: (u16, u16) = (32_768, 60_999);
@@ -58,13 +71,14 @@ impl EphemeralRange {
 
     /// The calling thread's network namespace's range: `/proc/sys/net` shows the sysctls
     /// of the namespace of the thread that opens the file.
-    pub fn read() -> anyhow::Result<Self> {
+    pub fn read() -> Result<Self, RangeError> {
         const RANGE: &str = "/proc/sys/net/ipv4/ip_local_port_range";
         const RESERVED: &str = "/proc/sys/net/ipv4/ip_local_reserved_ports";
-        let range = fs::read_to_string(RANGE).with_context(|| format!("reading {RANGE}"))?;
+        let range =
+            fs::read_to_string(RANGE).map_err(|source| RangeError::Read { path: RANGE, source })?;
         // Absent on kernels without it: nothing is reserved then.
         let reserved = fs::read_to_string(RESERVED).unwrap_or_default();
-        Self::parse(&range, &reserved).map_err(|e| anyhow!(e))
+        Self::parse(&range, &reserved).map_err(RangeError::Parse)
     }
 
     /// Ports `connect()` can choose from.

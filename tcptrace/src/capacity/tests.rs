@@ -126,7 +126,6 @@ fn rows_count_only_what_passes_the_filter() {
 }
 
 #[test]
-#[expect(clippy::too_many_lines, reason = "one scenario: its sockets, then every row")]
 fn tally_splits_server_and_client_sides() {
     use tcp_state::{CLOSE_WAIT, ESTABLISHED, FIN_WAIT2, LAST_ACK, LISTEN, SYN_SENT, TIME_WAIT};
     const NS: u32 = 7;

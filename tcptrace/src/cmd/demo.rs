@@ -731,7 +731,7 @@ impl Demo {
                 break;
             }
             if let Err(e) = self.live.next().await {
-                log::warn!("draining during teardown: {e:#}");
+                log::warn!("draining during teardown: {}", crate::error::Chain(&e));
             }
         }
         let left_live = in_netns(self);

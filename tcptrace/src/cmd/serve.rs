@@ -32,6 +32,7 @@ use tokio::net::TcpListener;
 use crate::{
     cmd::args::{TraceArgs, parse_duration},
     engine::{Live, Tick},
+    error::Chain,
     view::metrics,
 };
 
@@ -171,7 +172,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         // Every row: the view keeps the top K and sums the rest into `other`.
         let observed = live.snapshot(0);
         if let Some(e) = observed.capacity_error {
-            log::warn!("capacity metrics unavailable: {e:#}");
+            log::warn!("capacity metrics unavailable: {}", Chain(&e));
         }
         let snapshot = observed.snapshot;
         Published {

@@ -20,6 +20,7 @@ use crate::{
         watch::{self, WatchArgs},
     },
     engine::{Live, Tick},
+    error::Chain,
     view::{
         Snapshot,
         tui::{Flow, TopView},
@@ -98,7 +99,8 @@ enum Input {
 /// (stderr would scribble over the full-screen view) and the ledger's tables go on.
 fn take_snapshot(live: &mut Live, view: &mut TopView, top: usize) -> Snapshot {
     let observed = live.snapshot(top);
-    view.notice = observed.capacity_error.map(|e| format!("capacity views unavailable: {e:#}"));
+    view.notice =
+        observed.capacity_error.map(|e| format!("capacity views unavailable: {}", Chain(&e)));
     observed.snapshot
 }
 

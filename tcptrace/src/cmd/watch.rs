@@ -11,6 +11,7 @@ use crate::{
         print,
     },
     engine::{Live, Tick},
+    error::Chain,
     view,
 };
 
@@ -36,7 +37,7 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
     let render = |live: &mut Live| {
         let observed = live.snapshot(args.top);
         if let Some(e) = observed.capacity_error {
-            log::warn!("capacity views unavailable: {e:#}");
+            log::warn!("capacity views unavailable: {}", Chain(&e));
         }
         if let Some(note) = live.cadence_note() {
             eprintln!("tcptrace: note: {note}");

@@ -12,10 +12,12 @@ use super::{
     session::{Session, Tick},
 };
 use crate::{
+    Error,
     capacity::{self, Capacity},
     event::Event,
     filter::Filter,
     ledger::Ledger,
+    sockdiag,
     view::{FromLedger as _, Snapshot, Trust},
 };
 
@@ -39,7 +41,7 @@ pub struct Live {
 /// counts are there either way).
 pub struct Observed {
     pub snapshot: Snapshot,
-    pub capacity_error: Option<anyhow::Error>,
+    pub capacity_error: Option<sockdiag::Error>,
 }
 
 impl Live {
@@ -51,7 +53,7 @@ impl Live {
     /// The seed and the first capacity rows (the `top` of each kind) come from one dump,
     /// which holds every live connection anyway: one walk of the kernel's tables before the
     /// first snapshot, not two.
-    pub fn start(options: &Options, top: usize) -> anyhow::Result<Self> {
+    pub fn start(options: &Options, top: usize) -> Result<Self, Error> {
         let mut session = Session::start(options)?;
         let mut capacity = capacity::Tracker::new(options.filter.clone());
         let t0 = Instant::now();
@@ -88,7 +90,7 @@ impl Live {
     /// Waits for the next tick, then applies what the ring holds to the ledger and the
     /// capacity rates; on a report tick that is due, and always on stop, reconciles with
     /// the kernel. Cancel-safe, as [`Session::next`] is: nothing changes until the tick.
-    pub async fn next(&mut self) -> anyhow::Result<Tick> {
+    pub async fn next(&mut self) -> Result<Tick, Error> {
         let tick = self.session.next().await;
         self.update(&tick)?;
         Ok(tick)
@@ -97,7 +99,7 @@ impl Live {
     /// What [`Live::next`] does once the tick came: applies the ring, and reconciles on a
     /// report tick that is due and always on stop (a caller may pass [`Tick::Stop`] to force
     /// one).
-    pub fn update(&mut self, tick: &Tick) -> anyhow::Result<()> {
+    pub fn update(&mut self, tick: &Tick) -> Result<(), Error> {
         // From the first tick on the start-up rows are out of date.
         self.first_rows = None;
         self.apply_ring(|_| {});
@@ -124,7 +126,7 @@ impl Live {
     /// Compares the ledger with a fresh sock_diag walk and corrects it. Events drained
     /// after the walk was started may describe changes the walk did or did not see, so
     /// their connections are left out of the comparison.
-    fn reconcile_with_kernel(&mut self) -> anyhow::Result<Drift> {
+    fn reconcile_with_kernel(&mut self) -> Result<Drift, sockdiag::Error> {
         let kernel = KernelView::take(&self.filter, self.session.tracer.knows_netns)?;
         let mut touched = HashSet::new();
         self.apply_ring(|ev| {
@@ -148,7 +150,7 @@ impl Live {
 
     /// The capacity rows now: before the first tick the start-up walk's, then a refresh
     /// (paced by its cost: see [`capacity::Tracker::refresh`]).
-    pub fn capacity_rows(&mut self, top: usize) -> anyhow::Result<Capacity> {
+    pub fn capacity_rows(&mut self, top: usize) -> Result<Capacity, sockdiag::Error> {
         match self.first_rows.take() {
             Some(rows) => Ok(rows),
             None => self.capacity.refresh(top),

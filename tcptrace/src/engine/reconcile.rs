@@ -26,7 +26,7 @@ pub struct KernelView {
 
 impl KernelView {
     /// A fresh walk of every namespace's live connections that `filter` selects.
-    pub fn take(filter: &Filter, knows_netns: bool) -> anyhow::Result<Self> {
+    pub fn take(filter: &Filter, knows_netns: bool) -> Result<Self, sockdiag::Error> {
         Ok(Self::of(sockdiag::live_connections(filter)?, knows_netns))
     }
 

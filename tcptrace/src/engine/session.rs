@@ -3,14 +3,16 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::Context as _;
 use tokio::{
     signal::unix::{Signal, SignalKind, signal},
     time::{Interval, MissedTickBehavior, interval, sleep_until},
 };
 
 use super::{Options, ring::Consumer};
-use crate::kernel::{self, Tracer};
+use crate::{
+    Error,
+    kernel::{self, Tracer},
+};
 
 /// How often the ring is drained when the kernel has not woken us: a quiet box still sees
 /// its events within this long, and a busy one is woken by the kernel well before.
@@ -38,7 +40,7 @@ pub struct Session {
 
 impl Session {
     /// Attaches the programs and says on stderr which notes the choice of path brought.
-    pub fn start(options: &Options) -> anyhow::Result<Self> {
+    pub fn start(options: &Options) -> Result<Self, Error> {
         let filter = options.filter.to_wire()?;
         let mut tracer = Tracer::attach(kernel::Options {
             request: options.request,
@@ -49,8 +51,8 @@ impl Session {
         for note in &tracer.notes {
             eprintln!("tcptrace: note: {note}");
         }
-        let consumer = Consumer::new(tracer.take_ring()?, options.ring_bytes)
-            .context("cannot poll the ring buffer")?;
+        let consumer =
+            Consumer::new(tracer.take_ring()?, options.ring_bytes).map_err(Error::RingReader)?;
         let mut drain = interval(DRAIN_EVERY);
         drain.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let start = tokio::time::Instant::now();
@@ -63,8 +65,8 @@ impl Session {
             deadline: options.duration.map(|d| start + d),
             drain,
             report,
-            sigint: signal(SignalKind::interrupt()).context("cannot handle SIGINT")?,
-            sigterm: signal(SignalKind::terminate()).context("cannot handle SIGTERM")?,
+            sigint: signal(SignalKind::interrupt()).map_err(|e| Error::Signal("SIGINT", e))?,
+            sigterm: signal(SignalKind::terminate()).map_err(|e| Error::Signal("SIGTERM", e))?,
         })
     }
 

@@ -221,9 +221,8 @@ impl Tracer {
     }
 
     /// Hands the ring buffer to the consumer.
-    pub fn take_ring(&mut self) -> anyhow::Result<RingBuf<MapData>> {
-        let map =
-            self.ebpf.take_map(EVENTS_MAP).ok_or_else(|| anyhow::anyhow!("no {EVENTS_MAP} map"))?;
+    pub fn take_ring(&mut self) -> Result<RingBuf<MapData>, crate::Error> {
+        let map = self.ebpf.take_map(EVENTS_MAP).ok_or(crate::Error::NoMap(EVENTS_MAP))?;
         Ok(RingBuf::try_from(map)?)
     }
 

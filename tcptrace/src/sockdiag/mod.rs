@@ -16,10 +16,10 @@ pub mod netns;
 pub mod procfs;
 
 use std::collections::HashSet;
+use std::io;
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use anyhow::Context as _;
 use netlink_packet_sock_diag::{AF_INET, AF_INET6};
 
 pub use netlink_packet_sock_diag::inet::StateFlags;
@@ -27,6 +27,24 @@ pub use netns::{PerNetns, in_every_netns, own_netns};
 pub use tcptrace_common::tcp_state;
 
 use crate::{conn::Conn, filter::Filter};
+
+/// What went wrong reading the kernel's socket tables.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Open(#[from] netlink::OpenError),
+    #[error("sock_diag dump of {family} TCP sockets")]
+    Dump {
+        family: &'static str,
+        #[source]
+        source: netlink::DumpError,
+    },
+    #[error("stat /proc/thread-self/ns/net")]
+    OwnNetns(#[source] io::Error),
+    /// The own namespace is the one that must be read: without it there is no count.
+    #[error("dumping the tracer's own network namespace")]
+    InOwnNetns(#[source] Box<Error>),
+}
 
 /// The sets of TCP states tcptrace asks the kernel for. The kernel filters a dump on them
 /// (`idiag_states`), so sockets in other states never cross into userspace.
@@ -91,7 +109,7 @@ pub struct TcpSocket {
 /// bucket b", so a connection opened or closed in the same bucket meanwhile can make it
 /// skip or repeat a neighbour. Repeats are removed here; a skipped connection is only
 /// caught by the hooks or a later dump.
-pub fn dump(netns: u32, states: &StateFlags) -> anyhow::Result<Vec<TcpSocket>> {
+pub fn dump(netns: u32, states: &StateFlags) -> Result<Vec<TcpSocket>, Error> {
     let mut sockets = Vec::new();
     dump_into(netns, states, |socket| sockets.push(socket))?;
     sockets.sort_unstable_by_key(|s| (s.conn, s.inode));
@@ -104,7 +122,7 @@ fn dump_into(
     netns: u32,
     states: &StateFlags,
     mut sink: impl FnMut(TcpSocket),
-) -> anyhow::Result<()> {
+) -> Result<(), Error> {
     let mut diag = None;
     // Timewait sockets are not in sockstat's `inuse` but in its `tw` (both families); the
     // kernel filters them by sub-state, which is FIN_WAIT2 for an orphan that went
@@ -126,8 +144,7 @@ fn dump_into(
         }
         let diag = match &mut diag {
             Some(diag) => diag,
-            empty @ None => empty
-                .insert(netlink::DiagSocket::open().context("opening a NETLINK_SOCK_DIAG socket")?),
+            empty @ None => empty.insert(netlink::DiagSocket::open()?),
         };
         diag.dump(family, states, &mut |header, attrs| {
             let id = &header.socket_id;
@@ -142,7 +159,7 @@ fn dump_into(
                 cgroup: netlink::cgroup_id_attr(attrs),
             });
         })
-        .with_context(|| format!("sock_diag dump of {name} TCP sockets"))?;
+        .map_err(|source| Error::Dump { family: name, source })?;
     }
     Ok(())
 }
@@ -217,7 +234,7 @@ impl LiveConnections {
 /// Fails only if the own namespace cannot be dumped; a foreign namespace that cannot be
 /// entered or dumped is listed in [`LiveConnections::skipped`], and tasks that exit during
 /// the walk are passed over without a word.
-pub fn live_connections(filter: &Filter) -> anyhow::Result<LiveConnections> {
+pub fn live_connections(filter: &Filter) -> Result<LiveConnections, Error> {
     let started = Instant::now();
     let selection = Selection::now(filter);
     let found = in_every_netns(|netns| dump(netns, &states::live()))?;
@@ -245,7 +262,7 @@ mod tests {
     use std::sync::mpsc;
     use std::time::Duration;
 
-    fn everything() -> anyhow::Result<LiveConnections> {
+    fn everything() -> Result<LiveConnections, Error> {
         live_connections(&Filter::default())
     }
 

@@ -7,7 +7,6 @@ use std::io;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use anyhow::{Context as _, anyhow, bail};
 use netlink_packet_core::{
     NLM_F_DUMP, NLM_F_REQUEST, NLMSG_DONE, NLMSG_ERROR, NLMSG_NOOP, NetlinkBuffer, NetlinkHeader,
     NetlinkMessage, NetlinkPayload, Parseable,
@@ -17,6 +16,45 @@ use netlink_packet_sock_diag::{
     inet::{ExtensionFlags, InetRequest, InetResponseHeader, SocketId, StateFlags},
 };
 use netlink_sys::{Socket, protocols::NETLINK_SOCK_DIAG};
+
+/// Why a `NETLINK_SOCK_DIAG` socket could not be opened: the step, and the kernel's answer.
+#[derive(Debug, thiserror::Error)]
+#[error("opening a NETLINK_SOCK_DIAG socket: {step}")]
+pub struct OpenError {
+    pub step: &'static str,
+    #[source]
+    pub source: io::Error,
+}
+
+/// Why one dump did not complete.
+#[derive(Debug, thiserror::Error)]
+pub enum DumpError {
+    #[error("send")]
+    Send(#[source] io::Error),
+    #[error("recv")]
+    Recv(#[source] io::Error),
+    #[error("no answer from the kernel in {0:?}")]
+    Timeout(Duration),
+    #[error("a {len}-byte datagram overflowed the {buf}-byte buffer")]
+    Overflow { len: usize, buf: usize },
+    #[error("the kernel closed the dump without NLMSG_DONE")]
+    Unfinished,
+    #[error(
+        "reply for request {got_seq} to port {got_port}, expected request {seq} to port {port}"
+    )]
+    Foreign { got_seq: u32, got_port: u32, seq: u32, port: u32 },
+    #[error("malformed {what}: {why}")]
+    Malformed { what: &'static str, why: String },
+    #[error("unexpected netlink message type {0}")]
+    UnexpectedType(u16),
+    /// The kernel's own error code, in `NLMSG_DONE` or `NLMSG_ERROR`.
+    #[error("{}", if *.in_done { "the kernel ended the dump with an error" } else { "the kernel answered NLMSG_ERROR" })]
+    Kernel {
+        in_done: bool,
+        #[source]
+        source: io::Error,
+    },
+}
 
 /// Netlink dumps arrive in datagrams of at most 32 KiB (the kernel caps
 /// `max_recvmsg_len`); twice that leaves room and `MSG_TRUNC` catches the rest.
@@ -39,16 +77,17 @@ pub(super) struct DiagSocket {
 }
 
 impl DiagSocket {
-    pub(super) fn open() -> anyhow::Result<Self> {
-        let mut socket = Socket::new(NETLINK_SOCK_DIAG).context("socket")?;
+    pub(super) fn open() -> Result<Self, OpenError> {
+        let at = |step| move |source| OpenError { step, source };
+        let mut socket = Socket::new(NETLINK_SOCK_DIAG).map_err(at("socket"))?;
         if let Err(e) = socket.set_rx_buf_sz(SOCKET_RCVBUF) {
             log::debug!("sock_diag: SO_RCVBUF: {e}");
         }
         let timeout = nix::sys::time::TimeVal::new(RECV_TIMEOUT.as_secs().cast_signed(), 0);
         nix::sys::socket::setsockopt(&socket, nix::sys::socket::sockopt::ReceiveTimeout, &timeout)
-            .context("SO_RCVTIMEO")?;
-        let port = socket.bind_auto().context("bind")?.port_number();
-        socket.connect(&netlink_sys::SocketAddr::new(0, 0)).context("connect")?;
+            .map_err(|errno| at("SO_RCVTIMEO")(errno.into()))?;
+        let port = socket.bind_auto().map_err(at("bind"))?.port_number();
+        socket.connect(&netlink_sys::SocketAddr::new(0, 0)).map_err(at("connect"))?;
         Ok(Self { socket, port, buf: vec![0; RECV_BUF_LEN] })
     }
 
@@ -58,10 +97,10 @@ impl DiagSocket {
         family: u8,
         states: &StateFlags,
         sink: &mut dyn FnMut(&InetResponseHeader, &[u8]),
-    ) -> anyhow::Result<()> {
+    ) -> Result<(), DumpError> {
         let seq = NEXT_SEQ.fetch_add(1, Ordering::Relaxed);
         let request = dump_request(family, states, seq);
-        self.socket.send(&request, 0).context("send")?;
+        self.socket.send(&request, 0).map_err(DumpError::Send)?;
         loop {
             let len = loop {
                 // MSG_TRUNC makes recv return the datagram's real length even if it did
@@ -70,16 +109,16 @@ impl DiagSocket {
                     Ok(len) => break len,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                        bail!("no answer from the kernel in {RECV_TIMEOUT:?}")
+                        return Err(DumpError::Timeout(RECV_TIMEOUT));
                     }
-                    Err(e) => return Err(e).context("recv"),
+                    Err(e) => return Err(DumpError::Recv(e)),
                 }
             };
             if len > self.buf.len() {
-                bail!("a {len}-byte datagram overflowed the {}-byte buffer", self.buf.len());
+                return Err(DumpError::Overflow { len, buf: self.buf.len() });
             }
             if len == 0 {
-                bail!("the kernel closed the dump without NLMSG_DONE");
+                return Err(DumpError::Unfinished);
             }
             if parse_datagram(&self.buf[..len], seq, self.port, sink)? == Progress::Done {
                 return Ok(());
@@ -127,43 +166,46 @@ fn parse_datagram(
     seq: u32,
     port: u32,
     sink: &mut dyn FnMut(&InetResponseHeader, &[u8]),
-) -> anyhow::Result<Progress> {
+) -> Result<Progress, DumpError> {
+    let malformed = |what| {
+        move |e: netlink_packet_core::DecodeError| DumpError::Malformed { what, why: e.to_string() }
+    };
     while !datagram.is_empty() {
-        let message = NetlinkBuffer::new_checked(datagram)
-            .map_err(|e| anyhow!("malformed netlink message: {e}"))?;
+        let message = NetlinkBuffer::new_checked(datagram).map_err(malformed("netlink message"))?;
         let len = message.length() as usize;
         if message.sequence_number() != seq || message.port_number() != port {
-            bail!(
-                "reply for request {} to port {}, expected request {seq} to port {port}",
-                message.sequence_number(),
-                message.port_number()
-            );
+            return Err(DumpError::Foreign {
+                got_seq: message.sequence_number(),
+                got_port: message.port_number(),
+                seq,
+                port,
+            });
         }
         match message.message_type() {
             SOCK_DIAG_BY_FAMILY => {
                 let header = InetResponseHeader::parse(message.payload())
-                    .map_err(|e| anyhow!("malformed inet_diag_msg: {e}"))?;
+                    .map_err(malformed("inet_diag_msg"))?;
                 // The attributes follow the 72-byte `inet_diag_msg`.
                 sink(&header, message.payload().get(INET_DIAG_MSG_LEN..).unwrap_or_default());
             }
             NLMSG_NOOP => {}
             NLMSG_DONE | NLMSG_ERROR => {
                 let control = NetlinkMessage::<SockDiagMessage>::deserialize(&datagram[..len])
-                    .map_err(|e| anyhow!("malformed netlink control message: {e}"))?;
+                    .map_err(malformed("netlink control message"))?;
                 match control.payload {
                     NetlinkPayload::Done(done) if done.code < 0 => {
-                        return Err(io::Error::from_raw_os_error(-done.code))
-                            .context("the kernel ended the dump with an error");
+                        let source = io::Error::from_raw_os_error(-done.code);
+                        return Err(DumpError::Kernel { in_done: true, source });
                     }
                     NetlinkPayload::Done(_) => return Ok(Progress::Done),
                     NetlinkPayload::Error(error) if error.code.is_some() => {
-                        return Err(error.to_io()).context("the kernel answered NLMSG_ERROR");
+                        return Err(DumpError::Kernel { in_done: false, source: error.to_io() });
                     }
                     // An ACK: not asked for, harmless.
                     _ => {}
                 }
             }
-            other => bail!("unexpected netlink message type {other}"),
+            other => return Err(DumpError::UnexpectedType(other)),
         }
         // Messages start on 4-byte boundaries (NLMSG_ALIGN).
         datagram = datagram.get(len.next_multiple_of(4)..).unwrap_or_default();
@@ -259,7 +301,7 @@ mod tests {
         datagram: &[u8],
         seq: u32,
         port: u32,
-    ) -> anyhow::Result<(Progress, Vec<(u8, Conn)>)> {
+    ) -> Result<(Progress, Vec<(u8, Conn)>), DumpError> {
         let mut got = Vec::new();
         let progress = parse_datagram(datagram, seq, port, &mut |h, _| {
             let id = &h.socket_id;
@@ -326,11 +368,12 @@ mod tests {
         error.code = NonZeroI32::new(-libc::EPERM);
         let nack = serialize(reply_header(5, 99), NetlinkPayload::Error(error));
         let e = collect(&nack, 5, 99).unwrap_err();
-        assert!(format!("{e:#}").contains("NLMSG_ERROR"), "{e:#}");
-        assert_eq!(e.downcast_ref::<io::Error>().unwrap().raw_os_error(), Some(libc::EPERM));
+        assert!(e.to_string().contains("NLMSG_ERROR"), "{e}");
+        let DumpError::Kernel { source, .. } = e else { panic!("not the kernel's error") };
+        assert_eq!(source.raw_os_error(), Some(libc::EPERM));
 
         let e = collect(&done(5, 99, -libc::EINTR), 5, 99).unwrap_err();
-        assert!(format!("{e:#}").contains("ended the dump"), "{e:#}");
+        assert!(e.to_string().contains("ended the dump"), "{e}");
 
         let stale = socket_record(4, 99, 1, sa("127.0.0.2:80"), sa("127.0.0.3:40000"));
         assert!(collect(&stale, 5, 99).is_err());

@@ -13,9 +13,11 @@ use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 
-use anyhow::{Context as _, anyhow};
 use nix::errno::Errno;
 use nix::sched::CloneFlags;
+
+use super::Error;
+use crate::error::Chain;
 
 /// (`unshare(CLONE_NEWNET)` in one thread).
 const PROC: &str = "/proc";
@@ -51,19 +53,19 @@ pub struct PerNetns<T> {
 ///
 /// Fails only if `work` fails in the own namespace; a foreign namespace that cannot be
 /// entered, or where `work` fails, is listed in [`PerNetns::skipped`].
-pub fn in_every_netns<T, F>(work: F) -> anyhow::Result<PerNetns<T>>
+pub fn in_every_netns<T, F>(work: F) -> Result<PerNetns<T>, Error>
 where
     T: Send,
-    F: Fn(u32) -> anyhow::Result<T> + Sync,
+    F: Fn(u32) -> Result<T, Error> + Sync,
 {
-    let own_meta =
-        fs::metadata("/proc/thread-self/ns/net").context("stat /proc/thread-self/ns/net")?;
-    let own = ns_inode(&own_meta).map_err(|e| anyhow!(e))?;
+    let own_meta = fs::metadata("/proc/thread-self/ns/net").map_err(Error::OwnNetns)?;
+    let own = ns_inode(&own_meta)
+        .map_err(|why| Error::OwnNetns(io::Error::new(io::ErrorKind::InvalidData, why)))?;
     // Every nsfs inode lives on the one nsfs superblock; a file under /run/netns whose
     // mount is gone is a plain tmpfs file on another device.
     let nsfs_dev = own_meta.dev();
 
-    let mine = work(own).context("dumping the tracer's own network namespace")?;
+    let mine = work(own).map_err(|e| Error::InOwnNetns(Box::new(e)))?;
     let mut results = vec![(own, mine)];
     let mut found = Discovered::default();
     found.walk_run_netns(nsfs_dev);
@@ -91,7 +93,7 @@ fn in_foreign<T, F>(
 ) -> Result<Option<T>, String>
 where
     T: Send,
-    F: Fn(u32) -> anyhow::Result<T> + Sync,
+    F: Fn(u32) -> Result<T, Error> + Sync,
 {
     let mut refused = None;
     let mut opened = None;
@@ -122,7 +124,7 @@ where
                     let hint = if errno == Errno::EPERM { " (needs CAP_SYS_ADMIN)" } else { "" };
                     format!("setns: {}{hint}", errno_name(errno))
                 })?;
-                work(inode).map_err(|e| format!("{e:#}"))
+                work(inode).map_err(|e| Chain(&e).to_string())
             })
             .map_err(|e| format!("{label}: spawning a thread: {e}"))?;
         match worker.join() {
