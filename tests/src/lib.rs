@@ -15,7 +15,8 @@
 //! - `server`: [`Server`], listeners that accept every connection;
 //! - `tracer`: [`Tracer`], the binary as a child process, its JSON lines parsed as they
 //!   arrive, and [`run_to_exit`];
-//! - `contract`: [`Snapshot`] and [`Event`], the output contract, typed;
+//! - `contract`: [`Snapshot`] and [`EventLine`], the output contract (from `tcptrace-json`),
+//!   with what the tests look up and check in them ([`SnapshotExt`], [`EventLineExt`]);
 //! - `expect`: [`Expect`] and [`expected`], the rows the held sockets imply, and [`tally`].
 //!
 //! Environment: `TCPTRACE_BIN` (the binary), `TCPTRACE_ATTACH` (the attach path, default
@@ -31,7 +32,8 @@ mod tracer;
 
 pub use conn::{Tuple, canonical, connect, tuples};
 pub use contract::{
-    DestinationRow, EndpointRow, Event, EventKind, Family, ListenerRow, PortRow, Snapshot,
+    DestinationRow, EventKind, EventLine, EventLineExt, Family, ListenerRow, LocalPortRow,
+    RemoteEndpointRow, Snapshot, SnapshotExt,
 };
 pub use expect::{Expect, expected, tally};
 pub use netns::Netns;

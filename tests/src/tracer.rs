@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
 
-use crate::{ATTACH_WAIT, Event, INTERVAL, Snapshot, WAIT, attach_path, init, tracer_bin};
+use crate::{ATTACH_WAIT, EventLine, INTERVAL, Snapshot, WAIT, attach_path, init, tracer_bin};
 
 /// `watch` options for the tests that check drift: every row, frequent snapshots, and a
 /// reconciliation every 400 ms, so that a connection the hooks missed shows within a
@@ -45,7 +45,7 @@ impl<T> Shared<T> {
 }
 
 /// The tracer as a child process whose stdout lines are parsed as `T` ([`Snapshot`] for
-/// `watch --json`, [`Event`] for `events --json`) by a reader thread. Killed on drop.
+/// `watch --json`, [`EventLine`] for `events --json`) by a reader thread. Killed on drop.
 pub struct Tracer<T> {
     child: Mutex<Child>,
     command: String,
@@ -393,7 +393,7 @@ impl Tracer<Snapshot> {
     }
 }
 
-impl Tracer<Event> {
+impl Tracer<EventLine> {
     /// `tcptrace events --json --attach TCPTRACE_ATTACH`, keeping only the events whose
     /// local or remote port is one of `ports`; returned once `tcptrace: attached` is out.
     #[must_use]
@@ -407,7 +407,7 @@ impl Tracer<Event> {
         let mut argv = ["events", "--json", "--attach", &attach_path()].map(str::to_owned).to_vec();
         argv.extend(extra.iter().map(|&a| a.to_owned()));
         let ports: BTreeSet<u16> = ports.iter().copied().collect();
-        let tracer = Self::spawn(&argv, move |e: &Event| {
+        let tracer = Self::spawn(&argv, move |e: &EventLine| {
             ports.contains(&e.lport) || ports.contains(&e.rport)
         });
         if let Err(failure) =
@@ -422,8 +422,8 @@ impl Tracer<Event> {
     pub fn wait_events(
         &self,
         what: &str,
-        mut check: impl FnMut(&[Event]) -> Result<(), String>,
-    ) -> Vec<Event> {
+        mut check: impl FnMut(&[EventLine]) -> Result<(), String>,
+    ) -> Vec<EventLine> {
         let mut last_miss = String::new();
         let mut checked = usize::MAX;
         let found = self.wait_output(WAIT, |out| {
