@@ -7,8 +7,8 @@ use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream};
 
 use tcptrace_tests::{
-    Accepted, Event, EventKind, INTERVAL, Netns, Server, Snapshot, Tracer, Tuple, WAIT, connect,
-    tally, tuples,
+    Accepted, EventKind, EventLine, INTERVAL, Netns, Server, Snapshot, Tracer, Tuple, WAIT,
+    connect, tally, tuples,
 };
 
 const SERVER: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, 79, 0, 1)), 21971);
@@ -85,7 +85,7 @@ fn ephemeral_exhaustion_and_failed_connects_are_reported() {
     println!("  tracer: {d:?}");
     // Events come in ring order: once the exhaustion's failures are in, a refused connect
     // reported as failed would be too.
-    let failed_to = |evs: &[Event], port| {
+    let failed_to = |evs: &[EventLine], port| {
         evs.iter().filter(|e| e.event == EventKind::ConnectFailed && e.rport == port).count() as u64
     };
     let seen = events.wait_events("the failed connects as events", |evs| {

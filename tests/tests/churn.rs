@@ -41,7 +41,7 @@ fn churn_is_seen_exactly() {
     assert_eq!(report["failed"].as_u64(), Some(0), "{report}");
     assert!(report["rate"].as_f64().is_some_and(|r| r > 0.0), "{report}");
 
-    let count = |events: &[tcptrace_tests::Event], kind: EventKind| {
+    let count = |events: &[tcptrace_tests::EventLine], kind: EventKind| {
         events.iter().filter(|e| e.netns == inode && e.event == kind).count()
     };
     let events = tracer.wait_events("every close of the churn", |ev| {

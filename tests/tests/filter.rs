@@ -14,7 +14,8 @@ use std::thread;
 use std::time::Duration;
 
 use tcptrace_tests::{
-    Accepted, EventKind, INTERVAL, Netns, Server, Snapshot, Tracer, connect, run_to_exit, tuples,
+    Accepted, EventKind, EventLineExt, INTERVAL, Netns, Server, Snapshot, Tracer, connect,
+    run_to_exit, tuples,
 };
 
 fn ip(s: &str) -> IpAddr {

@@ -9,8 +9,9 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use tcptrace_tests::{
-    ATTACH_WAIT, Accepted, Event, EventKind, Exit, Expect, Family, INTERVAL, Netns, Server,
-    Snapshot, Tracer, Tuple, WAIT, attach_path, connect, expected, run_to_exit, tally, tuples,
+    ATTACH_WAIT, Accepted, EventKind, EventLine, EventLineExt, Exit, Expect, Family, INTERVAL,
+    Netns, Server, Snapshot, SnapshotExt, Tracer, Tuple, WAIT, attach_path, connect, expected,
+    run_to_exit, tally, tuples,
 };
 
 /// `watch` options for the counting tests: every row, frequent snapshots.
@@ -184,7 +185,7 @@ fn expected_events(client: Tuple) -> [(EventKind, Tuple); 4] {
 }
 
 /// `Ok` when every `(kind, tuple)` wanted has at least one event.
-fn have_all(events: &[Event], wanted: &[(EventKind, Tuple)]) -> Result<(), String> {
+fn have_all(events: &[EventLine], wanted: &[(EventKind, Tuple)]) -> Result<(), String> {
     let seen: BTreeSet<(u8, Tuple)> =
         events.iter().map(|e| (kind_key(e.event), e.tuple())).collect();
     let missing: Vec<_> =
@@ -258,7 +259,7 @@ fn events_carry_correct_four_tuples() {
     // Events of other namespaces on the same ports are not ours; but one that carries our
     // exact 4-tuple must be ours, so its netns is wrong.
     let expected_tuples: BTreeSet<Tuple> = all.iter().map(|&(_, t)| t).collect();
-    let (ours, foreign): (Vec<&Event>, Vec<&Event>) = events
+    let (ours, foreign): (Vec<&EventLine>, Vec<&EventLine>) = events
         .iter()
         .filter(|e| e.lport != 21379 && e.rport != 21379)
         .partition(|e| e.netns == ns.inode());
@@ -288,10 +289,10 @@ fn events_carry_correct_four_tuples() {
 /// Checks the four events of one connection, found by kind and 4-tuple: same netns and
 /// family, the connect from the namespace thread, the closes from the closing thread, each
 /// close naming the socket that was opened.
-fn check_connection_events(ours: &[&Event], client: Tuple, ns: &Netns, closer: &(u32, String)) {
+fn check_connection_events(ours: &[&EventLine], client: Tuple, ns: &Netns, closer: &(u32, String)) {
     let pid = std::process::id();
     let ns_tid = u32::try_from(ns.tid()).expect("tid");
-    let find = |kind: EventKind, tuple: Tuple| -> &Event {
+    let find = |kind: EventKind, tuple: Tuple| -> &EventLine {
         ours.iter().find(|e| e.event == kind && e.tuple() == tuple).expect("counted before")
     };
     let server = client.reversed();
