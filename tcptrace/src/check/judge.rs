@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use super::expect::{Expectation, Metric, Rule, Selector, count};
-use super::report::{ExpectationResult, Report, Unit, Verdict};
+use super::report::{ExpectationResult, Report, Unit, Verdict, drift_excess, lost_excess};
 
 /// The counts of one observation, as the check asks for them. The command implements it
 /// over the ledger at each interval. A port, listener or destination with no live
@@ -272,28 +272,6 @@ impl Check {
             failures,
         }
     }
-}
-
-/// The reason lost events fail the check, if they do.
-pub(super) fn lost_excess(lost: u64, max: Option<u64>) -> Option<String> {
-    let max = max?;
-    (lost > max).then(|| {
-        format!(
-            "{lost} events lost, {max} allowed: the counts may be off by up to {lost}; \
-             raise --ring-size, or allow them with --max-lost or --ignore-loss"
-        )
-    })
-}
-
-/// The reason drift fails the check, if it does. A drift never measured does not.
-pub(super) fn drift_excess(drift: Option<u64>, max: Option<u64>) -> Option<String> {
-    let (drift, max) = (drift?, max?);
-    (drift > max).then(|| {
-        format!(
-            "drift {drift}, {max} allowed: the live count differed from a sock_diag recount \
-             by {drift} connections; allow it with --max-drift"
-        )
-    })
 }
 
 #[cfg(test)]

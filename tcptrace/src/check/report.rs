@@ -8,7 +8,6 @@ use std::process::ExitCode;
 use serde::{Deserialize, Serialize};
 
 use super::expect::{Expectation, Metric, Rule, Selector};
-use super::judge::{drift_excess, lost_excess};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -192,6 +191,28 @@ pub fn summary(r: &Report) -> String {
     }
     let _ = writeln!(out, "check FAILED: {}", what.join(", "));
     out
+}
+
+/// The reason lost events fail the check, if they do.
+pub(super) fn lost_excess(lost: u64, max: Option<u64>) -> Option<String> {
+    let max = max?;
+    (lost > max).then(|| {
+        format!(
+            "{lost} events lost, {max} allowed: the counts may be off by up to {lost}; \
+             raise --ring-size, or allow them with --max-lost or --ignore-loss"
+        )
+    })
+}
+
+/// The reason drift fails the check, if it does. A drift never measured does not.
+pub(super) fn drift_excess(drift: Option<u64>, max: Option<u64>) -> Option<String> {
+    let (drift, max) = (drift?, max?);
+    (drift > max).then(|| {
+        format!(
+            "drift {drift}, {max} allowed: the live count differed from a sock_diag recount \
+             by {drift} connections; allow it with --max-drift"
+        )
+    })
 }
 
 #[cfg(test)]
