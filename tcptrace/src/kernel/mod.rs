@@ -39,6 +39,50 @@ pub fn compiled_in() -> &'static [PathInfo] {
     if OBJECT.is_empty() { &[] } else { &PATHS }
 }
 
+/// The attach paths as a Markdown table, as the README shows them (a unit test keeps the
+/// README's copy equal to this).
+#[must_use]
+pub fn paths_table() -> String {
+    use tcptrace_common::attach::Need;
+    let mut table = String::from(
+        "| path | `--attach` | programs | needs | from Linux |\n| --- | --- | --- | --- | --- |\n",
+    );
+    for info in &PATHS {
+        let programs: Vec<String> = info
+            .programs
+            .iter()
+            .map(|p| match p.hook {
+                Hook::Fentry(f) => format!("fentry `{f}`"),
+                Hook::Fexit(f) => format!("fexit `{f}`"),
+                Hook::Kprobe(f) => format!("kprobe `{f}`"),
+                Hook::Kretprobe(f) => format!("kretprobe `{f}`"),
+                Hook::TpBtf(t) => format!("tp_btf `{t}`"),
+                Hook::Tracepoint(c, t) => format!("tracepoint `{c}:{t}`"),
+            })
+            .collect();
+        let needs: Vec<&str> = info
+            .needs
+            .iter()
+            .map(|n| match n {
+                Need::Btf => "kernel BTF",
+                Need::FunctionTracing => "function tracing allowed",
+                Need::Kprobes => "`CONFIG_KPROBES`",
+                Need::Tracefs => "tracefs (mounted if missing)",
+            })
+            .collect();
+        let (major, minor) = info.min_kernel;
+        let _ = writeln!(
+            table,
+            "| `{}` | `{}` | {} | {} | {major}.{minor} |",
+            info.name,
+            info.request,
+            programs.join(", "),
+            needs.join(", "),
+        );
+    }
+    table
+}
+
 #[derive(Clone, Copy, Debug)]
 pub struct Options {
     pub request: &'static Request,
@@ -484,4 +528,33 @@ fn page_size() -> usize {
         .ok()
         .flatten()
         .map_or(4096, |p| p as usize)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_readme_shows_the_attach_paths_as_the_table_has_them() {
+        let readme = include_str!("../../../README.md");
+        let table = paths_table();
+        assert!(
+            readme.contains(&table),
+            "README.md's attach-path table is out of date; it should read:\n{table}"
+        );
+    }
+
+    #[test]
+    fn a_path_passed_over_says_why_in_one_line() {
+        let why = PassedOver(&[
+            (Path::Fentry, PathError::Refused("the kernel refused to load it: EPERM".into())),
+            (Path::Kprobe, PathError::NoBtf),
+        ])
+        .to_string();
+        assert_eq!(
+            why,
+            "fentry: the kernel refused to load it: EPERM; kprobe: needs kernel BTF \
+             (/sys/kernel/btf/vmlinux), which this kernel lacks"
+        );
+    }
 }
