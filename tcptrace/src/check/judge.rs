@@ -6,7 +6,9 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use super::expect::{Expectation, Metric, Rule, Selector, count};
-use super::report::{ExpectationResult, Report, Unit, Verdict, drift_excess, lost_excess};
+use super::report::{
+    ExpectationResult, Report, Unit, Verdict, drift_excess, drift_unknown, lost_excess,
+};
 
 /// The counts of one observation, as the check asks for them. The command implements it
 /// over the ledger at each interval. A port, listener or destination with no live
@@ -212,6 +214,8 @@ pub struct Check {
     observations: u64,
     lost: u64,
     drift: Option<u64>,
+    /// Why the counts could not be checked against the kernel at the end, if they could not.
+    unverified: Option<String>,
 }
 
 impl Check {
@@ -227,7 +231,14 @@ impl Check {
                 last: None,
             })
             .collect();
-        Self { states, tolerance, observations: 0, lost: 0, drift: None }
+        Self { states, tolerance, observations: 0, lost: 0, drift: None, unverified: None }
+    }
+
+    /// The counts could not be checked against the kernel at the end (the last
+    /// reconciliation failed: `why`). Unless drift goes unchecked, the check fails: its
+    /// verdicts rest on counts nobody verified.
+    pub fn unverified(&mut self, why: String) {
+        self.unverified = Some(why);
     }
 
     /// Records one observation: call it once per interval, and once more at the end.
@@ -259,6 +270,8 @@ impl Check {
         }
         failures.extend(lost_excess(self.lost, self.tolerance.max_lost));
         failures.extend(drift_excess(self.drift, self.tolerance.max_drift));
+        let unverified = self.unverified.clone().filter(|_| self.tolerance.max_drift.is_some());
+        failures.extend(unverified.as_deref().map(drift_unknown));
         Report {
             passed: failures.is_empty(),
             // Milliseconds are plenty for a run measured in intervals.
@@ -270,6 +283,7 @@ impl Check {
             drift: self.drift,
             drift_tolerance: self.tolerance.max_drift,
             failures,
+            unverified,
         }
     }
 }
@@ -537,5 +551,30 @@ mod tests {
         let r = run(&[], &totals(&[(5, 0, None)]), Tolerance::EXACT);
         assert!(r.passed);
         assert_eq!(r.drift, None);
+    }
+
+    #[test]
+    fn counts_nobody_verified_fail_unless_drift_goes_unchecked() {
+        let observe = |tolerance| {
+            let mut check =
+                Check::new(vec![crate::check::fixtures::parse("total live>=1")], tolerance);
+            for o in &totals(&[(5, 0, Some(0)), (5, 0, None)]) {
+                check.observe(o);
+            }
+            check.unverified("Too many open files (os error 24)".into());
+            check.report(Duration::from_mins(1))
+        };
+        let r = observe(Tolerance::EXACT);
+        assert!(!r.passed);
+        assert!(
+            r.failures.iter().any(|f| f.starts_with("drift unknown:") && f.contains("os error 24"))
+        );
+        let text = crate::check::summary(&r);
+        assert!(text.contains("FAIL     drift unknown"), "{text}");
+        assert!(text.ends_with("check FAILED: drift unknown\n"), "{text}");
+
+        let ignored = observe(Tolerance::from_flags(None, None, true));
+        assert!(ignored.passed, "{:?}", ignored.failures);
+        assert_eq!(ignored.unverified, None);
     }
 }

@@ -16,7 +16,7 @@ use crate::{
         print,
     },
     conn::canonical_ip,
-    engine::{Live, Tick},
+    engine::{Live, Tick, passes::Pass},
     ledger::Ledger,
 };
 
@@ -49,6 +49,8 @@ pub struct CheckArgs {
 }
 
 pub async fn run(args: CheckArgs) -> anyhow::Result<Outcome> {
+    // Before watching: a report that cannot be written fails now, not after the run.
+    let mut report_file = args.report.as_deref().map(open_report).transpose()?;
     let mut live = Live::start(&args.trace.options(args.reconcile_every), 0)?;
     let tolerance = Tolerance::from_flags(args.max_lost, args.max_drift, args.ignore_loss);
     let mut check = Check::new(args.expect.clone(), tolerance);
@@ -58,31 +60,73 @@ pub async fn run(args: CheckArgs) -> anyhow::Result<Outcome> {
         args.trace.duration.map_or("until Ctrl-C".to_owned(), |d| format!("for {d:?}")),
     );
     loop {
-        let tick = live.next().await?;
+        let tick = live.next().await;
         if matches!(tick, Tick::Drain) {
             continue;
         }
-        let rows = live.capacity_rows(0)?;
-        if let Some(note) = live.cadence_note() {
+        // An interval whose capacity refresh failed is not observed: its listener and
+        // destination values would read as missing, not as what the box held.
+        if let Some(rows) = live.capacity_rows(0) {
+            check.observe(&Observed {
+                ledger: &live.ledger,
+                capacity: &rows,
+                lost: live.session.tracer.lost(),
+                drift: live.reconciled.then(|| live.drift.total()),
+            });
+        }
+        for note in live.take_notices() {
             eprintln!("tcptrace: note: {note}");
         }
-        check.observe(&Observed {
-            ledger: &live.ledger,
-            capacity: &rows,
-            lost: live.session.tracer.lost(),
-            drift: live.reconciled.then(|| live.drift.total()),
-        });
         if matches!(tick, Tick::Stop) {
             break;
         }
     }
+    if let Some(why) = &live.passes.record(Pass::Reconciliation).failing {
+        check.unverified(why.clone());
+    }
     let report = check.report(live.session.started.elapsed());
-    if let Some(path) = &args.report {
-        std::fs::write(path, report.to_json() + "\n")
+    // The verdict first: a report that cannot be written after all does not hide it.
+    print(&summary(&report))?;
+    if let Some((file, path)) = &mut report_file {
+        write_report(file, &report.to_json())
             .with_context(|| format!("cannot write the report to {}", path.display()))?;
     }
-    print(&summary(&report))?;
     Ok(report.outcome())
+}
+
+/// Opens (creating it if needed) the file the report goes to, without truncating it yet.
+/// A symlink there is refused rather than followed: tcptrace runs as root, and the link
+/// could point anywhere.
+fn open_report(path: &std::path::Path) -> anyhow::Result<(std::fs::File, std::path::PathBuf)> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .custom_flags(libc::O_NOFOLLOW)
+        .mode(0o644)
+        .open(path)
+        .map_err(|e| {
+            if e.raw_os_error() == Some(libc::ELOOP) {
+                anyhow::anyhow!(
+                    "will not write the report to {}: it is a symlink (give the file itself)",
+                    path.display()
+                )
+            } else {
+                anyhow::Error::new(e)
+                    .context(format!("cannot write the report to {}", path.display()))
+            }
+        })?;
+    Ok((file, path.to_owned()))
+}
+
+fn write_report(file: &mut std::fs::File, json: &str) -> std::io::Result<()> {
+    use std::io::{Seek as _, Write as _};
+    file.set_len(0)?;
+    file.rewind()?;
+    file.write_all(json.as_bytes())?;
+    file.write_all(b"\n")?;
+    file.sync_all()
 }
 
 /// One interval's counts, as the check asks for them: ports and totals from the ledger,

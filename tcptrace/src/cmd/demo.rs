@@ -348,7 +348,7 @@ impl Demo {
             return Ok(Phase::Interrupted);
         }
         // One last reconciliation, with everything still held.
-        self.live.update(&Tick::Stop)?;
+        self.live.update(&Tick::Stop);
         self.results.events = self.live.ledger.events_seen();
         self.results.lost = self.live.session.tracer.lost();
         self.results.drift = self.live.drift.total();
@@ -402,7 +402,7 @@ impl Demo {
         if self.interrupted {
             return Ok(Phase::Interrupted);
         }
-        self.live.update(&Tick::Stop)?;
+        self.live.update(&Tick::Stop);
         let rows = self.live.capacity.refresh_now(0)?;
         let row = rows.listeners.iter().find(|l| {
             l.netns == self.netns().inode()
@@ -500,7 +500,7 @@ impl Demo {
         if self.interrupted {
             return Ok(Phase::Interrupted);
         }
-        self.live.update(&Tick::Stop)?;
+        self.live.update(&Tick::Stop);
         let rows = self.live.capacity.refresh_now(0)?;
         let dest = rows.destinations.iter().find(|d| {
             d.netns == self.netns().inode()
@@ -629,7 +629,7 @@ impl Demo {
 
     /// The session's next tick, applied; remembers a stop.
     async fn next_tick(&mut self) -> anyhow::Result<Tick> {
-        let tick = self.live.next().await?;
+        let tick = self.live.next().await;
         self.interrupted |= matches!(tick, Tick::Stop);
         Ok(tick)
     }
@@ -730,9 +730,7 @@ impl Demo {
             if (gone && left == 0) || Instant::now() > deadline {
                 break;
             }
-            if let Err(e) = self.live.next().await {
-                log::warn!("draining during teardown: {}", crate::error::Chain(&e));
-            }
+            self.live.next().await;
         }
         let left_live = in_netns(self);
         if !self.args.json || self.progress_on_tty {

@@ -31,8 +31,7 @@ use tokio::net::TcpListener;
 
 use crate::{
     cmd::args::{TraceArgs, parse_duration},
-    engine::{Live, Tick},
-    error::Chain,
+    engine::{Live, Tick, passes::Pass},
     view::metrics,
 };
 
@@ -109,6 +108,8 @@ struct Published {
     at: Instant,
     backend: &'static str,
     live: u64,
+    /// A pass of the loop that is failing now, and why (see `engine::passes`).
+    failing: Option<String>,
 }
 
 /// The latest [`Published`], shared between the update loop and the HTTP connections.
@@ -141,6 +142,9 @@ impl Shared {
                         StatusCode::SERVICE_UNAVAILABLE,
                         format!("stale: last update {:.1}s ago\n", age.as_secs_f64()),
                     )
+                } else if let Some(failing) = &latest.failing {
+                    // Still serving (the counts the hooks keep are current), but not checked.
+                    text(StatusCode::SERVICE_UNAVAILABLE, format!("degraded: {failing}\n"))
                 } else {
                     text(
                         StatusCode::OK,
@@ -170,16 +174,22 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let mut live = Live::start(&args.trace.options(args.reconcile_every), 0)?;
     let render = |live: &mut Live| {
         // Every row: the view keeps the top K and sums the rest into `other`.
-        let observed = live.snapshot(0);
-        if let Some(e) = observed.capacity_error {
-            log::warn!("capacity metrics unavailable: {}", Chain(&e));
+        let snapshot = live.snapshot(0);
+        for note in live.take_notices() {
+            eprintln!("tcptrace: note: {note}");
         }
-        let snapshot = observed.snapshot;
+        let skipped = Pass::ALL.map(|p| (p.name(), live.passes.record(p).skipped));
+        let failing = live.passes.failing().map(|(pass, why)| {
+            let n = live.passes.record(pass).skipped;
+            format!("{} failed and was skipped ({n} so far): {why}", pass.what())
+        });
         Published {
-            metrics: metrics::render(&snapshot, live.ledger.event_counts(), args.top_k).into(),
+            metrics: metrics::render(&snapshot, live.ledger.event_counts(), &skipped, args.top_k)
+                .into(),
             at: Instant::now(),
             backend: live.session.tracer.path.name(),
             live: snapshot.live,
+            failing,
         }
     };
     let shared = Shared {
@@ -192,7 +202,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     );
     spawn_http(listener, shared.clone())?;
     loop {
-        match live.next().await? {
+        match live.next().await {
             Tick::Drain => {}
             Tick::Report => shared.publish(render(&mut live)),
             // The HTTP thread ends with the process.

@@ -20,7 +20,6 @@ use crate::{
         watch::{self, WatchArgs},
     },
     engine::{Live, Tick},
-    error::Chain,
     view::{
         Snapshot,
         tui::{Flow, TopView},
@@ -58,7 +57,7 @@ pub async fn run(args: TopArgs) -> anyhow::Result<()> {
             redraw = false;
         }
         let input = tokio::select! {
-            tick = live.next() => Input::Tick(tick?),
+            tick = live.next() => Input::Tick(tick),
             key = keys.next() => Input::Terminal(key),
         };
         match input {
@@ -98,10 +97,14 @@ enum Input {
 /// The ledger's counts and the capacity rows now. A capacity failure is shown on screen
 /// (stderr would scribble over the full-screen view) and the ledger's tables go on.
 fn take_snapshot(live: &mut Live, view: &mut TopView, top: usize) -> Snapshot {
-    let observed = live.snapshot(top);
-    view.notice =
-        observed.capacity_error.map(|e| format!("capacity views unavailable: {}", Chain(&e)));
-    observed.snapshot
+    let snapshot = live.snapshot(top);
+    // The notices would scribble over the screen; what is failing now shows on it instead.
+    live.take_notices();
+    view.notice = live
+        .passes
+        .failing()
+        .map(|(pass, why)| format!("{} failed and was skipped: {why}", pass.what()));
+    snapshot
 }
 
 /// The terminal in raw mode on the alternate screen, given back however `run` ends: on

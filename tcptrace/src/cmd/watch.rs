@@ -11,7 +11,6 @@ use crate::{
         print,
     },
     engine::{Live, Tick},
-    error::Chain,
     view,
 };
 
@@ -35,14 +34,10 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
     let mut live = Live::start(&args.trace.options(args.reconcile_every), args.top)?;
     let clear_screen = !args.json && std::io::stdout().is_terminal();
     let render = |live: &mut Live| {
-        let observed = live.snapshot(args.top);
-        if let Some(e) = observed.capacity_error {
-            log::warn!("capacity views unavailable: {}", Chain(&e));
-        }
-        if let Some(note) = live.cadence_note() {
+        let snapshot = live.snapshot(args.top);
+        for note in live.take_notices() {
             eprintln!("tcptrace: note: {note}");
         }
-        let snapshot = observed.snapshot;
         if args.json {
             view::json::watch_line(&snapshot)
         } else if clear_screen {
@@ -55,7 +50,7 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     loop {
-        match live.next().await? {
+        match live.next().await {
             Tick::Drain => {}
             Tick::Report => {
                 if !print(&render(&mut live))? {

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use super::{
     Options,
+    passes::{Pass, Passes},
     reconcile::{Drift, KernelView, reconcile},
     session::{Session, Tick},
 };
@@ -28,20 +29,15 @@ pub struct Live {
     pub capacity: capacity::Tracker,
     /// The last reconciliation's differences.
     pub drift: Drift,
-    /// Whether a reconciliation ran during the last [`Live::next`].
+    /// Whether a reconciliation ran, and worked, during the last [`Live::next`].
     pub reconciled: bool,
+    /// Passes that failed and were skipped.
+    pub passes: Passes,
     filter: Filter,
     last_reconcile: Instant,
     reconcile_every: Duration,
     /// The rows of the start-up walk, for a snapshot taken before the first tick.
     first_rows: Option<Capacity>,
-}
-
-/// A snapshot, and why its capacity rows are empty if their refresh failed (the ledger's
-/// counts are there either way).
-pub struct Observed {
-    pub snapshot: Snapshot,
-    pub capacity_error: Option<sockdiag::Error>,
 }
 
 impl Live {
@@ -80,6 +76,7 @@ impl Live {
             capacity,
             drift: Drift::default(),
             reconciled: false,
+            passes: Passes::default(),
             filter: options.filter.clone(),
             last_reconcile: Instant::now(),
             reconcile_every: options.reconcile_every,
@@ -90,27 +87,35 @@ impl Live {
     /// Waits for the next tick, then applies what the ring holds to the ledger and the
     /// capacity rates; on a report tick that is due, and always on stop, reconciles with
     /// the kernel. Cancel-safe, as [`Session::next`] is: nothing changes until the tick.
-    pub async fn next(&mut self) -> Result<Tick, Error> {
+    pub async fn next(&mut self) -> Tick {
         let tick = self.session.next().await;
-        self.update(&tick)?;
-        Ok(tick)
+        self.update(&tick);
+        tick
     }
 
     /// What [`Live::next`] does once the tick came: applies the ring, and reconciles on a
     /// report tick that is due and always on stop (a caller may pass [`Tick::Stop`] to force
-    /// one).
-    pub fn update(&mut self, tick: &Tick) -> Result<(), Error> {
+    /// one). A reconciliation that fails is skipped (see [`Passes`]): the drift stays the
+    /// last one measured and [`Live::reconciled`] says none ran.
+    pub fn update(&mut self, tick: &Tick) {
         // From the first tick on the start-up rows are out of date.
         self.first_rows = None;
         self.apply_ring(|_| {});
         let due = !self.reconcile_every.is_zero()
             && self.last_reconcile.elapsed() >= self.reconcile_every;
-        self.reconciled = matches!(tick, Tick::Stop) || (matches!(tick, Tick::Report) && due);
-        if self.reconciled {
-            self.drift = self.reconcile_with_kernel()?;
+        self.reconciled = false;
+        if matches!(tick, Tick::Stop) || (matches!(tick, Tick::Report) && due) {
+            match self.reconcile_with_kernel() {
+                Ok(drift) => {
+                    self.drift = drift;
+                    self.reconciled = true;
+                    self.passes.worked(Pass::Reconciliation);
+                }
+                Err(e) => self.passes.failed(Pass::Reconciliation, &e),
+            }
+            // A failed one waits its turn too: retrying at once would fail the same way.
             self.last_reconcile = Instant::now();
         }
-        Ok(())
     }
 
     /// Drains the ring into everything that counts events; `also` sees each one first.
@@ -149,34 +154,43 @@ impl Live {
     }
 
     /// The capacity rows now: before the first tick the start-up walk's, then a refresh
-    /// (paced by its cost: see [`capacity::Tracker::refresh`]).
-    pub fn capacity_rows(&mut self, top: usize) -> Result<Capacity, sockdiag::Error> {
-        match self.first_rows.take() {
-            Some(rows) => Ok(rows),
-            None => self.capacity.refresh(top),
+    /// (paced by its cost: see [`capacity::Tracker::refresh`]); `None` when the refresh
+    /// failed and was skipped (see [`Passes`]).
+    pub fn capacity_rows(&mut self, top: usize) -> Option<Capacity> {
+        if let Some(rows) = self.first_rows.take() {
+            return Some(rows);
+        }
+        match self.capacity.refresh(top) {
+            Ok(rows) => {
+                self.passes.worked(Pass::CapacityRefresh);
+                Some(rows)
+            }
+            Err(e) => {
+                self.passes.failed(Pass::CapacityRefresh, &e);
+                None
+            }
         }
     }
 
-    /// The ledger's top `top` rows of each kind (all when 0) and the capacity rows.
-    pub fn snapshot(&mut self, top: usize) -> Observed {
-        let (rows, capacity_error) = match self.capacity_rows(top) {
-            Ok(rows) => (rows, None),
-            Err(e) => (Capacity::default(), Some(e)),
-        };
-        let snapshot = Snapshot::from_ledger(
+    /// The ledger's top `top` rows of each kind (all when 0) and the capacity rows (none
+    /// when their refresh failed: the ledger's counts are there either way).
+    pub fn snapshot(&mut self, top: usize) -> Snapshot {
+        let rows = self.capacity_rows(top).unwrap_or_default();
+        Snapshot::from_ledger(
             &self.ledger,
             self.session.tracer.path.name(),
             self.session.started.elapsed(),
             self.trust(),
             top,
         )
-        .with_capacity(rows);
-        Observed { snapshot, capacity_error }
+        .with_capacity(rows)
     }
 
-    /// A line for the user when the capacity rows started to refresh less often than
-    /// asked, once.
-    pub fn cadence_note(&mut self) -> Option<String> {
-        self.capacity.cadence_note()
+    /// What the user should hear now, once each: a pass that started failing or works
+    /// again, the capacity rows spacing out.
+    pub fn take_notices(&mut self) -> Vec<String> {
+        let mut notices = self.passes.take_notices();
+        notices.extend(self.capacity.cadence_note());
+        notices
     }
 }

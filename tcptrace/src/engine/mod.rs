@@ -7,12 +7,15 @@
 //! - [`live`]: [`Live`], which seeds the ledger and the first capacity rows from one
 //!   sock_diag walk, applies every event to everything that counts it, reconciles, and
 //!   takes [`Snapshot`](crate::view::Snapshot)s;
-//! - [`reconcile`]: the ledger checked against the kernel's own table.
+//! - [`reconcile`]: the ledger checked against the kernel's own table;
+//! - [`passes`]: a reconciliation or a capacity refresh that fails is skipped and said, and
+//!   the run goes on.
 //!
 //! Commands build [`Options`] from their flags and never reach past this module into the
 //! kernel or sock_diag themselves.
 
 pub mod live;
+pub mod passes;
 pub mod reconcile;
 pub mod ring;
 pub mod session;

@@ -43,6 +43,11 @@ struct KindLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PassLabels {
+    pass: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PortLabels {
     port: String,
 }
@@ -125,9 +130,15 @@ fn int(n: u64) -> i64 {
 }
 
 /// The exposition of `snapshot`, which must hold every row (taken with `top` 0), with
-/// per-row series for the first `top_k` rows of each kind.
+/// per-row series for the first `top_k` rows of each kind; `skipped` is the passes of each
+/// kind (reconciliation, capacity refresh) that failed and were skipped since start.
 #[must_use]
-pub fn render(snapshot: &Snapshot, events: EventCounts, top_k: usize) -> String {
+pub fn render(
+    snapshot: &Snapshot,
+    events: EventCounts,
+    skipped: &[(&'static str, u64)],
+    top_k: usize,
+) -> String {
     let mut registry = Registry::with_prefix(PREFIX);
     let r = &mut registry;
 
@@ -169,6 +180,17 @@ pub fn render(snapshot: &Snapshot, events: EventCounts, top_k: usize) -> String 
         "Connections the last reconciliation with sock_diag found wrong in the counts, and \
          corrected",
         int(snapshot.drift),
+    );
+
+    let by_pass = Family::<PassLabels, Counter>::default();
+    for &(pass, n) in skipped {
+        by_pass.get_or_create(&PassLabels { pass: pass.into() }).inc_by(n);
+    }
+    r.register(
+        "skipped_passes",
+        "Passes of the loop (a reconciliation, a capacity refresh) that failed and were \
+         skipped; the counts go on, /healthz says why",
+        by_pass,
     );
 
     local_ports(r, &snapshot.local_ports, top_k);
@@ -356,7 +378,7 @@ mod tests {
         s.listeners = vec![listener(8080, 3), listener(443, 2), listener(22, 1)];
         s.destinations = vec![destination(5432, 5, 10), destination(6379, 1, 10)];
         let events = EventCounts { connect: 4, accept: 3, close: 1, ..EventCounts::default() };
-        let text = render(&s, events, 1);
+        let text = render(&s, events, &[("reconciliation", 2), ("capacity_refresh", 0)], 1);
         let m = samples(&text);
 
         assert_eq!(m["tcptrace_attach_info{attach=\"fentry\"}"], "1");
@@ -365,6 +387,8 @@ mod tests {
         assert_eq!(m["tcptrace_drift_connections"], "1");
         assert_eq!(m["tcptrace_events_total{kind=\"connect\"}"], "4");
         assert_eq!(m["tcptrace_events_total{kind=\"connect_failed\"}"], "0");
+        assert_eq!(m["tcptrace_skipped_passes_total{pass=\"reconciliation\"}"], "2");
+        assert_eq!(m["tcptrace_skipped_passes_total{pass=\"capacity_refresh\"}"], "0");
 
         // Local ports 8080 (3), 443 (1), 41000 (1): the top one, and the other two summed.
         assert_eq!(m["tcptrace_local_ports"], "3");
@@ -397,7 +421,7 @@ mod tests {
     #[test]
     fn other_is_always_there_and_zero_when_everything_fits() {
         let s = sample();
-        let m = samples(&render(&s, EventCounts::default(), 100));
+        let m = samples(&render(&s, EventCounts::default(), &[], 100));
         assert_eq!(m["tcptrace_local_port_live_connections{port=\"other\"}"], "0");
         assert_eq!(
             m["tcptrace_listener_live_connections{netns=\"other\",addr=\"other\",port=\"other\"}"],
@@ -413,7 +437,7 @@ mod tests {
 
     #[test]
     fn every_metric_has_help_and_type() {
-        let text = render(&sample(), EventCounts::default(), 5);
+        let text = render(&sample(), EventCounts::default(), &[], 5);
         for line in text.lines().filter(|l| !l.starts_with('#')) {
             let name = line.split(['{', ' ']).next().unwrap();
             let family = name.strip_suffix("_total").unwrap_or(name);
