@@ -78,8 +78,9 @@ pub struct Capacity {
     pub skipped: Vec<String>,
 }
 
-/// The sockets the capacity refresh needs: listeners, and every state that holds a port.
-fn dumped_states() -> StateFlags {
+/// The sockets a capacity refresh dumps: listeners, and every state that holds a port.
+#[must_use]
+pub fn dumped_states() -> StateFlags {
     StateFlags::LISTEN | states::holding_a_port()
 }
 
@@ -109,6 +110,8 @@ pub struct Tracker {
     last: Option<LastRefresh>,
     /// Said once when the refreshes start to space out.
     note: Option<String>,
+    /// What the last refresh that ran (cached rows aside) spent on what.
+    last_cost: Option<RefreshCost>,
     /// The run's `--port`, `--pid`, ... filter: rows count only the sockets that pass it.
     filter: Filter,
 }
@@ -121,6 +124,16 @@ pub struct Tracker {
 pub const REFRESH_COST_RATIO: u32 = 20;
 /// Spacing refreshes further apart than this is worth telling the user.
 const SLOW_REFRESH: Duration = Duration::from_secs(2);
+
+/// Where one refresh's time went: the kernel's part and ours.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RefreshCost {
+    /// The sock_diag walk of every namespace, with each one's ephemeral range.
+    pub dump: Duration,
+    /// Turning the dump into rows: the listeners' processes (from the cache, or waiting for
+    /// a scan it starts) and the tally.
+    pub rows: Duration,
+}
 
 #[derive(Debug)]
 struct LastRefresh {
@@ -142,6 +155,8 @@ struct Dump {
     skipped: Vec<String>,
     /// When the walk ended.
     at: Instant,
+    /// How long the walk took.
+    took: Duration,
     /// The run's filter, with what `--pid` processes held just before the walk.
     selection: Selection,
 }
@@ -177,6 +192,7 @@ impl Tracker {
             pids: PidCache::default(),
             last: None,
             note: None,
+            last_cost: None,
             filter,
         }
     }
@@ -211,7 +227,8 @@ impl Tracker {
     ///
     /// Blocking. The kernel's dump dominates, about 1.5 to 2 µs per TCP socket: measured
     /// 30 ms with 10,000 sockets, 160 to 190 ms with 100,000 (mostly `TIME_WAIT`) and
-    /// 300 ms with 180,000 live ones (`tests::scale_cost`). A refresh that scans
+    /// 300 ms with 180,000 live ones (`cargo bench -p tcptrace --bench sock_diag -- scale`;
+    /// see [`Tracker::last_refresh_cost`]). A refresh that scans
     /// `/proc/*/fd` for the listeners' pids (the first one, then see [`ListenerRow::pids`])
     /// adds about 10 µs per open file on the box.
     ///
@@ -260,7 +277,8 @@ impl Tracker {
         let started = Instant::now();
         let rows = refresh(self)?;
         let cost = started.elapsed();
-        log::debug!("capacity refresh in {cost:?}");
+        let split = self.last_cost.unwrap_or_default();
+        log::debug!("capacity refresh in {cost:?}: dump {:?}, rows {:?}", split.dump, split.rows);
         if cost * REFRESH_COST_RATIO > SLOW_REFRESH
             && self.last.as_ref().is_none_or(|l| l.cost * REFRESH_COST_RATIO <= SLOW_REFRESH)
         {
@@ -277,6 +295,13 @@ impl Tracker {
     /// asked, once.
     pub fn cadence_note(&mut self) -> Option<String> {
         self.note.take()
+    }
+
+    /// Where the time of the last refresh that ran went (not one that returned the last rows
+    /// again); `None` before the first.
+    #[must_use]
+    pub fn last_refresh_cost(&self) -> Option<RefreshCost> {
+        self.last_cost
     }
 
     /// A refresh, however recent the last one: for a verdict that must be current.
@@ -299,17 +324,18 @@ impl Tracker {
             })
         })?;
         let at = Instant::now();
+        let took = at.saturating_duration_since(started);
         let namespaces: Vec<NetnsDump> = found.results.into_iter().map(|(_, dump)| dump).collect();
         log::debug!(
-            "capacity dump: {} sockets in {:?}",
+            "capacity dump: {} sockets in {took:?}",
             namespaces.iter().map(|d| d.sockets.len()).sum::<usize>(),
-            at.saturating_duration_since(started)
         );
-        Ok(Dump { namespaces, skipped: found.skipped, at, selection })
+        Ok(Dump { namespaces, skipped: found.skipped, at, took, selection })
     }
 
     /// The rows of a dump: finds the listeners' processes, then tallies.
     fn rows(&mut self, dump: &Dump, top: usize) -> Capacity {
+        let started = Instant::now();
         let inodes: HashSet<u32> = dump
             .namespaces
             .iter()
@@ -327,6 +353,7 @@ impl Tracker {
         self.pids.by_inode = pids;
         skipped.append(&mut capacity.skipped);
         capacity.skipped = skipped;
+        self.last_cost = Some(RefreshCost { dump: dump.took, rows: started.elapsed() });
         capacity
     }
 

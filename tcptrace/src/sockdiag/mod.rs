@@ -494,33 +494,4 @@ mod tests {
         let live = touching(&live_in(own), own, server);
         assert_exactly(&live, &[conn(kept_local, server)].into());
     }
-
-    /// Seeding cost at scale: `cargo test -p tcptrace --lib sockdiag -- --ignored --nocapture`.
-    /// 8,000 loopback connections are 16,000 sockets, under the 20,000 file limit.
-    #[test]
-    #[ignore = "opens 16,000 sockets; a measurement, not a check"]
-    fn snapshot_of_16k_sockets() {
-        const N: usize = 8_000;
-        let own = own_netns().unwrap();
-        let listener = listen_on(IpAddr::V4(Ipv4Addr::new(127, 64, 0, 1)));
-        let server = listener.local_addr().unwrap();
-        let pairs: Vec<_> = (0..N)
-            .map(|_| (TcpStream::connect(server).unwrap(), listener.accept().unwrap().0))
-            .collect();
-        let mut times = Vec::new();
-        for _ in 0..5 {
-            let started = Instant::now();
-            let snap = everything().unwrap();
-            times.push(started.elapsed());
-            assert_eq!(touching(&snap.conns, own, server).len(), 2 * N);
-        }
-        times.sort();
-        eprintln!(
-            "snapshot with {} extra sockets: min {:?}, median {:?}",
-            2 * N,
-            times[0],
-            times[2]
-        );
-        drop(pairs);
-    }
 }
