@@ -173,8 +173,10 @@ fn main() -> ExitCode {
 #[cfg(test)]
 mod tests {
     use clap::CommandFactory as _;
+    use tcptrace_common::attach::Path;
 
     use super::*;
+    use crate::attach::AttachPath::Only;
 
     #[test]
     fn cli_is_consistent() {
@@ -196,6 +198,6 @@ mod tests {
         let cli =
             Cli::try_parse_from(["cargo xtask", "vm-test", "--paths", "fentry,kprobe"]).unwrap();
         let Command::VmTest(args) = cli.command else { panic!("not vm-test") };
-        assert_eq!(args.paths, [attach::AttachPath::Fentry, attach::AttachPath::Kprobe]);
+        assert_eq!(args.paths, [Only(Path::Fentry), Only(Path::Kprobe)]);
     }
 }

@@ -37,7 +37,7 @@ pub struct TestArgs {
     pub skip_vm: bool,
 
     /// Attach paths the VM tier tests, comma-separated.
-    #[arg(long, value_name = "PATHS", value_delimiter = ',', default_value = AttachPath::VM_DEFAULT_LIST)]
+    #[arg(long, value_name = "PATHS", value_delimiter = ',', default_value = AttachPath::vm_default_list())]
     pub vm_paths: Vec<AttachPath>,
 
     /// Kill the VM after this many seconds. Every path runs every live test under software
@@ -65,7 +65,8 @@ pub fn test(args: &TestArgs) -> Result<ExitCode> {
         rows.push(unit(&host));
     }
 
-    header(2, "live", &format!("{host}: the live tests, attach paths auto and tracepoint-classic"));
+    let host_paths = AttachPath::list(&AttachPath::HOST_DEFAULT, " and ");
+    header(2, "live", &format!("{host}: the live tests, attach paths {host_paths}"));
     if args.skip_live {
         rows.extend(
             AttachPath::HOST_DEFAULT.map(|p| skipped(&host, "live", p.as_str(), "--skip-live")),
@@ -230,7 +231,7 @@ fn run_tests(cmd: &mut Command) -> (Verdict, Counts) {
 /// and reads its `attached via X` line. Best effort: `None` if it says nothing usable.
 fn auto_choice(tcptrace: &Path) -> Option<String> {
     let mut child = Command::new(tcptrace)
-        .args(["events", "--attach", "auto", "--duration", "1s"])
+        .args(["events", "--attach", AttachPath::Auto.as_str(), "--duration", "1s"])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -269,12 +270,7 @@ fn parse_attached_via(stderr: &str) -> Option<String> {
     let name = stderr[at + "attached via ".len()..]
         .split(|c: char| c.is_whitespace() || c == ',' || c == ';')
         .next()?;
-    let path = match name {
-        "tp_btf" => "tp-btf",
-        "tracepoint" => "tracepoint-classic",
-        other => other,
-    };
-    AttachPath::parse(path).map(|p| p.to_string())
+    AttachPath::printed(name).map(|p| p.to_string())
 }
 
 /// The two lines that end the run:

@@ -132,6 +132,8 @@ fn render(
 
 #[cfg(test)]
 mod tests {
+    use tcptrace_common::attach::Path;
+
     use super::*;
 
     #[test]
@@ -150,8 +152,12 @@ TCPTRACE-VM-BENCH fentry 2 none {\"workload\":\"churn\",\"connections\":1000,\"r
         let first = &runs[&("fentry".to_owned(), 1)];
         assert_eq!((first.without, first.with), (Some(200.0), Some((180.0, 900))));
         assert_eq!(first.watch, Some(WatchEnd { events: 3600, lost: 0, drift: 0 }));
-        let table =
-            render("6.1", BenchPlan { rounds: 2, seconds: 5 }, &[AttachPath::Fentry], &runs);
+        let table = render(
+            "6.1",
+            BenchPlan { rounds: 2, seconds: 5 },
+            &[AttachPath::Only(Path::Fentry)],
+            &runs,
+        );
         // Ratios 0.90 and 0.95: the median of two is their midpoint.
         assert!(
             table.contains("| fentry | 200 | 185 | 0.925 | 0.900–0.950 | 4.000 | 2 | 1 | 2 |"),
