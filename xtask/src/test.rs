@@ -58,7 +58,7 @@ pub fn test(args: &TestArgs) -> Result<ExitCode> {
     let profile = if args.release { Profile::Release } else { Profile::Debug };
     let mut rows = Vec::new();
 
-    header(1, "unit", &format!("{host}: cargo test -p tcptrace-common -p tcptrace -p xtask"));
+    header(1, "unit", &format!("{host}: {}", unit_command()));
     if args.skip_unit {
         rows.push(skipped(&host, "unit", "-", "--skip-unit"));
     } else {
@@ -139,10 +139,23 @@ fn host_kernel() -> String {
         .map_or_else(|_| "unknown".into(), |s| s.trim().to_owned())
 }
 
+/// The crates whose unit tests the unit tier runs: every library and binary of the
+/// workspace but the BPF programs (built for another target) and the live tests.
+const UNIT_CRATES: [&str; 5] =
+    ["tcptrace-common", "tcptrace-netns", "tcptrace-json", "tcptrace", "xtask"];
+
+/// `cargo test -p tcptrace-common -p ...`, as the unit tier runs it.
+pub fn unit_command() -> String {
+    format!("cargo test -p {}", UNIT_CRATES.join(" -p "))
+}
+
 fn unit(host: &str) -> Row {
     let started = Instant::now();
     let mut cmd = cargo::cargo();
-    cmd.args(["test", "-p", "tcptrace-common", "-p", "tcptrace", "-p", "xtask"]);
+    cmd.arg("test");
+    for krate in UNIT_CRATES {
+        cmd.args(["-p", krate]);
+    }
     let (verdict, counts) = run_tests(&mut cmd);
     Row {
         kernel: host.to_owned(),
