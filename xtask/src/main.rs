@@ -86,7 +86,7 @@ CAP_PERFMON."
     #[command(
         long_about = "Set up (see `cargo xtask setup --help`), then run three test tiers and \
 print a summary of which tiers and attach paths ran on which kernel:\n\n  \
-unit  `cargo test -p tcptrace-common -p tcptrace -p xtask`: pure logic, no kernel needed.\n  \
+unit  `cargo test -p tcptrace-common -p tcptrace-netns -p tcptrace-json -p tcptrace -p xtask`: pure logic, no kernel needed.\n  \
 live  builds the tcptrace binary, then `cargo test -p tcptrace-tests -- --test-threads=1` on \
 the host kernel, with TCPTRACE_BIN set to the binary and TCPTRACE_ATTACH=auto, then again \
 with TCPTRACE_ATTACH=tracepoint-classic. Needs root. (This host cannot load fentry or \
@@ -173,8 +173,10 @@ fn main() -> ExitCode {
 #[cfg(test)]
 mod tests {
     use clap::CommandFactory as _;
+    use tcptrace_common::attach::Path;
 
     use super::*;
+    use crate::attach::AttachPath::{self, Only};
 
     #[test]
     fn cli_is_consistent() {
@@ -196,6 +198,24 @@ mod tests {
         let cli =
             Cli::try_parse_from(["cargo xtask", "vm-test", "--paths", "fentry,kprobe"]).unwrap();
         let Command::VmTest(args) = cli.command else { panic!("not vm-test") };
-        assert_eq!(args.paths, [attach::AttachPath::Fentry, attach::AttachPath::Kprobe]);
+        assert_eq!(args.paths, [Only(Path::Fentry), Only(Path::Kprobe)]);
+    }
+
+    /// The long help spells out what the tiers run; it must say what they do run.
+    #[test]
+    fn help_names_what_the_tiers_run() {
+        let cli = Cli::command();
+        let about = |name: &str| {
+            cli.find_subcommand(name).and_then(|c| c.get_long_about()).unwrap().to_string()
+        };
+        let (test, vm_test) = (about("test"), about("vm-test"));
+        assert!(test.contains(&format!("`{}`", test::unit_command())), "{test}");
+        for path in AttachPath::HOST_DEFAULT {
+            assert!(test.contains(&format!("TCPTRACE_ATTACH={path}")), "{test}");
+        }
+        let vm_paths =
+            format!("per attach path: {}.", AttachPath::list(&AttachPath::VM_DEFAULT, ", "));
+        assert!(test.contains(&vm_paths), "{test}");
+        assert!(vm_test.contains(&vm_paths), "{vm_test}");
     }
 }

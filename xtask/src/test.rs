@@ -37,7 +37,7 @@ pub struct TestArgs {
     pub skip_vm: bool,
 
     /// Attach paths the VM tier tests, comma-separated.
-    #[arg(long, value_name = "PATHS", value_delimiter = ',', default_value = AttachPath::VM_DEFAULT_LIST)]
+    #[arg(long, value_name = "PATHS", value_delimiter = ',', default_value = AttachPath::vm_default_list())]
     pub vm_paths: Vec<AttachPath>,
 
     /// Kill the VM after this many seconds. Every path runs every live test under software
@@ -58,14 +58,15 @@ pub fn test(args: &TestArgs) -> Result<ExitCode> {
     let profile = if args.release { Profile::Release } else { Profile::Debug };
     let mut rows = Vec::new();
 
-    header(1, "unit", &format!("{host}: cargo test -p tcptrace-common -p tcptrace -p xtask"));
+    header(1, "unit", &format!("{host}: {}", unit_command()));
     if args.skip_unit {
         rows.push(skipped(&host, "unit", "-", "--skip-unit"));
     } else {
         rows.push(unit(&host));
     }
 
-    header(2, "live", &format!("{host}: the live tests, attach paths auto and tracepoint-classic"));
+    let host_paths = AttachPath::list(&AttachPath::HOST_DEFAULT, " and ");
+    header(2, "live", &format!("{host}: the live tests, attach paths {host_paths}"));
     if args.skip_live {
         rows.extend(
             AttachPath::HOST_DEFAULT.map(|p| skipped(&host, "live", p.as_str(), "--skip-live")),
@@ -138,10 +139,23 @@ fn host_kernel() -> String {
         .map_or_else(|_| "unknown".into(), |s| s.trim().to_owned())
 }
 
+/// The crates whose unit tests the unit tier runs: every library and binary of the
+/// workspace but the BPF programs (built for another target) and the live tests.
+const UNIT_CRATES: [&str; 5] =
+    ["tcptrace-common", "tcptrace-netns", "tcptrace-json", "tcptrace", "xtask"];
+
+/// `cargo test -p tcptrace-common -p ...`, as the unit tier runs it.
+pub fn unit_command() -> String {
+    format!("cargo test -p {}", UNIT_CRATES.join(" -p "))
+}
+
 fn unit(host: &str) -> Row {
     let started = Instant::now();
     let mut cmd = cargo::cargo();
-    cmd.args(["test", "-p", "tcptrace-common", "-p", "tcptrace", "-p", "xtask"]);
+    cmd.arg("test");
+    for krate in UNIT_CRATES {
+        cmd.args(["-p", krate]);
+    }
     let (verdict, counts) = run_tests(&mut cmd);
     Row {
         kernel: host.to_owned(),
@@ -230,7 +244,7 @@ fn run_tests(cmd: &mut Command) -> (Verdict, Counts) {
 /// and reads its `attached via X` line. Best effort: `None` if it says nothing usable.
 fn auto_choice(tcptrace: &Path) -> Option<String> {
     let mut child = Command::new(tcptrace)
-        .args(["events", "--attach", "auto", "--duration", "1s"])
+        .args(["events", "--attach", AttachPath::Auto.as_str(), "--duration", "1s"])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -269,12 +283,7 @@ fn parse_attached_via(stderr: &str) -> Option<String> {
     let name = stderr[at + "attached via ".len()..]
         .split(|c: char| c.is_whitespace() || c == ',' || c == ';')
         .next()?;
-    let path = match name {
-        "tp_btf" => "tp-btf",
-        "tracepoint" => "tracepoint-classic",
-        other => other,
-    };
-    AttachPath::parse(path).map(|p| p.to_string())
+    AttachPath::printed(name).map(|p| p.to_string())
 }
 
 /// The two lines that end the run:

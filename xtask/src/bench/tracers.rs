@@ -14,7 +14,7 @@ use anyhow::{Context as _, Result, bail};
 use clap::ValueEnum;
 
 use super::proc::fd_targets;
-use crate::{cmd, setup};
+use crate::{attach::AttachPath, cmd, setup};
 
 /// What watches the churn in one run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, ValueEnum)]
@@ -147,17 +147,19 @@ pub(super) fn ensure_peers(tracers: &[Tracer], no_install: bool) -> Result<Vec<T
 }
 
 pub(super) fn tracer_command(tracer: Tracer, tcptrace: &Path, script: &Path) -> Option<Command> {
-    let watch = |attach: &str| {
+    let watch = |attach: AttachPath| {
         let mut c = Command::new(tcptrace);
-        c.args(["watch", "--json", "--top", "5", "--attach", attach]);
+        c.args(["watch", "--json", "--top", "5", "--attach", attach.as_str()]);
         c
     };
-    let mut quiet = watch("auto");
+    let mut quiet = watch(AttachPath::Auto);
     quiet.args(["--interval", "1h"]);
     match tracer {
         Tracer::Baseline | Tracer::BaselineAgain => None,
-        Tracer::Tcptrace => Some(watch("auto")),
-        Tracer::TcptraceClassic => Some(watch("tracepoint-classic")),
+        Tracer::Tcptrace => Some(watch(AttachPath::Auto)),
+        Tracer::TcptraceClassic => {
+            Some(watch(AttachPath::Only(tcptrace_common::attach::Path::Tracepoint)))
+        }
         Tracer::TcptraceEventsOnly => Some(quiet),
         Tracer::Tcplife | Tracer::Tcpstates => tracer.peer_program().map(Command::new),
         Tracer::Bpftrace => {

@@ -132,26 +132,42 @@ fn render(
 
 #[cfg(test)]
 mod tests {
+    use tcptrace_common::attach::Path;
+
     use super::*;
 
     #[test]
     fn reads_the_rounds_from_the_console() {
-        let console = "\
+        // The last `watch --json` line of a run: every key, as tcptrace prints it.
+        let watch = |events: u64, lost: u64, drift: u64| {
+            format!(
+                r#"{{"elapsed_s":6.002,"backend":"fentry","events":{events},"lost":{lost},"drift":{drift},"filtered":0,"live":0,"local_ports":[],"remote_endpoints":[],"listeners":[],"destinations":[]}}"#
+            )
+        };
+        let console = format!(
+            "\
 [   9.1] random kernel line
-TCPTRACE-VM-BENCH fentry 1 none {\"workload\":\"churn\",\"connections\":1000,\"rate\":200.0}
-TCPTRACE-VM-BENCH fentry 1 fentry {\"workload\":\"churn\",\"connections\":900,\"rate\":180.0}
-TCPTRACE-VM-BENCH-WATCH fentry 1 {\"events\":3600,\"lost\":0,\"drift\":0}
-TCPTRACE-VM-BENCH fentry 2 fentry {\"workload\":\"churn\",\"connections\":950,\"rate\":190.0}
-TCPTRACE-VM-BENCH-WATCH fentry 2 {\"events\":3800,\"lost\":2,\"drift\":1}
-TCPTRACE-VM-BENCH fentry 2 none {\"workload\":\"churn\",\"connections\":1000,\"rate\":200.0}
-";
-        let runs = parse_console(console).unwrap();
+TCPTRACE-VM-BENCH fentry 1 none {{\"workload\":\"churn\",\"connections\":1000,\"rate\":200.0}}
+TCPTRACE-VM-BENCH fentry 1 fentry {{\"workload\":\"churn\",\"connections\":900,\"rate\":180.0}}
+TCPTRACE-VM-BENCH-WATCH fentry 1 {}
+TCPTRACE-VM-BENCH fentry 2 fentry {{\"workload\":\"churn\",\"connections\":950,\"rate\":190.0}}
+TCPTRACE-VM-BENCH-WATCH fentry 2 {}
+TCPTRACE-VM-BENCH fentry 2 none {{\"workload\":\"churn\",\"connections\":1000,\"rate\":200.0}}
+",
+            watch(3600, 0, 0),
+            watch(3800, 2, 1)
+        );
+        let runs = parse_console(&console).unwrap();
         assert_eq!(runs.len(), 2);
         let first = &runs[&("fentry".to_owned(), 1)];
         assert_eq!((first.without, first.with), (Some(200.0), Some((180.0, 900))));
         assert_eq!(first.watch, Some(WatchEnd { events: 3600, lost: 0, drift: 0 }));
-        let table =
-            render("6.1", BenchPlan { rounds: 2, seconds: 5 }, &[AttachPath::Fentry], &runs);
+        let table = render(
+            "6.1",
+            BenchPlan { rounds: 2, seconds: 5 },
+            &[AttachPath::Only(Path::Fentry)],
+            &runs,
+        );
         // Ratios 0.90 and 0.95: the median of two is their midpoint.
         assert!(
             table.contains("| fentry | 200 | 185 | 0.925 | 0.900–0.950 | 4.000 | 2 | 1 | 2 |"),

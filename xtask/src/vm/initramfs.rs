@@ -13,7 +13,7 @@ use std::{
 use anyhow::{Context as _, Result};
 
 use super::{cpio::Archive, kernel::Kernel};
-use crate::{cargo::TestExe, cmd, ldd};
+use crate::{attach::AttachPath, cargo::TestExe, cmd, ldd};
 
 /// What /init runs for each attach path.
 pub enum Workload<'a> {
@@ -236,6 +236,8 @@ fn init_script(workload: &Workload<'_>) -> String {
     grep _diag /proc/modules"#
             .to_owned(),
     };
+    // Only a fallback: the host names the paths on the kernel command line.
+    let paths = AttachPath::list(&AttachPath::VM_DEFAULT, " ");
     format!(
         r#"#!/bin/sh
 # PID 1 of the tcptrace test VM, written by `cargo xtask vm-test` (xtask/src/vm/initramfs.rs).
@@ -258,7 +260,7 @@ ulimit -n {NOFILE}
 ulimit -l unlimited
 cd /tmp
 
-paths="fentry kprobe tp-btf tracepoint-classic"
+paths="{paths}"
 timeout=600
 for arg in $(cat /proc/cmdline); do
     case "$arg" in
@@ -297,6 +299,8 @@ mod tests {
         ));
         assert!(script.contains(r#"echo "TCPTRACE-VM-RESULT $path $result""#));
         assert!(script.contains("${arg#tcptrace.paths=}"));
+        let paths = AttachPath::VM_DEFAULT.map(AttachPath::as_str).join(" ");
+        assert!(script.contains(&format!("\npaths=\"{paths}\"\n")), "{script}");
         assert!(script.trim_end().ends_with("poweroff -f"));
         let smoke = init_script(&Workload::Smoke);
         assert!(smoke.contains("/bin/tcptrace --help >/dev/null || result=failed"));

@@ -29,7 +29,7 @@ pub const DEFAULT_TIMEOUT_S: u64 = 2700;
 pub struct VmArgs {
     /// Attach paths to test, comma-separated; each is one run of every test executable
     /// with `TCPTRACE_ATTACH` set to it.
-    #[arg(long, value_delimiter = ',', default_value = AttachPath::VM_DEFAULT_LIST)]
+    #[arg(long, value_delimiter = ',', default_value = AttachPath::vm_default_list())]
     pub paths: Vec<AttachPath>,
 
     /// Kill QEMU after this many seconds (boot, every path, power-off).
