@@ -15,7 +15,6 @@ use super::{
     bpf_stats::BpfStats,
     churn::churn,
     proc::{ProcSample, softirq_threads_cpu},
-    stats::{per_connection, ratio},
     tracers::{Ready, Traced, Tracer, tracer_command},
     watch::parse_watch_line,
 };
@@ -148,9 +147,29 @@ pub(super) fn measure(
     })
 }
 
+/// CPU time per connection, in µs (NaN without connections).
+#[expect(clippy::cast_precision_loss, reason = "counts far below 2^53")]
+pub(super) fn per_connection(cpu: Duration, connections: u64) -> f64 {
+    if connections == 0 { f64::NAN } else { cpu.as_secs_f64() * 1e6 / connections as f64 }
+}
+
+/// `a / b` (NaN when `b` is 0).
+#[expect(clippy::cast_precision_loss, reason = "counts far below 2^53")]
+pub(super) fn ratio(a: u64, b: u64) -> f64 {
+    if b == 0 { f64::NAN } else { a as f64 / b as f64 }
+}
+
 #[cfg(test)]
 pub(super) mod tests {
     use super::*;
+
+    #[test]
+    fn per_connection_costs_and_ratios() {
+        assert!((per_connection(Duration::from_millis(250), 5000) - 50.0).abs() < 1e-9);
+        assert!(per_connection(Duration::from_secs(1), 0).is_nan());
+        assert!((ratio(3, 4) - 0.75).abs() < 1e-12);
+        assert!(ratio(3, 0).is_nan());
+    }
 
     /// A run with a rate and 100 µs of CPU a connection, and nothing else measured: what
     /// the tests of the statistics and of the table start from.

@@ -1,15 +1,7 @@
 //! The statistics over the rounds: per-round ratios to that round's baseline, and medians
 //! and ranges, one row per tracer.
 
-use std::time::Duration;
-
 use super::{measure::Run, tracers::Tracer};
-
-/// CPU time per connection, in µs (NaN without connections).
-#[expect(clippy::cast_precision_loss, reason = "counts far below 2^53")]
-pub(super) fn per_connection(cpu: Duration, connections: u64) -> f64 {
-    if connections == 0 { f64::NAN } else { cpu.as_secs_f64() * 1e6 / connections as f64 }
-}
 
 /// One line of the table: a tracer's medians over the rounds.
 #[derive(Debug, Clone, PartialEq)]
@@ -125,11 +117,6 @@ pub(super) fn range(values: &[f64]) -> (f64, f64) {
     (finite().fold(f64::INFINITY, f64::min), finite().fold(f64::NEG_INFINITY, f64::max))
 }
 
-#[expect(clippy::cast_precision_loss, reason = "counts far below 2^53")]
-pub(super) fn ratio(a: u64, b: u64) -> f64 {
-    if b == 0 { f64::NAN } else { a as f64 / b as f64 }
-}
-
 pub(super) fn median(values: &[f64]) -> Option<f64> {
     let mut v: Vec<f64> = values.iter().copied().filter(|x| x.is_finite()).collect();
     if v.is_empty() {
@@ -181,8 +168,6 @@ mod tests {
         assert!((cost_ratio(50.0, 50.0) - 1.0).abs() < 1e-12);
         assert!(cost_ratio(50.0, 0.0).is_nan());
         assert!(rate_ratio(0.0, 5.0).is_nan());
-        assert!((per_connection(Duration::from_millis(250), 5000) - 50.0).abs() < 1e-9);
-        assert!(per_connection(Duration::from_secs(1), 0).is_nan());
         assert_eq!(range(&[f64::NAN, 3.0, 1.0]), (1.0, 3.0));
         assert!(range(&[f64::NAN]).0.is_nan());
         // Per round, against that round's baseline, even when the rates say otherwise.

@@ -14,7 +14,8 @@ use anyhow::{Context as _, Result, bail};
 use super::{
     BenchArgs,
     churn::parse_churn,
-    stats::{median, range, ratio},
+    measure::ratio,
+    stats::{median, range},
     watch::{WatchEnd, parse_watch_line},
 };
 use crate::{
