@@ -178,7 +178,7 @@ fn open_into(
                 anyhow::bail!(
                     "this process may hold only {} files (RLIMIT_NOFILE) and holds {}: \
                      give each worker fewer connections",
-                    nofile_limit(),
+                    nofile_limit().unwrap_or(0),
                     held.len()
                 );
             }
@@ -238,7 +238,7 @@ fn accept_loop(listener: &TcpListener, accepted: &AtomicU64) {
                 let _ = emit_failure(&format!(
                     "the listener cannot accept more: this process may hold only {} files \
                      (RLIMIT_NOFILE)",
-                    nofile_limit()
+                    nofile_limit().unwrap_or(0)
                 ));
                 thread::sleep(Duration::from_secs(1));
             }
@@ -305,9 +305,10 @@ fn die_with_parent() -> anyhow::Result<()> {
     Ok(())
 }
 
-fn nofile_limit() -> u64 {
-    nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
-        .map_or(0, |(soft, _)| soft)
+/// The files one process may hold (the soft RLIMIT_NOFILE): what bounds the connections
+/// of one worker, and so how a workload is spread over workers.
+pub fn nofile_limit() -> nix::Result<u64> {
+    nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE).map(|(soft, _)| soft)
 }
 
 fn emit(report: &Report) -> anyhow::Result<()> {

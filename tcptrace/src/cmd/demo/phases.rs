@@ -9,11 +9,12 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::bail;
+use anyhow::{anyhow, bail};
 
 use tcptrace_netns::Netns;
 
 use crate::{
+    capacity::EphemeralRange,
     conn::{Conn, events_netns},
     engine::{Live, Tick},
     ledger::Ledger,
@@ -142,18 +143,14 @@ impl Demo {
         // connections all land on the first few workers.
         let workers = self.server.len();
         let listening = self.ramp("server side: listeners", Side::Server, 0, |states| {
-            Goal::reached(
-                states.iter().filter(|s| s.report.listening.is_some()).count() as u64,
-                workers as u64,
-            )
+            Goal::reached(listening_workers(states), workers as u64)
         });
         if let Phase::Interrupted = listening.await? {
             return Ok(Phase::Interrupted);
         }
         let target = self.args.connections;
         let ramp = self.ramp("server side", Side::Server, CONNECTING_AT_ONCE, move |states| {
-            let t = fleet::totals(states);
-            Goal::reached(t.connected.min(t.accepted), target)
+            Goal::reached(both_ends(&fleet::totals(states)), target)
         });
         if let Phase::Interrupted = ramp.await? {
             return Ok(Phase::Interrupted);
@@ -201,7 +198,7 @@ impl Demo {
 
     async fn client_side(&mut self) -> anyhow::Result<Phase> {
         let range = self.client_range()?;
-        let ports = range.1 - range.0 + 1;
+        let ports = range.size();
         let first = SocketAddr::new(FIRST_DESTINATION.into(), self.args.server_port);
         // Enough workers to exhaust the range with room to spare: the range, not the
         // workers' counts, must be what stops them.
@@ -219,7 +216,7 @@ impl Demo {
         }
         let n = workers;
         let listening = self.ramp("client side: listeners", Side::Client, 0, move |states| {
-            Goal::reached(states.iter().filter(|s| s.report.listening.is_some()).count() as u64, n)
+            Goal::reached(listening_workers(states), n)
         });
         if let Phase::Interrupted = listening.await? {
             return Ok(Phase::Interrupted);
@@ -249,12 +246,7 @@ impl Demo {
             "client side: second destination",
             Side::Client,
             CONNECTING_AT_ONCE,
-            move |states| {
-                Goal::reached(
-                    states[second_index].report.connected.min(states[second_index].report.accepted),
-                    second_count,
-                )
-            },
+            move |states| Goal::reached(both_ends(&states[second_index].report), second_count),
         );
         if let Phase::Interrupted = reached.await? {
             return Ok(Phase::Interrupted);
@@ -277,8 +269,8 @@ impl Demo {
         let mut side = ClientSide {
             source: CLIENT_SOURCE.into(),
             destination: first.to_string(),
-            range_low: range.0 as u16,
-            range_high: range.1 as u16,
+            range_low: range.low,
+            range_high: range.high,
             range: ports,
             narrowed: self.plan.client_range.is_some(),
             opened: totals.connected,
@@ -305,17 +297,15 @@ impl Demo {
 
     /// The client side's ephemeral range: the namespace's own, or narrowed to fit
     /// `--connections`.
-    fn client_range(&self) -> anyhow::Result<(u32, u32)> {
+    fn client_range(&self) -> anyhow::Result<EphemeralRange> {
+        const PORT_RANGE: &str = "net.ipv4.ip_local_port_range";
         let netns = self.netns();
-        match self.plan.client_range {
-            Some(ports) => {
-                let low = 40_000u32;
-                let high = low + ports - 1;
-                netns.sysctl("net.ipv4.ip_local_port_range", &format!("{low} {high}"))?;
-                Ok((low, high))
-            }
-            None => parse_range(&netns.read_sysctl("net.ipv4.ip_local_port_range")?),
+        if let Some(ports) = self.plan.client_range {
+            let low = 40_000u32;
+            let high = low + ports - 1;
+            netns.sysctl(PORT_RANGE, &format!("{low} {high}"))?;
         }
+        parse_range(&netns.read_sysctl(PORT_RANGE)?)
     }
 
     /// Drains and reports until `goal` says the workers are there, printing progress every
@@ -528,6 +518,16 @@ impl Goal {
     }
 }
 
+/// Workers whose listener is in the group.
+fn listening_workers(states: &[WorkerState]) -> u64 {
+    states.iter().filter(|s| s.report.listening.is_some()).count() as u64
+}
+
+/// Connections held at both ends: opened by a worker, and accepted by one.
+fn both_ends(report: &Report) -> u64 {
+    report.connected.min(report.accepted)
+}
+
 /// What a ramp counts as progress: any connection opened, accepted or refused.
 fn activity(states: &[WorkerState]) -> u64 {
     let t = fleet::totals(states);
@@ -544,12 +544,11 @@ fn source_address(i: u64) -> Ipv4Addr {
     Ipv4Addr::from(u32::from(Ipv4Addr::new(127, 1, 0, 0)) + n)
 }
 
-fn parse_range(text: &str) -> anyhow::Result<(u32, u32)> {
-    let mut parts = text.split_whitespace().map(str::parse::<u32>);
-    match (parts.next(), parts.next()) {
-        (Some(Ok(low)), Some(Ok(high))) if low <= high => Ok((low, high)),
-        _ => bail!("cannot parse ip_local_port_range {text:?}"),
-    }
+/// A namespace's `ip_local_port_range`, by capacity's rule for that text. The demo's
+/// namespace is its own and new, so no port in it is reserved.
+fn parse_range(text: &str) -> anyhow::Result<EphemeralRange> {
+    EphemeralRange::parse(text, "")
+        .map_err(|_| anyhow!("cannot parse ip_local_port_range {text:?}"))
 }
 
 #[cfg(test)]
@@ -565,7 +564,8 @@ mod tests {
 
     #[test]
     fn parses_a_port_range() {
-        assert_eq!(parse_range("32768\t60999\n").unwrap(), (32_768, 60_999));
+        let range = parse_range("32768\t60999\n").unwrap();
+        assert_eq!((range.low, range.high, range.size()), (32_768, 60_999, 28_232));
         assert!(parse_range("60999 32768").is_err());
         assert!(parse_range("x").is_err());
     }

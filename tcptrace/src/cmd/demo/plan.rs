@@ -3,11 +3,16 @@
 
 use anyhow::{Context as _, bail};
 
+use crate::{capacity::DEFAULT_RANGE, load::hold::nofile_limit};
+
 use super::{DemoArgs, FULL_SIZE, SECOND_DESTINATION_CONNECTIONS, procfs::mem_available};
 
 /// Kernel memory per loopback socket, measured on the project's test host (about 9.5 GB
 /// for 2,000,000 sockets): the basis of the memory check before the ramp.
 const KERNEL_BYTES_PER_SOCKET: u64 = 4_800;
+/// Ports of a fresh namespace's ephemeral range: the client side's when the demo runs at
+/// full size, and the most a narrowed range gets.
+const DEFAULT_RANGE_PORTS: u32 = DEFAULT_RANGE.1 as u32 - DEFAULT_RANGE.0 as u32 + 1;
 
 /// Sizes decided before anything starts.
 #[derive(Debug)]
@@ -20,8 +25,7 @@ pub(super) struct Plan {
 }
 
 pub(super) fn plan(args: &DemoArgs) -> anyhow::Result<Plan> {
-    let (nofile, _) = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
-        .context("getrlimit(RLIMIT_NOFILE)")?;
+    let nofile = nofile_limit().context("getrlimit(RLIMIT_NOFILE)")?;
     // Two sockets per connection (both ends are on this box), plus slack for the uneven
     // spread of a SO_REUSEPORT group and the process's own files.
     let fits = nofile.saturating_sub(256) * 4 / 10;
@@ -30,12 +34,14 @@ pub(super) fn plan(args: &DemoArgs) -> anyhow::Result<Plan> {
     }
     let per_worker = args.per_process.min(fits);
     let workers = args.connections.div_ceil(per_worker);
-    let client_range = (args.connections < FULL_SIZE)
-        .then(|| u32::try_from(args.connections / 2).unwrap_or(u32::MAX).clamp(64, 28_232));
+    let client_range = (args.connections < FULL_SIZE).then(|| {
+        u32::try_from(args.connections / 2).unwrap_or(u32::MAX).clamp(64, DEFAULT_RANGE_PORTS)
+    });
     let client_sockets = if args.server_only {
         0
     } else {
-        2 * u64::from(client_range.unwrap_or(28_232)) + 2 * SECOND_DESTINATION_CONNECTIONS
+        2 * u64::from(client_range.unwrap_or(DEFAULT_RANGE_PORTS))
+            + 2 * SECOND_DESTINATION_CONNECTIONS
     };
     let kernel_bytes = (2 * args.connections + client_sockets) * KERNEL_BYTES_PER_SOCKET;
     let available = mem_available()?;

@@ -5,12 +5,7 @@ use anyhow::Context as _;
 
 pub(super) fn mem_available() -> anyhow::Result<u64> {
     let meminfo = std::fs::read_to_string("/proc/meminfo").context("read /proc/meminfo")?;
-    meminfo
-        .lines()
-        .find_map(|l| l.strip_prefix("MemAvailable:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .map(|kb| kb * 1024)
-        .context("no MemAvailable in /proc/meminfo")
+    kib_field(&meminfo, "MemAvailable").context("no MemAvailable in /proc/meminfo")
 }
 
 /// User plus system CPU time of this process, from /proc/self/stat.
@@ -29,10 +24,36 @@ pub(super) fn cpu_seconds() -> f64 {
 pub(super) fn rss_bytes() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        })
-        .map_or(0, |kb| kb * 1024)
+        .and_then(|status| kib_field(&status, "VmRSS"))
+        .unwrap_or(0)
+}
+
+/// The `key:   123 kB` line of a `/proc` file (`meminfo`, `status`), in bytes.
+fn kib_field(text: &str, key: &str) -> Option<u64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map(|kb| kb * 1024)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_a_kib_field_in_bytes() {
+        let meminfo = "MemTotal:       16303428 kB\nMemFree:         1214336 kB\n\
+                       MemAvailable:   10526560 kB\n";
+        assert_eq!(kib_field(meminfo, "MemAvailable"), Some(10_526_560 * 1024));
+        let status = "Name:\ttcptrace\nVmPeak:\t  170000 kB\nVmRSS:\t  161324 kB\n";
+        assert_eq!(kib_field(status, "VmRSS"), Some(161_324 * 1024));
+    }
+
+    #[test]
+    fn a_missing_or_partial_key_is_none() {
+        assert_eq!(kib_field("MemFree: 12 kB\n", "MemAvailable"), None);
+        // A key is the whole name before the colon, not a prefix of it.
+        assert_eq!(kib_field("VmRSSx: 12 kB\n", "VmRSS"), None);
+        assert_eq!(kib_field("VmRSS: lots\n", "VmRSS"), None);
+    }
 }
