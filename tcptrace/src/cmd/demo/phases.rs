@@ -14,7 +14,7 @@ use anyhow::{anyhow, bail};
 use tcptrace_netns::Netns;
 
 use crate::{
-    capacity::EphemeralRange,
+    capacity::{Capacity, EphemeralRange},
     conn::{Conn, events_netns},
     engine::{Live, Tick},
     ledger::Ledger,
@@ -163,8 +163,7 @@ impl Demo {
         if self.interrupted {
             return Ok(Phase::Interrupted);
         }
-        self.live.update(&Tick::Stop)?;
-        let rows = self.live.capacity.refresh_now(0)?;
+        let rows = self.rows_now()?;
         let row = rows.listeners.iter().find(|l| {
             l.netns == self.netns().inode()
                 && l.port == self.args.server_port
@@ -256,8 +255,7 @@ impl Demo {
         if self.interrupted {
             return Ok(Phase::Interrupted);
         }
-        self.live.update(&Tick::Stop)?;
-        let rows = self.live.capacity.refresh_now(0)?;
+        let rows = self.rows_now()?;
         let dest = rows.destinations.iter().find(|d| {
             d.netns == self.netns().inode()
                 && d.laddr == IpAddr::from(CLIENT_SOURCE)
@@ -379,6 +377,13 @@ impl Demo {
                 return Ok(count(self));
             }
         }
+    }
+
+    /// Reconciles, then the capacity rows as the kernel has them now: what a side is
+    /// judged by once its load holds still and the tracer has caught up.
+    fn rows_now(&mut self) -> anyhow::Result<Capacity> {
+        self.live.update(&Tick::Stop)?;
+        self.live.capacity.refresh_now(0)
     }
 
     /// The session's next tick, applied; remembers a stop.
