@@ -20,7 +20,7 @@ use crate::{
     ledger::Ledger,
     load::{
         fleet::{self, Fleet, WorkerState},
-        hold::Report,
+        hold::Progress,
     },
 };
 
@@ -222,7 +222,7 @@ impl Demo {
         }
         let exhausted =
             self.ramp("client side: exhausting", Side::Client, CONNECTING_AT_ONCE, move |states| {
-                let done = states.iter().filter(|s| s.report.done).count() as u64;
+                let done = states.iter().filter(|s| s.progress.done).count() as u64;
                 Goal::reached(done, n)
             });
         if let Phase::Interrupted = exhausted.await? {
@@ -245,12 +245,12 @@ impl Demo {
             "client side: second destination",
             Side::Client,
             CONNECTING_AT_ONCE,
-            move |states| Goal::reached(both_ends(&states[second_index].report), second_count),
+            move |states| Goal::reached(both_ends(&states[second_index].progress), second_count),
         );
         if let Phase::Interrupted = reached.await? {
             return Ok(Phase::Interrupted);
         }
-        let second_opened = self.clients.states()[second_index].report.connected;
+        let second_opened = self.clients.states()[second_index].progress.connected;
         self.settle(|d| d.client_live(second), second_opened).await?;
         if self.interrupted {
             return Ok(Phase::Interrupted);
@@ -397,7 +397,7 @@ impl Demo {
         &self,
         what: &str,
         goal: &Goal,
-        totals: &Report,
+        totals: &Progress,
         started: Instant,
         last: bool,
     ) {
@@ -525,12 +525,12 @@ impl Goal {
 
 /// Workers whose listener is in the group.
 fn listening_workers(states: &[WorkerState]) -> u64 {
-    states.iter().filter(|s| s.report.listening.is_some()).count() as u64
+    states.iter().filter(|s| s.progress.listening.is_some()).count() as u64
 }
 
 /// Connections held at both ends: opened by a worker, and accepted by one.
-fn both_ends(report: &Report) -> u64 {
-    report.connected.min(report.accepted)
+fn both_ends(progress: &Progress) -> u64 {
+    progress.connected.min(progress.accepted)
 }
 
 /// What a ramp counts as progress: any connection opened, accepted or refused.
