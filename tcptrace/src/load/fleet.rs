@@ -17,13 +17,13 @@ use tcptrace_netns::Netns;
 
 use anyhow::Context as _;
 
-use super::hold::{Failure, Report};
+use super::hold::{Failure, Progress};
 
 /// What the parent knows of one worker, from its progress lines.
 #[derive(Debug, Clone, Default)]
 pub struct WorkerState {
     pub pid: u32,
-    pub report: Report,
+    pub progress: Progress,
     /// The error it printed, if it could not go on.
     pub error: Option<String>,
     /// Its stdout closed: it exited.
@@ -79,7 +79,7 @@ impl Fleet {
     pub fn go(&mut self, at_once: usize) {
         let states = self.states();
         let connecting =
-            self.workers.iter().zip(&states).filter(|(w, s)| w.told_go && !s.report.done).count();
+            self.workers.iter().zip(&states).filter(|(w, s)| w.told_go && !s.progress.done).count();
         let waiting = self.workers.iter_mut().filter(|w| !w.told_go);
         for w in waiting.take(at_once.saturating_sub(connecting)) {
             w.told_go = true;
@@ -144,8 +144,8 @@ fn follow(index: usize, stdout: impl BufRead, states: &Mutex<Vec<WorkerState>>) 
         let Ok(line) = line else { break };
         let mut states = states.lock().expect("not poisoned");
         let state = &mut states[index];
-        if let Ok(report) = serde_json::from_str::<Report>(&line) {
-            state.report = report;
+        if let Ok(progress) = serde_json::from_str::<Progress>(&line) {
+            state.progress = progress;
         } else if let Ok(failure) = serde_json::from_str::<Failure>(&line) {
             state.error = Some(failure.error);
         }
@@ -155,11 +155,11 @@ fn follow(index: usize, stdout: impl BufRead, states: &Mutex<Vec<WorkerState>>) 
 
 /// The sum of the workers' counts.
 #[must_use]
-pub fn totals(states: &[WorkerState]) -> Report {
-    states.iter().fold(Report::default(), |mut t, s| {
-        t.connected += s.report.connected;
-        t.accepted += s.report.accepted;
-        t.failed += s.report.failed;
+pub fn totals(states: &[WorkerState]) -> Progress {
+    states.iter().fold(Progress::default(), |mut t, s| {
+        t.connected += s.progress.connected;
+        t.accepted += s.progress.accepted;
+        t.failed += s.progress.failed;
         t
     })
 }

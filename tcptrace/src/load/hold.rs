@@ -6,7 +6,7 @@
 //!
 //! Several workers make one workload because one process may hold only RLIMIT_NOFILE
 //! sockets (20,000 on the project's test hosts). The parent reads progress as JSON lines
-//! on stdout ([`Report`]) and says `go` on stdin once every worker listens, so that the
+//! on stdout ([`Progress`]) and says `go` on stdin once every worker listens, so that the
 //! connections spread over the whole listener group.
 
 use std::{
@@ -65,9 +65,10 @@ pub struct HoldArgs {
     pub wait_for_go: bool,
 }
 
-/// One progress line of a worker.
+/// One progress line of a worker: what it holds so far. Its JSON is the wire format
+/// between a worker and its [`Fleet`](super::fleet::Fleet).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Report {
+pub struct Progress {
     /// The port the worker listens on, once it does.
     pub listening: Option<u16>,
     /// Connections it opened and holds.
@@ -93,16 +94,16 @@ pub fn run(args: HoldArgs) -> anyhow::Result<()> {
     // SAFETY: setpriority has no memory-safety preconditions.
     unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, LOAD_NICE) };
     let accepted = Arc::new(AtomicU64::new(0));
-    let mut report = Report::default();
+    let mut progress = Progress::default();
     if let Some(addr) = args.listen {
         let listener = reuseport_listener(addr)?;
-        report.listening = Some(listener.local_addr()?.port());
+        progress.listening = Some(listener.local_addr()?.port());
         let count = Arc::clone(&accepted);
         thread::Builder::new()
             .name("accept".into())
             .spawn(move || accept_loop(&listener, &count))?;
     }
-    emit(&report)?;
+    emit(&progress)?;
     let stdin = watch_stdin();
     if args.wait_for_go && !stdin.wait_for_go() {
         return Ok(());
@@ -126,13 +127,13 @@ pub fn run(args: HoldArgs) -> anyhow::Result<()> {
                 emit_failure(&format!("{e:#}"))?;
             }
         }
-        report.connected = connected.load(Ordering::Relaxed);
-        report.accepted = accepted.load(Ordering::Relaxed);
-        report.failed = failed.load(Ordering::Relaxed);
-        report.done = opener.is_none();
-        if last != Some(report) {
-            emit(&report)?;
-            last = Some(report);
+        progress.connected = connected.load(Ordering::Relaxed);
+        progress.accepted = accepted.load(Ordering::Relaxed);
+        progress.failed = failed.load(Ordering::Relaxed);
+        progress.done = opener.is_none();
+        if last != Some(progress) {
+            emit(&progress)?;
+            last = Some(progress);
         }
         if stdin.closed() {
             drop(held);
@@ -178,7 +179,7 @@ fn open_into(
                 anyhow::bail!(
                     "this process may hold only {} files (RLIMIT_NOFILE) and holds {}: \
                      give each worker fewer connections",
-                    nofile_limit(),
+                    nofile_limit().unwrap_or(0),
                     held.len()
                 );
             }
@@ -238,7 +239,7 @@ fn accept_loop(listener: &TcpListener, accepted: &AtomicU64) {
                 let _ = emit_failure(&format!(
                     "the listener cannot accept more: this process may hold only {} files \
                      (RLIMIT_NOFILE)",
-                    nofile_limit()
+                    nofile_limit().unwrap_or(0)
                 ));
                 thread::sleep(Duration::from_secs(1));
             }
@@ -305,13 +306,14 @@ fn die_with_parent() -> anyhow::Result<()> {
     Ok(())
 }
 
-fn nofile_limit() -> u64 {
-    nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
-        .map_or(0, |(soft, _)| soft)
+/// The files one process may hold (the soft RLIMIT_NOFILE): what bounds the connections
+/// of one worker, and so how a workload is spread over workers.
+pub fn nofile_limit() -> nix::Result<u64> {
+    nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE).map(|(soft, _)| soft)
 }
 
-fn emit(report: &Report) -> anyhow::Result<()> {
-    emit_line(&serde_json::to_string(report)?)
+fn emit(progress: &Progress) -> anyhow::Result<()> {
+    emit_line(&serde_json::to_string(progress)?)
 }
 
 fn emit_failure(error: &str) -> anyhow::Result<()> {
@@ -321,4 +323,22 @@ fn emit_failure(error: &str) -> anyhow::Result<()> {
 fn emit_line(line: &str) -> anyhow::Result<()> {
     let mut out = io::stdout().lock();
     writeln!(out, "{line}").and_then(|()| out.flush()).context("stdout closed")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn progress_lines_keep_their_wire_format() {
+        let progress =
+            Progress { listening: Some(8080), connected: 3, accepted: 2, failed: 1, done: true };
+        let line = r#"{"listening":8080,"connected":3,"accepted":2,"failed":1,"done":true}"#;
+        assert_eq!(serde_json::to_string(&progress).unwrap(), line);
+        assert_eq!(serde_json::from_str::<Progress>(line).unwrap(), progress);
+        assert_eq!(
+            serde_json::to_string(&Progress::default()).unwrap(),
+            r#"{"listening":null,"connected":0,"accepted":0,"failed":0,"done":false}"#
+        );
+    }
 }

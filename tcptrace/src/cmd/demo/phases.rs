@@ -1,55 +1,42 @@
-//! `tcptrace demo`: proves the capacity facts on the box it runs on, with the tracer
-//! attached from the start, on loopback in a network namespace of its own.
-//!
-//! 1. Server side: `--connections` concurrent connections to ONE port, from many source
-//!    addresses, accepted by a SO_REUSEPORT group of worker processes (one process may
-//!    hold only RLIMIT_NOFILE sockets). The tracer's count on that port must equal what the
-//!    workers hold, and sock_diag must agree.
-//! 2. Client side: from one source address to one server, connections until the
-//!    namespace's ephemeral range is exhausted and connect() fails with EADDRNOTAVAIL; the
-//!    tracer must see every port in use and every failure. Then a second server still gets
-//!    connections from the same source, on the same local port numbers.
-//!
-//! Then everything is torn down (also on Ctrl-C): the workers die with the demo, and the
-//! namespace with them.
+//! The demo's run: the server side's ramp to `--connections` on one port, the client
+//! side's exhaustion of an ephemeral range, and the teardown, with the tracer drained
+//! throughout and progress on stderr.
 
 use std::{
     collections::HashSet,
-    fmt::Write as _,
     io::{IsTerminal as _, Write as _},
     net::{IpAddr, Ipv4Addr, SocketAddr},
     time::{Duration, Instant},
 };
 
-use anyhow::{Context as _, bail};
-use clap::Args;
-use serde::Serialize;
+use anyhow::{anyhow, bail};
 
-use tcptrace_common::DEFAULT_RING_BYTES;
 use tcptrace_netns::Netns;
 
 use crate::{
-    cmd::{args::TraceArgs, print},
+    capacity::{Capacity, EphemeralRange},
     conn::{Conn, events_netns},
-    engine::{Live, Tick},
+    engine::{Live, Tick, passes::Pass},
     ledger::Ledger,
     load::{
         fleet::{self, Fleet, WorkerState},
-        hold::Report,
+        hold::Progress,
     },
 };
 
-/// Kernel memory per loopback socket, measured on the project's test host (about 9.5 GB
-/// for 2,000,000 sockets): the basis of the memory check before the ramp.
-const KERNEL_BYTES_PER_SOCKET: u64 = 4_800;
+use super::{
+    DemoArgs, SECOND_DESTINATION_CONNECTIONS,
+    plan::{Plan, gib},
+    procfs::{cpu_seconds, mem_available, rss_bytes},
+    report::{ClientSide, Results, ServerSide, Teardown},
+};
+
 /// The server's address in the demo's namespace, and the client side's two servers.
 const SERVER_IP: Ipv4Addr = Ipv4Addr::LOCALHOST;
 const FIRST_DESTINATION: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 2);
 const SECOND_DESTINATION: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 3);
 /// The client side's one source address.
 const CLIENT_SOURCE: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 9);
-/// Connections the second destination gets (at most).
-const SECOND_DESTINATION_CONNECTIONS: u64 = 1_000;
 /// How long the teardown waits for the workers to exit and the tracer to see it.
 const TEARDOWN_WAIT: Duration = Duration::from_mins(3);
 /// How long the tracer may take to catch up with what the load already did.
@@ -58,235 +45,13 @@ const SETTLE_WAIT: Duration = Duration::from_secs(10);
 const STALL: Duration = Duration::from_secs(30);
 /// Worker processes connecting at the same time (the others wait for their turn).
 const CONNECTING_AT_ONCE: usize = 4;
-/// The ring buffer the demo uses unless told otherwise (--ring-size).
-const DEMO_RING_BYTES: u32 = 64 << 20;
-/// The full demo's size; smaller runs narrow the client side's ephemeral range to fit.
-const FULL_SIZE: u64 = 100_000;
 
-#[derive(Debug, Clone, Args)]
-#[command(after_help = "\
-Examples:
-  tcptrace demo                          100,000 connections on one port, then exhaust a range
-  tcptrace demo --connections 1000000    a million (needs about 10 GB of memory)
-  tcptrace demo --connections 5000 --json | jq .server")]
-pub struct DemoArgs {
-    #[command(flatten)]
-    pub trace: TraceArgs,
-    /// Concurrent connections to hold on the one server port.
-    #[arg(long, default_value_t = FULL_SIZE, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
-    pub connections: u64,
-    /// The server port (in the demo's own network namespace, so it cannot clash).
-    #[arg(long, default_value_t = 8080, value_parser = clap::value_parser!(u16).range(1..))]
-    pub server_port: u16,
-    /// Connections per worker process; each also accepts about as many, so two sockets
-    /// per connection must fit in RLIMIT_NOFILE.
-    #[arg(long, default_value_t = 8_000, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
-    pub per_process: u64,
-    /// Skip the client side (ephemeral range exhaustion).
-    #[arg(long)]
-    pub server_only: bool,
-    /// Print the results as one JSON object instead of a table.
-    #[arg(long)]
-    pub json: bool,
-}
-
-/// What the demo found; also its JSON output.
-#[derive(Debug, Default, Serialize)]
-pub struct Results {
-    pub backend: String,
-    pub netns: u32,
-    pub server: Option<ServerSide>,
-    pub client: Option<ClientSide>,
-    pub events: u64,
-    pub lost: u64,
-    pub drift: u64,
-    /// The tracer's resident memory at the end of the ramp.
-    pub tracer_rss_bytes: u64,
-    /// CPU time (user + system) the tracer process used, load workers excluded.
-    pub tracer_cpu_s: f64,
-    pub teardown: Option<Teardown>,
-    /// Every claim held: the counts agree, nothing lost, no drift.
-    pub passed: bool,
-}
-
-#[derive(Debug, Default, Serialize)]
-pub struct ServerSide {
-    pub listen: String,
-    pub target: u64,
-    /// Connections the workers opened, and accepted, and hold.
-    pub opened: u64,
-    pub accepted: u64,
-    /// The tracer's live count on the port (from the hooks' events).
-    pub tracer_live: u64,
-    /// sock_diag's count (what `ss` reads).
-    pub sock_diag_live: u64,
-    pub remote_addrs: u64,
-    pub max_per_remote: u64,
-    pub reuseport_sockets: u64,
-    pub worker_processes: usize,
-    pub ramp_s: f64,
-    /// How much MemAvailable fell during the ramp, per socket (two per connection):
-    /// the kernel's cost of a loopback connection end, measured, not assumed.
-    pub kernel_bytes_per_socket: u64,
-    pub over_65535: bool,
-    pub passed: bool,
-}
-
-#[derive(Debug, Serialize)]
-pub struct ClientSide {
-    pub source: IpAddr,
-    pub destination: String,
-    pub range_low: u16,
-    pub range_high: u16,
-    pub range: u32,
-    /// The range was narrowed from the kernel's default to fit `--connections`.
-    pub narrowed: bool,
-    pub opened: u64,
-    /// connect() calls that failed with EADDRNOTAVAIL, as the workers saw them.
-    pub failed: u64,
-    /// Distinct local ports of the live connections to the destination (tracer).
-    pub tracer_local_ports: u64,
-    /// Ports in use towards the destination and use of the range (sock_diag).
-    pub ports_in_use: u64,
-    pub use_pct: f64,
-    /// Failed connects the tracer saw (syscall exit with EADDRNOTAVAIL).
-    pub tracer_failed_connects: u64,
-    pub second_destination: String,
-    pub second_opened: u64,
-    /// Connections to the second destination on a local port also in use to the first.
-    pub second_reused_local_ports: u64,
-    pub passed: bool,
-}
-
-#[derive(Debug, Default, Serialize)]
-pub struct Teardown {
-    pub workers_stopped: usize,
-    /// Connections the tracer still counted in the demo's namespace afterwards.
-    pub left_live: u64,
-    pub interrupted: bool,
-}
-
-/// Sizes decided before anything starts.
-#[derive(Debug)]
-struct Plan {
-    per_worker: u64,
-    workers: u64,
-    /// Ports of the client side's range, if narrowed.
-    client_range: Option<u32>,
-    kernel_bytes: u64,
-}
-
-/// How a demo ended; the exit code follows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    /// Every count agreed (exit 0).
-    Passed,
-    /// A count disagreed, or events were lost (exit 1).
-    Failed,
-    /// Ctrl-C or SIGTERM: torn down before the end (exit 130).
-    Interrupted,
-}
-
-impl From<Outcome> for std::process::ExitCode {
-    fn from(o: Outcome) -> Self {
-        match o {
-            Outcome::Passed => Self::SUCCESS,
-            Outcome::Failed => Self::FAILURE,
-            Outcome::Interrupted => Self::from(130),
-        }
-    }
-}
-
-pub async fn run(mut args: DemoArgs) -> anyhow::Result<Outcome> {
-    let plan = plan(&args)?;
-    if args.trace.ring_size == DEFAULT_RING_BYTES {
-        // The demo makes a connection storm on purpose, on a box that may be busy too:
-        // a bigger ring rides out the moments this process is not scheduled.
-        args.trace.ring_size = DEMO_RING_BYTES;
-    }
-    let mut demo = Demo::start(&args, plan)?;
-    let outcome = demo.run_phases().await;
-    let interrupted = matches!(outcome, Ok(Phase::Interrupted));
-    let teardown = demo.teardown(interrupted).await;
-    demo.results.teardown = Some(teardown);
-    outcome?;
-    demo.results.passed = demo.results.server.as_ref().is_some_and(|s| s.passed)
-        && demo.results.client.as_ref().is_none_or(|c| c.passed)
-        && demo.results.lost == 0
-        && demo.results.drift == 0
-        && !interrupted;
-    if args.json {
-        print(&serde_json::to_string(&demo.results)?)?;
-    } else if !interrupted {
-        print(&render(&demo.results))?;
-    }
-    Ok(match (interrupted, demo.results.passed) {
-        (true, _) => Outcome::Interrupted,
-        (false, true) => Outcome::Passed,
-        (false, false) => Outcome::Failed,
-    })
-}
-
-fn plan(args: &DemoArgs) -> anyhow::Result<Plan> {
-    let (nofile, _) = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
-        .context("getrlimit(RLIMIT_NOFILE)")?;
-    // Two sockets per connection (both ends are on this box), plus slack for the uneven
-    // spread of a SO_REUSEPORT group and the process's own files.
-    let fits = nofile.saturating_sub(256) * 4 / 10;
-    if fits == 0 {
-        bail!("RLIMIT_NOFILE is {nofile}: too low to hold connections; raise it (ulimit -n)");
-    }
-    let per_worker = args.per_process.min(fits);
-    let workers = args.connections.div_ceil(per_worker);
-    let client_range = (args.connections < FULL_SIZE)
-        .then(|| u32::try_from(args.connections / 2).unwrap_or(u32::MAX).clamp(64, 28_232));
-    let client_sockets = if args.server_only {
-        0
-    } else {
-        2 * u64::from(client_range.unwrap_or(28_232)) + 2 * SECOND_DESTINATION_CONNECTIONS
-    };
-    let kernel_bytes = (2 * args.connections + client_sockets) * KERNEL_BYTES_PER_SOCKET;
-    let available = mem_available()?;
-    if kernel_bytes > available / 10 * 9 {
-        let fits = available / 10 * 9 / KERNEL_BYTES_PER_SOCKET / 2 - client_sockets / 2;
-        bail!(
-            "{} connections need about {} of kernel memory ({} B per socket, two sockets per \
-             connection); this box has {} available. Try --connections {}",
-            args.connections,
-            gib(kernel_bytes),
-            KERNEL_BYTES_PER_SOCKET,
-            gib(available),
-            fits / 1000 * 1000
-        );
-    }
-    Ok(Plan { per_worker, workers, client_range, kernel_bytes })
-}
-
-fn mem_available() -> anyhow::Result<u64> {
-    let meminfo = std::fs::read_to_string("/proc/meminfo").context("read /proc/meminfo")?;
-    meminfo
-        .lines()
-        .find_map(|l| l.strip_prefix("MemAvailable:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .map(|kb| kb * 1024)
-        .context("no MemAvailable in /proc/meminfo")
-}
-
-#[expect(clippy::cast_precision_loss, reason = "a rounded figure for people")]
-fn gib(bytes: u64) -> String {
-    if bytes < 1 << 30 {
-        format!("{} MiB", bytes >> 20)
-    } else {
-        format!("{:.1} GiB", bytes as f64 / f64::from(1u32 << 30))
-    }
-}
-
-enum Phase {
+pub(super) enum Phase {
     Done,
     Interrupted,
 }
 
-struct Demo {
+pub(super) struct Demo {
     args: DemoArgs,
     plan: Plan,
     live: Live,
@@ -295,14 +60,14 @@ struct Demo {
     traced_netns: u32,
     server: Fleet,
     clients: Fleet,
-    results: Results,
+    pub(super) results: Results,
     progress_on_tty: bool,
     /// SIGINT or SIGTERM came (or --duration ran out): every step stops at its next tick.
     interrupted: bool,
 }
 
 impl Demo {
-    fn start(args: &DemoArgs, plan: Plan) -> anyhow::Result<Self> {
+    pub(super) fn start(args: &DemoArgs, plan: Plan) -> anyhow::Result<Self> {
         // Reconciled only at the end: every count on the way comes from the hooks.
         let live = Live::start(&args.trace.options(Duration::ZERO), 0)?;
         let netns = Netns::new("demo-netns")?;
@@ -340,7 +105,7 @@ impl Demo {
         self.netns.as_ref().expect("the namespace lives until teardown")
     }
 
-    async fn run_phases(&mut self) -> anyhow::Result<Phase> {
+    pub(super) async fn run_phases(&mut self) -> anyhow::Result<Phase> {
         if let Phase::Interrupted = self.server_side().await? {
             return Ok(Phase::Interrupted);
         }
@@ -348,7 +113,7 @@ impl Demo {
             return Ok(Phase::Interrupted);
         }
         // One last reconciliation, with everything still held.
-        self.live.update(&Tick::Stop);
+        self.reconcile_now()?;
         self.results.events = self.live.ledger.events_seen();
         self.results.lost = self.live.session.tracer.lost();
         self.results.drift = self.live.drift.total();
@@ -378,18 +143,14 @@ impl Demo {
         // connections all land on the first few workers.
         let workers = self.server.len();
         let listening = self.ramp("server side: listeners", Side::Server, 0, |states| {
-            Goal::reached(
-                states.iter().filter(|s| s.report.listening.is_some()).count() as u64,
-                workers as u64,
-            )
+            Goal::reached(listening_workers(states), workers as u64)
         });
         if let Phase::Interrupted = listening.await? {
             return Ok(Phase::Interrupted);
         }
         let target = self.args.connections;
         let ramp = self.ramp("server side", Side::Server, CONNECTING_AT_ONCE, move |states| {
-            let t = fleet::totals(states);
-            Goal::reached(t.connected.min(t.accepted), target)
+            Goal::reached(both_ends(&fleet::totals(states)), target)
         });
         if let Phase::Interrupted = ramp.await? {
             return Ok(Phase::Interrupted);
@@ -402,8 +163,7 @@ impl Demo {
         if self.interrupted {
             return Ok(Phase::Interrupted);
         }
-        self.live.update(&Tick::Stop);
-        let rows = self.live.capacity.refresh_now(0)?;
+        let rows = self.rows_now()?;
         let row = rows.listeners.iter().find(|l| {
             l.netns == self.netns().inode()
                 && l.port == self.args.server_port
@@ -437,7 +197,7 @@ impl Demo {
 
     async fn client_side(&mut self) -> anyhow::Result<Phase> {
         let range = self.client_range()?;
-        let ports = range.1 - range.0 + 1;
+        let ports = range.size();
         let first = SocketAddr::new(FIRST_DESTINATION.into(), self.args.server_port);
         // Enough workers to exhaust the range with room to spare: the range, not the
         // workers' counts, must be what stops them.
@@ -455,14 +215,14 @@ impl Demo {
         }
         let n = workers;
         let listening = self.ramp("client side: listeners", Side::Client, 0, move |states| {
-            Goal::reached(states.iter().filter(|s| s.report.listening.is_some()).count() as u64, n)
+            Goal::reached(listening_workers(states), n)
         });
         if let Phase::Interrupted = listening.await? {
             return Ok(Phase::Interrupted);
         }
         let exhausted =
             self.ramp("client side: exhausting", Side::Client, CONNECTING_AT_ONCE, move |states| {
-                let done = states.iter().filter(|s| s.report.done).count() as u64;
+                let done = states.iter().filter(|s| s.progress.done).count() as u64;
                 Goal::reached(done, n)
             });
         if let Phase::Interrupted = exhausted.await? {
@@ -485,23 +245,17 @@ impl Demo {
             "client side: second destination",
             Side::Client,
             CONNECTING_AT_ONCE,
-            move |states| {
-                Goal::reached(
-                    states[second_index].report.connected.min(states[second_index].report.accepted),
-                    second_count,
-                )
-            },
+            move |states| Goal::reached(both_ends(&states[second_index].progress), second_count),
         );
         if let Phase::Interrupted = reached.await? {
             return Ok(Phase::Interrupted);
         }
-        let second_opened = self.clients.states()[second_index].report.connected;
+        let second_opened = self.clients.states()[second_index].progress.connected;
         self.settle(|d| d.client_live(second), second_opened).await?;
         if self.interrupted {
             return Ok(Phase::Interrupted);
         }
-        self.live.update(&Tick::Stop);
-        let rows = self.live.capacity.refresh_now(0)?;
+        let rows = self.rows_now()?;
         let dest = rows.destinations.iter().find(|d| {
             d.netns == self.netns().inode()
                 && d.laddr == IpAddr::from(CLIENT_SOURCE)
@@ -513,8 +267,8 @@ impl Demo {
         let mut side = ClientSide {
             source: CLIENT_SOURCE.into(),
             destination: first.to_string(),
-            range_low: range.0 as u16,
-            range_high: range.1 as u16,
+            range_low: range.low,
+            range_high: range.high,
             range: ports,
             narrowed: self.plan.client_range.is_some(),
             opened: totals.connected,
@@ -541,17 +295,15 @@ impl Demo {
 
     /// The client side's ephemeral range: the namespace's own, or narrowed to fit
     /// `--connections`.
-    fn client_range(&self) -> anyhow::Result<(u32, u32)> {
+    fn client_range(&self) -> anyhow::Result<EphemeralRange> {
+        const PORT_RANGE: &str = "net.ipv4.ip_local_port_range";
         let netns = self.netns();
-        match self.plan.client_range {
-            Some(ports) => {
-                let low = 40_000u32;
-                let high = low + ports - 1;
-                netns.sysctl("net.ipv4.ip_local_port_range", &format!("{low} {high}"))?;
-                Ok((low, high))
-            }
-            None => parse_range(&netns.read_sysctl("net.ipv4.ip_local_port_range")?),
+        if let Some(ports) = self.plan.client_range {
+            let low = 40_000u32;
+            let high = low + ports - 1;
+            netns.sysctl(PORT_RANGE, &format!("{low} {high}"))?;
         }
+        parse_range(&netns.read_sysctl(PORT_RANGE)?)
     }
 
     /// Drains and reports until `goal` says the workers are there, printing progress every
@@ -627,6 +379,27 @@ impl Demo {
         }
     }
 
+    /// Reconciles, then the capacity rows as the kernel has them now: what a side is
+    /// judged by once its load holds still and the tracer has caught up.
+    fn rows_now(&mut self) -> anyhow::Result<Capacity> {
+        self.reconcile_now()?;
+        Ok(self.live.capacity.refresh_now(0)?)
+    }
+
+    /// A reconciliation now, which must work: a verdict that rests on unverified counts
+    /// is none.
+    fn reconcile_now(&mut self) -> anyhow::Result<()> {
+        self.live.update(&Tick::Stop);
+        match (self.live.reconciled, &self.live.passes.record(Pass::Reconciliation).failing) {
+            (true, _) => Ok(()),
+            (false, why) => anyhow::bail!(
+                "the counts could not be checked against the kernel: the reconciliation \
+                 failed ({})",
+                why.as_deref().unwrap_or("no reason given")
+            ),
+        }
+    }
+
     /// The session's next tick, applied; remembers a stop.
     async fn next_tick(&mut self) -> anyhow::Result<Tick> {
         let tick = self.live.next().await;
@@ -638,7 +411,7 @@ impl Demo {
         &self,
         what: &str,
         goal: &Goal,
-        totals: &Report,
+        totals: &Progress,
         started: Instant,
         last: bool,
     ) {
@@ -705,7 +478,7 @@ impl Demo {
     /// Stops every worker, drops the namespace, and waits (draining, so that the close
     /// storm is counted too) until the workers are gone and the tracer sees the namespace
     /// empty. Ctrl-C here is not a reason to stop early: leaving nothing behind is the point.
-    async fn teardown(&mut self, interrupted: bool) -> Teardown {
+    pub(super) async fn teardown(&mut self, interrupted: bool) -> Teardown {
         let workers = self.server.len() + self.clients.len();
         log::debug!("teardown: stopping {workers} workers");
         self.server.kill_all();
@@ -762,6 +535,16 @@ impl Goal {
     }
 }
 
+/// Workers whose listener is in the group.
+fn listening_workers(states: &[WorkerState]) -> u64 {
+    states.iter().filter(|s| s.progress.listening.is_some()).count() as u64
+}
+
+/// Connections held at both ends: opened by a worker, and accepted by one.
+fn both_ends(progress: &Progress) -> u64 {
+    progress.connected.min(progress.accepted)
+}
+
 /// What a ramp counts as progress: any connection opened, accepted or refused.
 fn activity(states: &[WorkerState]) -> u64 {
     let t = fleet::totals(states);
@@ -778,110 +561,11 @@ fn source_address(i: u64) -> Ipv4Addr {
     Ipv4Addr::from(u32::from(Ipv4Addr::new(127, 1, 0, 0)) + n)
 }
 
-fn parse_range(text: &str) -> anyhow::Result<(u32, u32)> {
-    let mut parts = text.split_whitespace().map(str::parse::<u32>);
-    match (parts.next(), parts.next()) {
-        (Some(Ok(low)), Some(Ok(high))) if low <= high => Ok((low, high)),
-        _ => bail!("cannot parse ip_local_port_range {text:?}"),
-    }
-}
-
-/// User plus system CPU time of this process, from /proc/self/stat.
-#[expect(clippy::cast_precision_loss, reason = "clock ticks stay far below 2^52")]
-fn cpu_seconds() -> f64 {
-    let ticks = std::fs::read_to_string("/proc/self/stat").ok().and_then(|stat| {
-        // Fields after the parenthesised comm; utime and stime are the 14th and 15th.
-        let rest = stat.rsplit_once(')')?.1;
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
-    });
-    let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK).ok().flatten().unwrap_or(100);
-    ticks.map_or(0.0, |t| t as f64 / hz as f64)
-}
-
-fn rss_bytes() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        })
-        .map_or(0, |kb| kb * 1024)
-}
-
-/// The results as a short report for a terminal.
-#[expect(clippy::cast_precision_loss, reason = "a rounded figure for people")]
-fn render(r: &Results) -> String {
-    let mut out = String::new();
-    let verdict = |ok: bool| if ok { "PASS" } else { "FAIL" };
-    let _ = writeln!(out, "tcptrace demo  backend {}  netns {}", r.backend, r.netns);
-    if let Some(s) = &r.server {
-        let _ = write!(
-            out,
-            "\nSERVER SIDE: one port, many 4-tuples                               {}\n\
-             \x20 listener {}: SO_REUSEPORT group of {} sockets in {} processes\n\
-             \x20 held by the load       {:>10}   (opened {}, accepted {}, in {:.1}s; {} B of kernel memory per socket)\n\
-             \x20 tracer (events)        {:>10}   live on port {}\n\
-             \x20 sock_diag (as ss)      {:>10}\n\
-             \x20 remote addresses {}, at most {} from one; {} 65,535 on ONE port\n",
-            verdict(s.passed),
-            s.listen,
-            s.reuseport_sockets,
-            s.worker_processes,
-            s.target,
-            s.opened,
-            s.accepted,
-            s.ramp_s,
-            s.kernel_bytes_per_socket,
-            s.tracer_live,
-            s.listen.rsplit(':').next().unwrap_or_default(),
-            s.sock_diag_live,
-            s.remote_addrs,
-            s.max_per_remote,
-            if s.over_65535 { "more than" } else { "not more than" },
-        );
-    }
-    if let Some(c) = &r.client {
-        let _ = write!(
-            out,
-            "\nCLIENT SIDE: ephemeral ports per destination                       {}\n\
-             \x20 {} -> {}: range {}-{} ({} ports{})\n\
-             \x20 opened by the load     {:>10}   then connect() failed {} times (EADDRNOTAVAIL)\n\
-             \x20 tracer local ports     {:>10}   failed connects seen: {}\n\
-             \x20 sock_diag ports in use {:>10}   {:.1}% of the range\n\
-             \x20 {} -> {}: {} connections, {} on a local port also in use to {}\n",
-            verdict(c.passed),
-            c.source,
-            c.destination,
-            c.range_low,
-            c.range_high,
-            c.range,
-            if c.narrowed { ", narrowed to fit --connections" } else { "" },
-            c.opened,
-            c.failed,
-            c.tracer_local_ports,
-            c.tracer_failed_connects,
-            c.ports_in_use,
-            c.use_pct,
-            c.source,
-            c.second_destination,
-            c.second_opened,
-            c.second_reused_local_ports,
-            c.destination,
-        );
-    }
-    let _ = write!(
-        out,
-        "\nTRUST  events {}  lost {}  drift {}\nTRACER resident {:.1} MiB, CPU {:.1} s\nRESULT {}",
-        r.events,
-        r.lost,
-        r.drift,
-        r.tracer_rss_bytes as f64 / f64::from(1u32 << 20),
-        r.tracer_cpu_s,
-        verdict(r.passed)
-    );
-    out
+/// A namespace's `ip_local_port_range`, by capacity's rule for that text. The demo's
+/// namespace is its own and new, so no port in it is reserved.
+fn parse_range(text: &str) -> anyhow::Result<EphemeralRange> {
+    EphemeralRange::parse(text, "")
+        .map_err(|_| anyhow!("cannot parse ip_local_port_range {text:?}"))
 }
 
 #[cfg(test)]
@@ -897,7 +581,8 @@ mod tests {
 
     #[test]
     fn parses_a_port_range() {
-        assert_eq!(parse_range("32768\t60999\n").unwrap(), (32_768, 60_999));
+        let range = parse_range("32768\t60999\n").unwrap();
+        assert_eq!((range.low, range.high, range.size()), (32_768, 60_999, 28_232));
         assert!(parse_range("60999 32768").is_err());
         assert!(parse_range("x").is_err());
     }

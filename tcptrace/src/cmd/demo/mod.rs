@@ -1,0 +1,119 @@
+//! `tcptrace demo`: proves the capacity facts on the box it runs on, with the tracer
+//! attached from the start, on loopback in a network namespace of its own.
+//!
+//! 1. Server side: `--connections` concurrent connections to ONE port, from many source
+//!    addresses, accepted by a SO_REUSEPORT group of worker processes (one process may
+//!    hold only RLIMIT_NOFILE sockets). The tracer's count on that port must equal what the
+//!    workers hold, and sock_diag must agree.
+//! 2. Client side: from one source address to one server, connections until the
+//!    namespace's ephemeral range is exhausted and connect() fails with EADDRNOTAVAIL; the
+//!    tracer must see every port in use and every failure. Then a second server still gets
+//!    connections from the same source, on the same local port numbers.
+//!
+//! Then everything is torn down (also on Ctrl-C): the workers die with the demo, and the
+//! namespace with them.
+//!
+//! The pieces: [`plan`] sizes the run against memory and RLIMIT_NOFILE before anything
+//! starts, [`phases`] drives the load and the tracer through both sides and the teardown,
+//! [`report`] is what the demo found (its JSON) and the table a person reads; [`procfs`]
+//! reads the figures the kernel keeps of this box and this process.
+
+mod phases;
+mod plan;
+mod procfs;
+mod report;
+
+use clap::Args;
+
+use tcptrace_common::DEFAULT_RING_BYTES;
+
+use crate::cmd::{args::TraceArgs, print};
+
+use phases::{Demo, Phase};
+use report::render;
+pub use report::{ClientSide, Results, ServerSide, Teardown};
+
+/// Connections the second destination gets (at most).
+const SECOND_DESTINATION_CONNECTIONS: u64 = 1_000;
+/// The ring buffer the demo uses unless told otherwise (--ring-size).
+const DEMO_RING_BYTES: u32 = 64 << 20;
+/// The full demo's size; smaller runs narrow the client side's ephemeral range to fit.
+const FULL_SIZE: u64 = 100_000;
+
+#[derive(Debug, Clone, Args)]
+#[command(after_help = "\
+Examples:
+  tcptrace demo                          100,000 connections on one port, then exhaust a range
+  tcptrace demo --connections 1000000    a million (needs about 10 GB of memory)
+  tcptrace demo --connections 5000 --json | jq .server")]
+pub struct DemoArgs {
+    #[command(flatten)]
+    pub trace: TraceArgs,
+    /// Concurrent connections to hold on the one server port.
+    #[arg(long, default_value_t = FULL_SIZE, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub connections: u64,
+    /// The server port (in the demo's own network namespace, so it cannot clash).
+    #[arg(long, default_value_t = 8080, value_parser = clap::value_parser!(u16).range(1..))]
+    pub server_port: u16,
+    /// Connections per worker process; each also accepts about as many, so two sockets
+    /// per connection must fit in RLIMIT_NOFILE.
+    #[arg(long, default_value_t = 8_000, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub per_process: u64,
+    /// Skip the client side (ephemeral range exhaustion).
+    #[arg(long)]
+    pub server_only: bool,
+    /// Print the results as one JSON object instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// How a demo ended; the exit code follows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Every count agreed (exit 0).
+    Passed,
+    /// A count disagreed, or events were lost (exit 1).
+    Failed,
+    /// Ctrl-C or SIGTERM: torn down before the end (exit 130).
+    Interrupted,
+}
+
+impl From<Outcome> for std::process::ExitCode {
+    fn from(o: Outcome) -> Self {
+        match o {
+            Outcome::Passed => Self::SUCCESS,
+            Outcome::Failed => Self::FAILURE,
+            Outcome::Interrupted => Self::from(130),
+        }
+    }
+}
+
+pub async fn run(mut args: DemoArgs) -> anyhow::Result<Outcome> {
+    let plan = plan::plan(&args)?;
+    if args.trace.ring_size == DEFAULT_RING_BYTES {
+        // The demo makes a connection storm on purpose, on a box that may be busy too:
+        // a bigger ring rides out the moments this process is not scheduled.
+        args.trace.ring_size = DEMO_RING_BYTES;
+    }
+    let mut demo = Demo::start(&args, plan)?;
+    let outcome = demo.run_phases().await;
+    let interrupted = matches!(outcome, Ok(Phase::Interrupted));
+    let teardown = demo.teardown(interrupted).await;
+    demo.results.teardown = Some(teardown);
+    outcome?;
+    demo.results.passed = demo.results.server.as_ref().is_some_and(|s| s.passed)
+        && demo.results.client.as_ref().is_none_or(|c| c.passed)
+        && demo.results.lost == 0
+        && demo.results.drift == 0
+        && !interrupted;
+    if args.json {
+        print(&serde_json::to_string(&demo.results)?)?;
+    } else if !interrupted {
+        print(&render(&demo.results))?;
+    }
+    Ok(match (interrupted, demo.results.passed) {
+        (true, _) => Outcome::Interrupted,
+        (false, true) => Outcome::Passed,
+        (false, false) => Outcome::Failed,
+    })
+}

@@ -1,0 +1,156 @@
+//! What the demo found: [`Results`] and its parts, serialized as they are for `--json`
+//! (their schema is a contract), and rendered as a short table for a terminal.
+
+use std::{fmt::Write as _, net::IpAddr};
+
+use serde::Serialize;
+
+/// What the demo found; also its JSON output.
+#[derive(Debug, Default, Serialize)]
+pub struct Results {
+    pub backend: String,
+    pub netns: u32,
+    pub server: Option<ServerSide>,
+    pub client: Option<ClientSide>,
+    pub events: u64,
+    pub lost: u64,
+    pub drift: u64,
+    /// The tracer's resident memory at the end of the ramp.
+    pub tracer_rss_bytes: u64,
+    /// CPU time (user + system) the tracer process used, load workers excluded.
+    pub tracer_cpu_s: f64,
+    pub teardown: Option<Teardown>,
+    /// Every claim held: the counts agree, nothing lost, no drift.
+    pub passed: bool,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct ServerSide {
+    pub listen: String,
+    pub target: u64,
+    /// Connections the workers opened, and accepted, and hold.
+    pub opened: u64,
+    pub accepted: u64,
+    /// The tracer's live count on the port (from the hooks' events).
+    pub tracer_live: u64,
+    /// sock_diag's count (what `ss` reads).
+    pub sock_diag_live: u64,
+    pub remote_addrs: u64,
+    pub max_per_remote: u64,
+    pub reuseport_sockets: u64,
+    pub worker_processes: usize,
+    pub ramp_s: f64,
+    /// How much MemAvailable fell during the ramp, per socket (two per connection):
+    /// the kernel's cost of a loopback connection end, measured, not assumed.
+    pub kernel_bytes_per_socket: u64,
+    pub over_65535: bool,
+    pub passed: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ClientSide {
+    pub source: IpAddr,
+    pub destination: String,
+    pub range_low: u16,
+    pub range_high: u16,
+    pub range: u32,
+    /// The range was narrowed from the kernel's default to fit `--connections`.
+    pub narrowed: bool,
+    pub opened: u64,
+    /// connect() calls that failed with EADDRNOTAVAIL, as the workers saw them.
+    pub failed: u64,
+    /// Distinct local ports of the live connections to the destination (tracer).
+    pub tracer_local_ports: u64,
+    /// Ports in use towards the destination and use of the range (sock_diag).
+    pub ports_in_use: u64,
+    pub use_pct: f64,
+    /// Failed connects the tracer saw (syscall exit with EADDRNOTAVAIL).
+    pub tracer_failed_connects: u64,
+    pub second_destination: String,
+    pub second_opened: u64,
+    /// Connections to the second destination on a local port also in use to the first.
+    pub second_reused_local_ports: u64,
+    pub passed: bool,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct Teardown {
+    pub workers_stopped: usize,
+    /// Connections the tracer still counted in the demo's namespace afterwards.
+    pub left_live: u64,
+    pub interrupted: bool,
+}
+
+/// The results as a short report for a terminal.
+#[expect(clippy::cast_precision_loss, reason = "a rounded figure for people")]
+pub(super) fn render(r: &Results) -> String {
+    let mut out = String::new();
+    let verdict = |ok: bool| if ok { "PASS" } else { "FAIL" };
+    let _ = writeln!(out, "tcptrace demo  backend {}  netns {}", r.backend, r.netns);
+    if let Some(s) = &r.server {
+        let _ = write!(
+            out,
+            "\nSERVER SIDE: one port, many 4-tuples                               {}\n\
+             \x20 listener {}: SO_REUSEPORT group of {} sockets in {} processes\n\
+             \x20 held by the load       {:>10}   (opened {}, accepted {}, in {:.1}s; {} B of kernel memory per socket)\n\
+             \x20 tracer (events)        {:>10}   live on port {}\n\
+             \x20 sock_diag (as ss)      {:>10}\n\
+             \x20 remote addresses {}, at most {} from one; {} 65,535 on ONE port\n",
+            verdict(s.passed),
+            s.listen,
+            s.reuseport_sockets,
+            s.worker_processes,
+            s.target,
+            s.opened,
+            s.accepted,
+            s.ramp_s,
+            s.kernel_bytes_per_socket,
+            s.tracer_live,
+            s.listen.rsplit(':').next().unwrap_or_default(),
+            s.sock_diag_live,
+            s.remote_addrs,
+            s.max_per_remote,
+            if s.over_65535 { "more than" } else { "not more than" },
+        );
+    }
+    if let Some(c) = &r.client {
+        let _ = write!(
+            out,
+            "\nCLIENT SIDE: ephemeral ports per destination                       {}\n\
+             \x20 {} -> {}: range {}-{} ({} ports{})\n\
+             \x20 opened by the load     {:>10}   then connect() failed {} times (EADDRNOTAVAIL)\n\
+             \x20 tracer local ports     {:>10}   failed connects seen: {}\n\
+             \x20 sock_diag ports in use {:>10}   {:.1}% of the range\n\
+             \x20 {} -> {}: {} connections, {} on a local port also in use to {}\n",
+            verdict(c.passed),
+            c.source,
+            c.destination,
+            c.range_low,
+            c.range_high,
+            c.range,
+            if c.narrowed { ", narrowed to fit --connections" } else { "" },
+            c.opened,
+            c.failed,
+            c.tracer_local_ports,
+            c.tracer_failed_connects,
+            c.ports_in_use,
+            c.use_pct,
+            c.source,
+            c.second_destination,
+            c.second_opened,
+            c.second_reused_local_ports,
+            c.destination,
+        );
+    }
+    let _ = write!(
+        out,
+        "\nTRUST  events {}  lost {}  drift {}\nTRACER resident {:.1} MiB, CPU {:.1} s\nRESULT {}",
+        r.events,
+        r.lost,
+        r.drift,
+        r.tracer_rss_bytes as f64 / f64::from(1u32 << 20),
+        r.tracer_cpu_s,
+        verdict(r.passed)
+    );
+    out
+}
