@@ -299,8 +299,7 @@ impl Demo {
         const PORT_RANGE: &str = "net.ipv4.ip_local_port_range";
         let netns = self.netns();
         if let Some(ports) = self.plan.client_range {
-            let low = 40_000u32;
-            let high = low + ports - 1;
+            let (low, high) = narrowed_range(ports);
             netns.sysctl(PORT_RANGE, &format!("{low} {high}"))?;
         }
         parse_range(&netns.read_sysctl(PORT_RANGE)?)
@@ -563,6 +562,13 @@ fn source_address(i: u64) -> Ipv4Addr {
 
 /// A namespace's `ip_local_port_range`, by capacity's rule for that text. The demo's
 /// namespace is its own and new, so no port in it is reserved.
+/// A range of `ports` ports: from 40000 where it fits (clear of the default range's start),
+/// else ending at the last port, as the kernel refuses a range past 65535.
+fn narrowed_range(ports: u32) -> (u32, u32) {
+    let low = 40_000u32.min(65_536 - ports);
+    (low, low + ports - 1)
+}
+
 fn parse_range(text: &str) -> anyhow::Result<EphemeralRange> {
     EphemeralRange::parse(text, "")
         .map_err(|_| anyhow!("cannot parse ip_local_port_range {text:?}"))
@@ -577,6 +583,15 @@ mod tests {
         assert_eq!(source_address(0), Ipv4Addr::new(127, 1, 0, 1));
         assert_eq!(source_address(255), Ipv4Addr::new(127, 1, 1, 0));
         assert_eq!(source_address(124), Ipv4Addr::new(127, 1, 0, 125));
+    }
+
+    #[test]
+    fn a_narrowed_range_never_passes_the_last_port() {
+        assert_eq!(narrowed_range(10_000), (40_000, 49_999));
+        assert_eq!(narrowed_range(25_536), (40_000, 65_535));
+        // --connections 99,999 narrows to the default range's size, 28,232 ports: from
+        // 40000 that would end at 68231, which the kernel refuses.
+        assert_eq!(narrowed_range(28_232), (37_304, 65_535));
     }
 
     #[test]
