@@ -2,8 +2,8 @@ use std::process::ExitCode;
 
 use clap::Parser as _;
 use tcptrace::{
-    check::Outcome,
     cli::{Cli, Command},
+    cmd::Outcome,
 };
 
 fn main() -> ExitCode {

@@ -20,7 +20,7 @@
 //! - `judge`: [`Observation`] and the values it gives, [`Tolerance`], and [`Check`] with
 //!   what it keeps of each expectation over the run;
 //! - `report`: [`Verdict`], [`ExpectationResult`], [`Report`] (the JSON of `--report`),
-//!   [`summary`] (the text for a person) and [`Outcome`] (the exit code).
+//!   [`summary`] (the text for a person); the exit code is the command's.
 
 mod expect;
 #[cfg(test)]
@@ -32,4 +32,4 @@ mod report;
 pub use expect::{EXPECT_HELP, Expectation, Metric, Op, Rule, Selector};
 pub use judge::{Check, DestinationValues, Observation, PortValues, Tolerance, TotalValues};
 pub use parse::ParseError;
-pub use report::{ExpectationResult, Outcome, Report, Unit, Verdict, summary};
+pub use report::{ExpectationResult, Report, Unit, Verdict, summary};

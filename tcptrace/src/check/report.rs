@@ -1,9 +1,8 @@
 //! What a check says: a [`Verdict`] per expectation in an [`ExpectationResult`], the
-//! [`Report`] (the JSON of `--report`), the [`summary`] for a person, and the [`Outcome`]
-//! with its exit code.
+//! [`Report`] (the JSON of `--report`) and the [`summary`] for a person. The exit code
+//! is the command's (`cmd::Outcome`).
 
 use std::fmt::Write as _;
-use std::process::ExitCode;
 
 use serde::{Deserialize, Serialize};
 
@@ -102,42 +101,8 @@ impl Report {
         serde_json::to_string_pretty(self).expect("a report always serializes")
     }
 
-    #[must_use]
-    pub fn outcome(&self) -> Outcome {
-        if self.passed { Outcome::Passed } else { Outcome::Failed }
-    }
-
     fn failed_expectations(&self) -> usize {
         self.expectations.iter().filter(|r| r.verdict != Verdict::Pass).count()
-    }
-}
-
-/// How `tcptrace check` ends, and its exit code.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Outcome {
-    /// Every expectation held, within the loss and drift tolerance: exit 0.
-    Passed,
-    /// An expectation failed or had no data, or loss or drift exceeded the tolerance:
-    /// exit 1.
-    Failed,
-    /// An expectation or flag did not parse: exit 2, as clap exits on bad flags.
-    BadInput,
-}
-
-impl Outcome {
-    #[must_use]
-    pub const fn code(self) -> u8 {
-        match self {
-            Self::Passed => 0,
-            Self::Failed => 1,
-            Self::BadInput => 2,
-        }
-    }
-}
-
-impl From<Outcome> for ExitCode {
-    fn from(outcome: Outcome) -> Self {
-        Self::from(outcome.code())
     }
 }
 
@@ -388,14 +353,8 @@ check passed
     }
 
     #[test]
-    fn exit_codes() {
-        assert_eq!(Outcome::Passed.code(), 0);
-        assert_eq!(Outcome::Failed.code(), 1);
-        assert_eq!(Outcome::BadInput.code(), 2);
-        assert_eq!(mixed_report().outcome(), Outcome::Failed);
-        assert_eq!(
-            run(&["total live>=0"], &[Fake::default()], Tolerance::EXACT).outcome(),
-            Outcome::Passed
-        );
+    fn a_report_passes_only_when_everything_held() {
+        assert!(!mixed_report().passed);
+        assert!(run(&["total live>=0"], &[Fake::default()], Tolerance::EXACT).passed);
     }
 }

@@ -8,10 +8,9 @@ use clap::Args;
 
 use crate::{
     capacity::Capacity,
-    check::{
-        Check, DestinationValues, Observation, Outcome, PortValues, Tolerance, TotalValues, summary,
-    },
+    check::{Check, DestinationValues, Observation, PortValues, Tolerance, TotalValues, summary},
     cmd::{
+        Outcome,
         args::{TraceArgs, parse_duration},
         print,
     },
@@ -91,7 +90,7 @@ pub async fn run(args: CheckArgs) -> anyhow::Result<Outcome> {
         write_report(file, &report.to_json())
             .with_context(|| format!("cannot write the report to {}", path.display()))?;
     }
-    Ok(report.outcome())
+    Ok(Outcome::of(report.passed))
 }
 
 /// Opens (creating it if needed) the file the report goes to, without truncating it yet.

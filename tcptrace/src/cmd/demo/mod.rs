@@ -27,7 +27,7 @@ use clap::Args;
 
 use tcptrace_common::DEFAULT_RING_BYTES;
 
-use crate::cmd::{args::TraceArgs, print};
+use crate::cmd::{Outcome, args::TraceArgs, print};
 
 use phases::{Demo, Phase};
 use report::render;
@@ -65,27 +65,6 @@ pub struct DemoArgs {
     /// Print the results as one JSON object instead of a table.
     #[arg(long)]
     pub json: bool,
-}
-
-/// How a demo ended; the exit code follows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    /// Every count agreed (exit 0).
-    Passed,
-    /// A count disagreed, or events were lost (exit 1).
-    Failed,
-    /// Ctrl-C or SIGTERM: torn down before the end (exit 130).
-    Interrupted,
-}
-
-impl From<Outcome> for std::process::ExitCode {
-    fn from(o: Outcome) -> Self {
-        match o {
-            Outcome::Passed => Self::SUCCESS,
-            Outcome::Failed => Self::FAILURE,
-            Outcome::Interrupted => Self::from(130),
-        }
-    }
 }
 
 pub async fn run(mut args: DemoArgs) -> anyhow::Result<Outcome> {
