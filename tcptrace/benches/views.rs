@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use common::ThreadCpuTime;
 use criterion::{Criterion, criterion_group, criterion_main};
+use tcptrace::capacity::Capacity;
 use tcptrace::ledger::Ledger;
-use tcptrace::view::{self, FromLedger as _, Snapshot, Trust};
+use tcptrace::view::{self, Snapshot, Trust};
 
 mod common;
 use common::Family;
@@ -17,7 +18,14 @@ use common::Family;
 const TOP: usize = 20;
 
 fn snapshot(ledger: &Ledger) -> Snapshot {
-    Snapshot::from_ledger(ledger, "tracepoint", Duration::from_mins(1), Trust::default(), TOP)
+    view::snapshot(
+        ledger,
+        "tracepoint",
+        Duration::from_mins(1),
+        Trust::default(),
+        TOP,
+        Capacity::default(),
+    )
 }
 
 fn views(c: &mut Criterion<ThreadCpuTime>) {

@@ -19,7 +19,7 @@ use crate::{
     filter::Filter,
     ledger::Ledger,
     sockdiag,
-    view::{FromLedger as _, Snapshot, Trust},
+    view::{self, Snapshot, Trust},
 };
 
 /// The ledger and the capacity rows of one run, and how far they can be trusted.
@@ -176,14 +176,14 @@ impl Live {
     /// when their refresh failed: the ledger's counts are there either way).
     pub fn snapshot(&mut self, top: usize) -> Snapshot {
         let rows = self.capacity_rows(top).unwrap_or_default();
-        Snapshot::from_ledger(
+        view::snapshot(
             &self.ledger,
             self.session.tracer.path.name(),
             self.session.started.elapsed(),
             self.trust(),
             top,
+            rows,
         )
-        .with_capacity(rows)
     }
 
     /// What the user should hear now, once each: a pass that started failing or works

@@ -162,8 +162,13 @@ pub(crate) mod tests {
     /// An idle listener in the initial namespace: `live` connections from one remote
     /// address, one socket, pid 42.
     pub(crate) fn listener(addr: &str, port: u16, live: u64) -> ListenerRow {
+        ListenerRow { pids: vec![42], ..listener_in(4_026_531_840, addr, port, live) }
+    }
+
+    /// An idle listener: `live` connections from one remote address, one socket, no pid.
+    pub(crate) fn listener_in(netns: u32, addr: &str, port: u16, live: u64) -> ListenerRow {
         ListenerRow {
-            netns: 4_026_531_840,
+            netns,
             addr: addr.parse().unwrap(),
             port,
             live,
@@ -173,7 +178,7 @@ pub(crate) mod tests {
             accept_rate: 0.0,
             close_rate: 0.0,
             reuseport_sockets: 1,
-            pids: vec![42],
+            pids: vec![],
         }
     }
 

@@ -341,19 +341,7 @@ mod tests {
     }
 
     fn listener(port: u16, live: u64) -> ListenerRow {
-        ListenerRow {
-            netns: 7,
-            addr: "127.0.0.1".parse().unwrap(),
-            port,
-            live,
-            remote_addrs: 1,
-            max_per_remote: live,
-            peak_live: live,
-            accept_rate: 0.0,
-            close_rate: 0.0,
-            reuseport_sockets: 1,
-            pids: vec![],
-        }
+        crate::view::columns::tests::listener_in(7, "127.0.0.1", port, live)
     }
 
     fn destination(rport: u16, ports_in_use: u64, range: u32) -> DestinationRow {

@@ -26,48 +26,30 @@ pub struct Trust {
     pub filtered: u64,
 }
 
-/// Building a [`Snapshot`] from the ledger and the capacity rows.
-pub trait FromLedger {
-    /// Takes the `top` local ports and remote endpoints (all of them when `top` is 0).
-    fn from_ledger(
-        ledger: &Ledger,
-        backend: &str,
-        elapsed: Duration,
-        trust: Trust,
-        top: usize,
-    ) -> Self;
-    /// Adds the capacity rows (already cut to the top N by the tracker).
-    #[must_use]
-    fn with_capacity(self, capacity: Capacity) -> Self;
-}
-
-impl FromLedger for Snapshot {
-    fn from_ledger(
-        ledger: &Ledger,
-        backend: &str,
-        elapsed: Duration,
-        trust: Trust,
-        top: usize,
-    ) -> Self {
-        Self {
-            backend: backend.to_owned(),
-            elapsed_s: elapsed.as_secs_f64(),
-            events: ledger.events_seen(),
-            lost: trust.lost,
-            drift: trust.drift,
-            filtered: trust.filtered,
-            live: ledger.live() as u64,
-            local_ports: ledger.top_local_ports(top),
-            remote_endpoints: ledger.top_remote_endpoints(top),
-            listeners: Vec::new(),
-            destinations: Vec::new(),
-        }
-    }
-
-    fn with_capacity(mut self, capacity: Capacity) -> Self {
-        self.listeners = capacity.listeners;
-        self.destinations = capacity.destinations;
-        self
+/// The ledger's counts at one moment: its top `top` local ports and remote endpoints (all
+/// of them when `top` is 0), the capacity rows (already cut to the top N by the tracker),
+/// and what the views print around them.
+#[must_use]
+pub fn snapshot(
+    ledger: &Ledger,
+    backend: &str,
+    elapsed: Duration,
+    trust: Trust,
+    top: usize,
+    capacity: Capacity,
+) -> Snapshot {
+    Snapshot {
+        backend: backend.to_owned(),
+        elapsed_s: elapsed.as_secs_f64(),
+        events: ledger.events_seen(),
+        lost: trust.lost,
+        drift: trust.drift,
+        filtered: trust.filtered,
+        live: ledger.live() as u64,
+        local_ports: ledger.top_local_ports(top),
+        remote_endpoints: ledger.top_remote_endpoints(top),
+        listeners: capacity.listeners,
+        destinations: capacity.destinations,
     }
 }
 
@@ -89,12 +71,13 @@ pub(crate) mod tests {
         ] {
             ledger.open(Conn::new(7, local.parse().unwrap(), remote.parse().unwrap()));
         }
-        Snapshot::from_ledger(
+        snapshot(
             &ledger,
             "fentry",
             Duration::from_millis(12_345),
             Trust { lost: 3, drift: 1, filtered: 4 },
             0,
+            Capacity::default(),
         )
     }
 
@@ -110,7 +93,8 @@ pub(crate) mod tests {
         let mut ledger = Ledger::new();
         ledger.open(Conn::new(7, "10.0.0.1:1".parse().unwrap(), "10.0.0.2:2".parse().unwrap()));
         ledger.open(Conn::new(7, "10.0.0.1:3".parse().unwrap(), "10.0.0.2:4".parse().unwrap()));
-        let s = Snapshot::from_ledger(&ledger, "kprobe", Duration::ZERO, Trust::default(), 1);
+        let s =
+            snapshot(&ledger, "kprobe", Duration::ZERO, Trust::default(), 1, Capacity::default());
         assert_eq!((s.live, s.local_ports.len(), s.remote_endpoints.len()), (2, 1, 1));
     }
 }
