@@ -22,6 +22,8 @@ pub enum Error {
     RingReader(#[source] io::Error),
     #[error("cannot handle {0}")]
     Signal(&'static str, #[source] io::Error),
+    #[error("cannot start the thread that walks the kernel's socket tables")]
+    Walker(#[source] io::Error),
 }
 
 /// An error and its sources on one line, `a: b: c`, as `anyhow`'s `{:#}` prints them.

@@ -109,12 +109,21 @@ fn drain(mut pipe: impl Read + Send + 'static) -> JoinHandle<String> {
 
 impl<T: DeserializeOwned + Send + 'static> Tracer<T> {
     fn spawn(args: &[String], keep: impl Fn(&T) -> bool + Send + 'static) -> Self {
+        Self::spawn_with_env(args, &[], keep)
+    }
+
+    fn spawn_with_env(
+        args: &[String],
+        env: &[(&str, &str)],
+        keep: impl Fn(&T) -> bool + Send + 'static,
+    ) -> Self {
         init();
         let bin = tracer_bin();
         let command = format!("{} {}", bin.display(), args.join(" "));
         println!("  running: {command}");
         let mut child = Command::new(bin)
             .args(args)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -218,6 +227,37 @@ impl<T: DeserializeOwned + Send + 'static> Tracer<T> {
         }
     }
 
+    /// The tracer's process id.
+    #[must_use]
+    pub fn pid(&self) -> u32 {
+        self.child.lock().unwrap_or_else(std::sync::PoisonError::into_inner).id()
+    }
+
+    /// SIGKILL, as an OOM kill or `kill -9` would end it: no cleanup of its own runs. Waits
+    /// until it is gone.
+    pub fn kill_hard(&self) {
+        let mut child = self.child.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        // Our own child, by its handle.
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+
+    /// Waits until a stderr line satisfies `check` (which may keep state across lines);
+    /// panics with the stderr on timeout or exit.
+    pub fn wait_stderr(&self, what: &str, mut check: impl FnMut(&str) -> bool) -> String {
+        let mut next = 0;
+        let found = self.wait_output(WAIT, |out| {
+            while let Some(line) = out.stderr.get(next) {
+                next += 1;
+                if check(line) {
+                    return Some(line.clone());
+                }
+            }
+            None
+        });
+        found.unwrap_or_else(|failure| self.fail_with(what, &failure, "(see stderr)"))
+    }
+
     /// The exit status if the tracer has exited.
     pub fn exit_status(&self) -> Option<ExitStatus> {
         self.child
@@ -283,7 +323,19 @@ impl Tracer<Snapshot> {
     /// returned once the first snapshot and the `tcptrace: attached` line are out.
     #[must_use]
     pub fn watch(args: &[&str]) -> Self {
-        Self::try_watch(args).unwrap_or_else(|exit| {
+        Self::watch_with_env(args, &[])
+    }
+
+    /// Like [`Tracer::watch`], but a tracer that exits before its first snapshot is an
+    /// `Err` with its exit status and stderr, for the tests that expect a refusal.
+    pub fn try_watch(args: &[&str]) -> Result<Self, Exit> {
+        Self::try_watch_with_env(args, &[])
+    }
+
+    /// [`Tracer::watch`] with more environment (`RUST_LOG`, say).
+    #[must_use]
+    pub fn watch_with_env(args: &[&str], env: &[(&str, &str)]) -> Self {
+        Self::try_watch_with_env(args, env).unwrap_or_else(|exit| {
             panic!(
                 "tcptrace watch {args:?} exited before its first snapshot ({:?}); stderr:\n{}",
                 exit.status, exit.stderr
@@ -291,15 +343,13 @@ impl Tracer<Snapshot> {
         })
     }
 
-    /// Like [`Tracer::watch`], but a tracer that exits before its first snapshot is an
-    /// `Err` with its exit status and stderr, for the tests that expect a refusal.
-    pub fn try_watch(args: &[&str]) -> Result<Self, Exit> {
+    fn try_watch_with_env(args: &[&str], env: &[(&str, &str)]) -> Result<Self, Exit> {
         let mut command_line: Vec<String> = vec!["watch".into(), "--json".into()];
         command_line.extend(args.iter().map(|&a| a.to_owned()));
         if !args.contains(&"--attach") {
             command_line.extend(["--attach".to_owned(), attach_path()]);
         }
-        let tracer = Self::spawn(&command_line, |_| true);
+        let tracer = Self::spawn_with_env(&command_line, env, |_| true);
         let ready = tracer.wait_output(ATTACH_WAIT, |out| {
             (!out.items.is_empty() && has_attached_line(out)).then_some(())
         });

@@ -27,7 +27,7 @@ mod sides;
 #[cfg(test)]
 mod tests;
 
-use hashbrown::{HashMap, HashSet};
+use hashbrown::{HashMap, HashSet, hash_map::Entry};
 use std::cmp::Reverse;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
@@ -88,6 +88,46 @@ pub fn dumped_states() -> StateFlags {
 type LocalKey = (u32, IpAddr, u16);
 /// (network namespace, local address, remote address, remote port).
 type DestKey = (u32, IpAddr, IpAddr, u16);
+/// (network namespace, remote address, remote port).
+type FailedKey = (u32, IpAddr, u16);
+
+/// The most keys a table of event counts holds. Their keys come from what users on the box
+/// do (a connect to a new destination, a listener in a new namespace), so each is capped:
+/// past it, an event of a new key is counted in the overflow only (and said in the debug
+/// log). Between two refreshes (when the rate tables empty) that takes 65,536 destinations
+/// or listeners with events; a key is about 64 bytes, so a full table is 4 MiB.
+pub const MAX_KEYS: usize = 65_536;
+
+/// How long an endpoint's failed connects are kept after the last one, once no destination
+/// row holds it: a user who makes connects fail to ever new destinations (a one-port range
+/// in a namespace of their own will) cannot grow the table without bound.
+pub const FAILED_KEEP: Duration = Duration::from_mins(10);
+
+/// Failed connects to one endpoint.
+#[derive(Clone, Copy, Debug, Default)]
+struct Failures {
+    count: u64,
+    last: Option<Instant>,
+}
+
+impl Failures {
+    fn add(&mut self) {
+        self.count += 1;
+        self.last = Some(Instant::now());
+    }
+}
+
+/// One more event for `key`, unless the table is full and `key` new: then the overflow.
+fn count<K: std::hash::Hash + Eq>(table: &mut HashMap<K, u64>, key: K, overflow: &mut u64) {
+    let full = table.len() >= MAX_KEYS;
+    match table.entry(key) {
+        Entry::Occupied(mut e) => *e.get_mut() += 1,
+        Entry::Vacant(_) if full => *overflow += 1,
+        Entry::Vacant(e) => {
+            e.insert(1);
+        }
+    }
+}
 
 /// Capacity state kept across refreshes by the watch loop.
 #[derive(Debug)]
@@ -95,8 +135,12 @@ pub struct Tracker {
     accepts: HashMap<LocalKey, u64>,
     closes: HashMap<LocalKey, u64>,
     connects: HashMap<DestKey, u64>,
-    /// `connect()`s that failed with `EADDRNOTAVAIL`, per remote endpoint, since start.
-    failed: HashMap<(IpAddr, u16), u64>,
+    /// `connect()`s that failed with `EADDRNOTAVAIL`, per namespace and remote endpoint,
+    /// since start; an endpoint is forgotten [`FAILED_KEEP`] after its last failure once
+    /// no destination row holds it.
+    failed: HashMap<FailedKey, Failures>,
+    /// Events whose key found its table full ([`MAX_KEYS`]): counted, not attributed.
+    overflow: u64,
     /// When the event counts above started.
     counting_since: Instant,
     /// Local ports with a listener at the last refresh; `None` before it. Closes on other
@@ -150,7 +194,10 @@ impl Default for Tracker {
 }
 
 /// One sock_diag walk of every namespace, with what decides which sockets count.
-struct Dump {
+///
+/// Taken by [`dump`] on any thread (it is `Send`: the engine walks off its loop) and turned
+/// into rows by [`Tracker::rows_of`] on the thread that counts the events.
+pub struct Dump {
     namespaces: Vec<NetnsDump>,
     skipped: Vec<String>,
     /// When the walk ended.
@@ -165,6 +212,32 @@ impl Dump {
     fn passes(&self, socket: &TcpSocket) -> bool {
         self.selection.passes(socket)
     }
+}
+
+/// Walks every network namespace for the capacity rows: listeners and every port-holding
+/// state, with the namespace's ephemeral range, and the sockets `filter` selects.
+///
+/// Blocking, and the cost of a refresh: the kernel's dump dominates, about 1.5 to 2 µs per
+/// TCP socket on the box (see [`Tracker::refresh`]).
+pub fn dump(filter: &Filter) -> Result<Dump, sockdiag::Error> {
+    let started = Instant::now();
+    // Taken before the dump, as for the ledger's seed.
+    let selection = Selection::now(filter);
+    let found = sockdiag::in_every_netns(|netns| {
+        Ok(NetnsDump {
+            netns,
+            sockets: sockdiag::dump(netns, &dumped_states())?,
+            range: EphemeralRange::read().map_err(|e| Chain(&e).to_string()),
+        })
+    })?;
+    let at = Instant::now();
+    let took = at.saturating_duration_since(started);
+    let namespaces: Vec<NetnsDump> = found.results.into_iter().map(|(_, dump)| dump).collect();
+    log::debug!(
+        "capacity dump: {} sockets in {took:?}",
+        namespaces.iter().map(|d| d.sockets.len()).sum::<usize>(),
+    );
+    Ok(Dump { namespaces, skipped: found.skipped, at, took, selection })
 }
 
 /// One namespace's part of a refresh.
@@ -185,6 +258,7 @@ impl Tracker {
             closes: HashMap::new(),
             connects: HashMap::new(),
             failed: HashMap::new(),
+            overflow: 0,
             counting_since: Instant::now(),
             listening_ports: None,
             peaks: HashMap::new(),
@@ -200,24 +274,49 @@ impl Tracker {
     /// Counts an event towards the rates. Cheap: at most one hash-map increment.
     pub fn on_event(&mut self, ev: &Event) {
         let c = &ev.conn;
+        let overflow = &mut self.overflow;
         match ev.kind {
             EventKind::Accept => {
-                *self.accepts.entry((c.netns, c.local.ip(), c.local.port())).or_default() += 1;
+                count(&mut self.accepts, (c.netns, c.local.ip(), c.local.port()), overflow);
             }
             EventKind::Close
                 if self.listening_ports.as_ref().is_none_or(|p| p.contains(c.local.port())) =>
             {
-                *self.closes.entry((c.netns, c.local.ip(), c.local.port())).or_default() += 1;
+                count(&mut self.closes, (c.netns, c.local.ip(), c.local.port()), overflow);
             }
             EventKind::Connect => {
                 let key = (c.netns, c.local.ip(), c.remote.ip(), c.remote.port());
-                *self.connects.entry(key).or_default() += 1;
+                count(&mut self.connects, key, overflow);
             }
             EventKind::ConnectFailed => {
-                *self.failed.entry((c.remote.ip(), c.remote.port())).or_default() += 1;
+                let key = (c.netns, c.remote.ip(), c.remote.port());
+                let full = self.failed.len() >= MAX_KEYS;
+                match self.failed.entry(key) {
+                    Entry::Occupied(mut e) => e.get_mut().add(),
+                    Entry::Vacant(_) if full => *overflow += 1,
+                    Entry::Vacant(e) => {
+                        e.insert(Failures::default()).add();
+                    }
+                }
             }
             EventKind::Established | EventKind::Close => {}
         }
+    }
+
+    /// How many keys each table holds, and the events no table had room for: for the
+    /// debug log (every table keyed by what a user controls is bounded by [`MAX_KEYS`]).
+    #[must_use]
+    pub fn table_sizes(&self) -> String {
+        format!(
+            "accepts {}, closes {}, connects {}, failed connects {}, peaks {}, ports in use {}; {} events over the cap of {MAX_KEYS}",
+            self.accepts.len(),
+            self.closes.len(),
+            self.connects.len(),
+            self.failed.len(),
+            self.peaks.len(),
+            self.last_in_use.as_ref().map_or(0, |(_, m)| m.len()),
+            self.overflow
+        )
     }
 
     /// Dumps every network namespace (listeners and every port-holding state, with the
@@ -237,13 +336,25 @@ impl Tracker {
     /// returns the last rows again: the capacity rows then lag, the ledger's counts never
     /// do. See [`Tracker::cadence_note`].
     pub fn refresh(&mut self, top: usize) -> Result<Capacity, sockdiag::Error> {
-        if let Some(last) = &self.last
-            && last.top == top
-            && last.at.elapsed() < last.cost * REFRESH_COST_RATIO
-        {
-            return Ok(last.rows.clone());
+        match self.last_rows(top) {
+            Some(rows) if !self.due(top) => Ok(rows.clone()),
+            _ => self.refresh_now(top),
         }
-        self.measured(top, |tracker| tracker.refresh_now(top))
+    }
+
+    /// Whether a refresh for `top` rows is due: none yet, or for another `top`, or the
+    /// last one is older than [`REFRESH_COST_RATIO`] times its cost.
+    #[must_use]
+    pub fn due(&self, top: usize) -> bool {
+        self.last.as_ref().is_none_or(|last| {
+            last.top != top || last.at.elapsed() >= last.cost * REFRESH_COST_RATIO
+        })
+    }
+
+    /// The rows of the last refresh for `top` rows, if there was one.
+    #[must_use]
+    pub fn last_rows(&self, top: usize) -> Option<&Capacity> {
+        self.last.as_ref().filter(|last| last.top == top).map(|last| &last.rows)
     }
 
     /// The first refresh, whose dump also seeds the ledger: the live connections that pass
@@ -254,31 +365,29 @@ impl Tracker {
         &mut self,
         top: usize,
     ) -> Result<(Capacity, LiveConnections), sockdiag::Error> {
-        let mut seed = None;
-        let rows = self.measured(top, |tracker| {
-            let dump = tracker.dump()?;
-            seed = Some(LiveConnections::of(
-                dump.namespaces.iter().map(|d| (d.netns, d.sockets.as_slice())),
-                dump.skipped.clone(),
-                &dump.selection,
-            ));
-            Ok(tracker.rows(&dump, top))
-        })?;
-        Ok((rows, seed.expect("set with the rows")))
+        let dump = dump(&self.filter)?;
+        let seed = LiveConnections::of(
+            dump.namespaces.iter().map(|d| (d.netns, d.sockets.as_slice())),
+            dump.skipped.clone(),
+            &dump.selection,
+        );
+        Ok((self.rows_of(&dump, top), seed))
     }
 
-    /// Runs a refresh, remembers its rows and cost for [`refresh`](Self::refresh)'s pacing,
-    /// and notes when the pacing starts to show.
-    fn measured(
-        &mut self,
-        top: usize,
-        refresh: impl FnOnce(&mut Self) -> Result<Capacity, sockdiag::Error>,
-    ) -> Result<Capacity, sockdiag::Error> {
-        let started = Instant::now();
-        let rows = refresh(self)?;
-        let cost = started.elapsed();
+    /// The rows of `dump` (taken since the last refresh), the `top` of each kind (all when
+    /// `top` is 0): finds the listeners' processes, then tallies. Remembers the rows and
+    /// their cost (the walk's and this) for [`refresh`](Self::refresh)'s pacing, and notes
+    /// when the pacing starts to show.
+    pub fn rows_of(&mut self, dump: &Dump, top: usize) -> Capacity {
+        let rows = self.rows(dump, top);
         let split = self.last_cost.unwrap_or_default();
-        log::debug!("capacity refresh in {cost:?}: dump {:?}, rows {:?}", split.dump, split.rows);
+        let cost = split.dump + split.rows;
+        log::debug!(
+            "capacity refresh in {cost:?}: dump {:?}, rows {:?}; tables: {}",
+            split.dump,
+            split.rows,
+            self.table_sizes()
+        );
         if cost * REFRESH_COST_RATIO > SLOW_REFRESH
             && self.last.as_ref().is_none_or(|l| l.cost * REFRESH_COST_RATIO <= SLOW_REFRESH)
         {
@@ -288,7 +397,13 @@ impl Tracker {
             ));
         }
         self.last = Some(LastRefresh { at: Instant::now(), cost, top, rows: rows.clone() });
-        Ok(rows)
+        rows
+    }
+
+    /// The run's filter: the rows count only the sockets that pass it.
+    #[must_use]
+    pub fn filter(&self) -> &Filter {
+        &self.filter
     }
 
     /// A line for the user when the capacity rows started to refresh less often than
@@ -306,31 +421,8 @@ impl Tracker {
 
     /// A refresh, however recent the last one: for a verdict that must be current.
     pub fn refresh_now(&mut self, top: usize) -> Result<Capacity, sockdiag::Error> {
-        let dump = self.dump()?;
-        Ok(self.rows(&dump, top))
-    }
-
-    /// Dumps every network namespace: listeners and every port-holding state, with the
-    /// namespace's ephemeral range.
-    fn dump(&self) -> Result<Dump, sockdiag::Error> {
-        let started = Instant::now();
-        // Taken before the dump, as for the ledger's seed.
-        let selection = Selection::now(&self.filter);
-        let found = sockdiag::in_every_netns(|netns| {
-            Ok(NetnsDump {
-                netns,
-                sockets: sockdiag::dump(netns, &dumped_states())?,
-                range: EphemeralRange::read().map_err(|e| Chain(&e).to_string()),
-            })
-        })?;
-        let at = Instant::now();
-        let took = at.saturating_duration_since(started);
-        let namespaces: Vec<NetnsDump> = found.results.into_iter().map(|(_, dump)| dump).collect();
-        log::debug!(
-            "capacity dump: {} sockets in {took:?}",
-            namespaces.iter().map(|d| d.sockets.len()).sum::<usize>(),
-        );
-        Ok(Dump { namespaces, skipped: found.skipped, at, took, selection })
+        let dump = dump(&self.filter)?;
+        Ok(self.rows_of(&dump, top))
     }
 
     /// The rows of a dump: finds the listeners' processes, then tallies.

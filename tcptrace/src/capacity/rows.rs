@@ -1,13 +1,16 @@
 //! Rows from a tally: the listener and destination rows with their rates and growth, the
 //! namespace rows, and the top-N cut.
 
-use hashbrown::HashMap;
+use hashbrown::{HashMap, HashSet};
 use std::cmp::Ordering;
+use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
+use crate::conn::NETNS_UNKNOWN;
+
 use super::{
-    DEFAULT_RANGE, DestKey, DestinationRow, EphemeralRange, ListenerRow, LocalKey, NetnsDump,
-    NetnsRow, Tracker, sides::Listeners,
+    DEFAULT_RANGE, DestKey, DestinationRow, EphemeralRange, FAILED_KEEP, ListenerRow, LocalKey,
+    NetnsDump, NetnsRow, Tracker, sides::Listeners,
 };
 
 /// `ports_in_use` as a percentage of `range`.
@@ -105,9 +108,14 @@ impl Tracker {
             .iter()
             .map(|(&key @ (netns, laddr, raddr, rport), &ports_in_use)| {
                 let range = ranges.get(&netns).copied().unwrap_or(0);
-                // Without network namespace ids (no BTF) events carry netns 0.
+                // Without network namespace ids (no BTF) events carry NETNS_UNKNOWN.
                 let connects = self.connects.get(&key).copied().unwrap_or(0)
-                    + self.connects.get(&(0, laddr, raddr, rport)).copied().unwrap_or(0);
+                    + self
+                        .connects
+                        .get(&(NETNS_UNKNOWN, laddr, raddr, rport))
+                        .copied()
+                        .unwrap_or(0);
+                let failed = |netns| self.failed.get(&(netns, raddr, rport)).map_or(0, |f| f.count);
                 let exhaustion = growth_since.and_then(|(over, prev)| {
                     let before = prev.get(&key).copied().unwrap_or(0);
                     let growth = rate(ports_in_use.saturating_sub(before), over);
@@ -124,13 +132,36 @@ impl Tracker {
                     use_pct: use_pct(ports_in_use, range),
                     connect_rate: rate(connects, over),
                     exhaustion_s: exhaustion,
-                    failed_connects: self.failed.get(&(raddr, rport)).copied().unwrap_or(0),
+                    failed_connects: failed(netns) + failed(NETNS_UNKNOWN),
                 }
             })
             .collect();
         self.connects.clear();
+        self.forget_failures(&in_use, now);
         self.last_in_use = Some((now, in_use));
         rows
+    }
+
+    /// Forgets the failed connects to endpoints no destination row holds (in their
+    /// namespace; in any, for events without namespace ids) whose last failure is older
+    /// than [`FAILED_KEEP`].
+    fn forget_failures(&mut self, in_use: &HashMap<DestKey, u64>, now: Instant) {
+        if self.failed.is_empty() {
+            return;
+        }
+        let held: HashSet<(u32, IpAddr, u16)> =
+            in_use.keys().map(|&(netns, _, raddr, rport)| (netns, raddr, rport)).collect();
+        let held_anywhere: HashSet<(IpAddr, u16)> =
+            held.iter().map(|&(_, raddr, rport)| (raddr, rport)).collect();
+        self.failed.retain(|&(netns, raddr, rport), f| {
+            let recent = f.last.is_some_and(|at| now.saturating_duration_since(at) < FAILED_KEEP);
+            let held = if netns == NETNS_UNKNOWN {
+                held_anywhere.contains(&(raddr, rport))
+            } else {
+                held.contains(&(netns, raddr, rport))
+            };
+            recent || held
+        });
     }
 }
 

@@ -236,6 +236,50 @@ fn tally_splits_server_and_client_sides() {
     assert_eq!((c.destinations[0].rport, c.destinations[0].exhaustion_s), (443, None));
 }
 
+#[test]
+fn failed_connects_stay_in_their_namespace_are_capped_and_forgotten() {
+    use tcp_state::ESTABLISHED;
+    // Both namespaces hold a port towards 10.0.0.9:443; only namespace 7 ran out.
+    let dumps = |at_443: bool| {
+        [7, 8].map(|netns| NetnsDump {
+            netns,
+            sockets: if at_443 {
+                vec![sock(netns, ESTABLISHED, "10.0.0.1:50000", "10.0.0.9:443", 0)]
+            } else {
+                vec![]
+            },
+            range: Ok(range(50_000, 50_099)),
+        })
+    };
+    let failed = |t: &Tracker, netns| {
+        t.failed.get(&(netns, "10.0.0.9".parse::<IpAddr>().unwrap(), 443)).map(|f| f.count)
+    };
+    let mut t = Tracker::default();
+    let t0 = t.counting_since;
+    for _ in 0..3 {
+        t.on_event(&event(EventKind::ConnectFailed, 7, "0.0.0.0:0", "10.0.0.9:443"));
+    }
+    let c = t.tally(&dumps(true), &|_| true, &HashMap::new(), t0, 0);
+    let row = |netns| c.destinations.iter().find(|d| d.netns == netns).unwrap().failed_connects;
+    assert_eq!((row(7), row(8)), (3, 0), "a failure in one namespace is not another's");
+
+    // Users control the keys: past the cap a new endpoint is only counted as overflow.
+    for i in 0..MAX_KEYS as u32 + 10 {
+        let remote = std::net::SocketAddrV4::new(std::net::Ipv4Addr::from(0x0a00_0000 + i), 9);
+        t.on_event(&event(EventKind::ConnectFailed, 9, "0.0.0.0:0", &remote.to_string()));
+    }
+    assert_eq!(t.failed.len(), MAX_KEYS);
+    assert_eq!(t.overflow, 11, "one slot was taken by the first endpoint");
+    assert!(t.table_sizes().contains(&format!("failed connects {MAX_KEYS}")));
+
+    // Held by a row: kept however old; held by none and old: forgotten.
+    let later = t0 + FAILED_KEEP + Duration::from_secs(1);
+    t.tally(&dumps(true), &|_| true, &HashMap::new(), later, 0);
+    assert_eq!((failed(&t, 7), t.failed.len()), (Some(3), 1), "only the one a row holds");
+    t.tally(&dumps(false), &|_| true, &HashMap::new(), later, 0);
+    assert_eq!(failed(&t, 7), None);
+}
+
 // ---- live: real sockets, each test in a network namespace of its own ----
 
 /// Runs `body` in a thread that has a new network namespace with `lo` up; the

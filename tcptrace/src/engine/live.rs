@@ -2,6 +2,13 @@
 //! and gives the first capacity rows; every event then goes to the ledger and to the
 //! capacity tracker's rates; every `reconcile_every` (and when the run stops) the ledger is
 //! checked against the kernel; a snapshot takes the top rows of both.
+//!
+//! The walks after the first run on the [`Walker`]'s thread, so that the loop keeps
+//! counting, printing and serving while one takes long. A tick that asks for one waits
+//! [`WALK_WAIT`] for it, which is enough on most boxes, so that its rows and drift are that
+//! tick's; a longer one is taken in at a later tick. Each kind of walk is paced by its own
+//! cost: not asked for again sooner than [`capacity::REFRESH_COST_RATIO`] times what the
+//! last one took.
 
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
@@ -11,16 +18,27 @@ use super::{
     passes::{Pass, Passes},
     reconcile::{Drift, KernelView, reconcile},
     session::{Session, Tick},
+    walker::{Walk, Walked, Walker},
 };
 use crate::{
     Error,
-    capacity::{self, Capacity},
+    capacity::{self, Capacity, REFRESH_COST_RATIO},
+    conn::Conn,
     event::Event,
-    filter::Filter,
     ledger::Ledger,
-    sockdiag,
     view::{self, Snapshot, Trust},
 };
+
+/// How long a tick waits for a walk it asked for: a walk of a box with some tens of
+/// thousands of sockets ends within it, so its rows and drift are that tick's.
+pub const WALK_WAIT: Duration = Duration::from_millis(250);
+/// How long the last tick waits for its reconciliation, the run's final word on drift.
+pub const STOP_WAIT: Duration = Duration::from_mins(2);
+
+/// A walk that did not end in time.
+#[derive(Debug, thiserror::Error)]
+#[error("the sock_diag walk did not finish within {0:?}")]
+struct WalkTimeout(Duration);
 
 /// The ledger and the capacity rows of one run, and how far they can be trusted.
 pub struct Live {
@@ -33,9 +51,16 @@ pub struct Live {
     pub reconciled: bool,
     /// Passes that failed and were skipped.
     pub passes: Passes,
-    filter: Filter,
+    walker: Walker,
+    /// The connections that had an event since the reconciliation walk in flight was
+    /// asked for: either side may have seen them before or after their change, so they are
+    /// left out of its comparison.
+    touched: Option<HashSet<Conn>>,
     last_reconcile: Instant,
     reconcile_every: Duration,
+    /// Said once, when reconciliations start to space out.
+    notes: Vec<String>,
+    reconciliation_paced: bool,
     /// The rows of the start-up walk, for a snapshot taken before the first tick.
     first_rows: Option<Capacity>,
 }
@@ -77,9 +102,12 @@ impl Live {
             drift: Drift::default(),
             reconciled: false,
             passes: Passes::default(),
-            filter: options.filter.clone(),
+            walker: Walker::start(options.filter.clone()).map_err(Error::Walker)?,
+            touched: None,
             last_reconcile: Instant::now(),
             reconcile_every: options.reconcile_every,
+            notes: Vec::new(),
+            reconciliation_paced: false,
             first_rows: Some(rows),
         })
     }
@@ -93,55 +121,86 @@ impl Live {
         tick
     }
 
-    /// What [`Live::next`] does once the tick came: applies the ring, and reconciles on a
-    /// report tick that is due and always on stop (a caller may pass [`Tick::Stop`] to force
-    /// one). A reconciliation that fails is skipped (see [`Passes`]): the drift stays the
-    /// last one measured and [`Live::reconciled`] says none ran.
+    /// What [`Live::next`] does once the tick came: applies the ring, takes in a
+    /// reconciliation that finished since, and asks for one on a report tick that is due and
+    /// always on stop (a caller may pass [`Tick::Stop`] to force one; it waits up to
+    /// [`STOP_WAIT`] for it). A reconciliation that fails is skipped (see [`Passes`]): the
+    /// drift stays the last one measured and [`Live::reconciled`] says none ran.
     pub fn update(&mut self, tick: &Tick) {
         // From the first tick on the start-up rows are out of date.
         self.first_rows = None;
-        self.apply_ring(|_| {});
-        let due = !self.reconcile_every.is_zero()
-            && self.last_reconcile.elapsed() >= self.reconcile_every;
         self.reconciled = false;
-        if matches!(tick, Tick::Stop) || (matches!(tick, Tick::Report) && due) {
-            match self.reconcile_with_kernel() {
-                Ok(drift) => {
-                    self.drift = drift;
-                    self.reconciled = true;
-                    self.passes.worked(Pass::Reconciliation);
-                }
-                Err(e) => self.passes.failed(Pass::Reconciliation, &e),
-            }
-            // A failed one waits its turn too: retrying at once would fail the same way.
-            self.last_reconcile = Instant::now();
+        self.apply_ring();
+        self.take_reconciliation(Duration::ZERO);
+        let stop = matches!(tick, Tick::Stop);
+        if !(stop || (matches!(tick, Tick::Report) && self.reconciliation_due())) {
+            return;
+        }
+        if self.walker.ask(Walk::Reconciliation) {
+            self.touched = Some(HashSet::new());
+        }
+        let wait = if stop { STOP_WAIT } else { WALK_WAIT };
+        if !self.take_reconciliation(wait) && stop {
+            self.passes.failed(Pass::Reconciliation, &WalkTimeout(wait));
         }
     }
 
-    /// Drains the ring into everything that counts events; `also` sees each one first.
-    fn apply_ring(&mut self, mut also: impl FnMut(&Event)) {
-        let (ledger, capacity) = (&mut self.ledger, &mut self.capacity);
-        self.session.consumer.drain(|ev| {
-            also(&ev);
+    /// Whether a report tick should reconcile: `reconcile_every` has passed since the last
+    /// one, and so has [`REFRESH_COST_RATIO`] times what the last one cost.
+    fn reconciliation_due(&mut self) -> bool {
+        if self.reconcile_every.is_zero() {
+            return false;
+        }
+        let cost = self.walker.last(Walk::Reconciliation).map_or(Duration::ZERO, |(_, c)| c);
+        let every = self.reconcile_every.max(cost * REFRESH_COST_RATIO);
+        if every > self.reconcile_every && !self.reconciliation_paced {
+            self.reconciliation_paced = true;
+            self.notes.push(format!(
+                "reconciliations run at most every {every:.1?}: one takes {cost:.1?} here; the live counts stay current"
+            ));
+        }
+        self.last_reconcile.elapsed() >= every
+    }
+
+    /// Takes in the reconciliation walk if it finished (waiting up to `wait` for one in
+    /// flight) and reconciles; whether it did.
+    fn take_reconciliation(&mut self, wait: Duration) -> bool {
+        let Some(Walked::Reconciliation(walked)) = self.walker.take(Walk::Reconciliation, wait)
+        else {
+            return false;
+        };
+        // What happened while the walk ran is touched too.
+        self.apply_ring();
+        let touched = self.touched.take().unwrap_or_default();
+        self.last_reconcile = Instant::now();
+        match walked {
+            Ok(live) => {
+                let kernel = KernelView::of(live, self.session.tracer.knows_netns);
+                let drift =
+                    reconcile(&mut self.ledger, &kernel.conns, &kernel.namespaces, &touched);
+                if drift.total() > 0 {
+                    log::info!("reconciliation with sock_diag: {drift:?}");
+                }
+                self.drift = drift;
+                self.reconciled = true;
+                self.passes.worked(Pass::Reconciliation);
+            }
+            Err(e) => self.passes.failed(Pass::Reconciliation, &e),
+        }
+        true
+    }
+
+    /// Drains the ring into everything that counts events, and the touched set of a
+    /// reconciliation in flight.
+    fn apply_ring(&mut self) {
+        let (ledger, capacity, touched) = (&mut self.ledger, &mut self.capacity, &mut self.touched);
+        self.session.consumer.drain(|ev: Event| {
+            if let Some(touched) = touched.as_mut() {
+                touched.insert(ev.conn);
+            }
             capacity.on_event(&ev);
             ledger.apply(&ev);
         });
-    }
-
-    /// Compares the ledger with a fresh sock_diag walk and corrects it. Events drained
-    /// after the walk was started may describe changes the walk did or did not see, so
-    /// their connections are left out of the comparison.
-    fn reconcile_with_kernel(&mut self) -> Result<Drift, sockdiag::Error> {
-        let kernel = KernelView::take(&self.filter, self.session.tracer.knows_netns)?;
-        let mut touched = HashSet::new();
-        self.apply_ring(|ev| {
-            touched.insert(ev.conn);
-        });
-        let drift = reconcile(&mut self.ledger, &kernel.conns, &kernel.namespaces, &touched);
-        if drift.total() > 0 {
-            log::info!("reconciliation with sock_diag: {drift:?}");
-        }
-        Ok(drift)
     }
 
     #[must_use]
@@ -153,21 +212,35 @@ impl Live {
         }
     }
 
-    /// The capacity rows now: before the first tick the start-up walk's, then a refresh
-    /// (paced by its cost: see [`capacity::Tracker::refresh`]); `None` when the refresh
-    /// failed and was skipped (see [`Passes`]).
+    /// The capacity rows now: before the first tick the start-up walk's; then the last
+    /// refresh's, after asking for one if it is due (paced by its cost: see
+    /// [`capacity::Tracker::due`]) and taking in a walk that finished. `None` while the
+    /// refreshes fail (see [`Passes`]).
     pub fn capacity_rows(&mut self, top: usize) -> Option<Capacity> {
         if let Some(rows) = self.first_rows.take() {
             return Some(rows);
         }
-        match self.capacity.refresh(top) {
-            Ok(rows) => {
-                self.passes.worked(Pass::CapacityRefresh);
-                Some(rows)
-            }
-            Err(e) => {
-                self.passes.failed(Pass::CapacityRefresh, &e);
-                None
+        self.take_capacity(top, Duration::ZERO);
+        if self.capacity.due(top) && self.walker.ask(Walk::Capacity) {
+            self.take_capacity(top, WALK_WAIT);
+        }
+        if self.passes.record(Pass::CapacityRefresh).failing.is_some() {
+            return None;
+        }
+        self.capacity.last_rows(top).cloned()
+    }
+
+    /// Takes in the capacity walk if it finished (waiting up to `wait` for one in flight).
+    fn take_capacity(&mut self, top: usize, wait: Duration) {
+        if let Some(Walked::Capacity(walked)) = self.walker.take(Walk::Capacity, wait) {
+            // The rates count the events up to now.
+            self.apply_ring();
+            match walked {
+                Ok(dump) => {
+                    self.capacity.rows_of(&dump, top);
+                    self.passes.worked(Pass::CapacityRefresh);
+                }
+                Err(e) => self.passes.failed(Pass::CapacityRefresh, &e),
             }
         }
     }
@@ -191,6 +264,7 @@ impl Live {
     pub fn take_notices(&mut self) -> Vec<String> {
         let mut notices = self.passes.take_notices();
         notices.extend(self.capacity.cadence_note());
+        notices.append(&mut self.notes);
         notices
     }
 }

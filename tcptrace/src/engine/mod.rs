@@ -9,7 +9,8 @@
 //!   takes [`Snapshot`](crate::view::Snapshot)s;
 //! - [`reconcile`]: the ledger checked against the kernel's own table;
 //! - [`passes`]: a reconciliation or a capacity refresh that fails is skipped and said, and
-//!   the run goes on.
+//!   the run goes on;
+//! - [`walker`]: the sock_diag walks, on a thread of their own.
 //!
 //! Commands build [`Options`] from their flags and never reach past this module into the
 //! kernel or sock_diag themselves.
@@ -19,6 +20,7 @@ pub mod passes;
 pub mod reconcile;
 pub mod ring;
 pub mod session;
+pub mod walker;
 
 use std::time::Duration;
 
