@@ -137,8 +137,9 @@ pub struct DestinationRow {
     /// connections leave `TIME_WAIT`: a steady connect rate is only a risk if the ports
     /// it takes are not returned as fast.
     pub exhaustion_s: Option<f64>,
-    /// `connect()`s to this remote endpoint (from any local address) that failed with
-    /// `EADDRNOTAVAIL` since tcptrace started: the range ran out.
+    /// `connect()`s to this remote endpoint from this network namespace (from any local
+    /// address) that failed with `EADDRNOTAVAIL` since tcptrace started: the range ran out.
+    /// An endpoint no destination row holds is forgotten 10 minutes after its last one.
     pub failed_connects: u64,
 }
 
