@@ -15,11 +15,11 @@
 //! `event` (building one, `submit`), `filter` (`admit`, before the ring is touched), with
 //! `maps` holding every map and `CONFIG`. The programs are one module per set: `fentry`,
 //! `kprobe`, `state` (the tracepoint in both forms), and `syscalls` for the `syscalls:`
-//! tracepoints the sets add (failed connects on the first two, accepts under `--pid` on
-//! all). Program function names are what userspace loads them by (the table of attach
-//! paths in `tcptrace-common/src/attach.rs`), so they stay as they are. Every helper is
-//! `#[inline(always)]`, so that each program compiles to one function: whether the
-//! verifier accepts a program depends on that inlining.
+//! tracepoints that go with them (failed connects on the first two sets, accepts under
+//! `--pid` on all). Program function names are what userspace loads them by (the table of
+//! attach paths in `tcptrace-common/src/attach.rs`), so they stay as they are. Every
+//! helper is `#[inline(always)]` and is inlined into each program that calls it: whether
+//! the verifier accepts a program depends on that inlining.
 #![no_std]
 #![no_main]
 
