@@ -1,30 +1,8 @@
-//! The library's errors: one enum for what the engine reports, wrapping each layer's own
-//! (`kernel::AttachError`, `sockdiag::Error`, aya's map errors) with `#[from]`. `anyhow`
-//! is for the commands, at the binary's edge.
+//! How the library's errors are shown: an error and its sources on one line ([`Chain`]).
+//! The errors themselves belong to each layer (`kernel::AttachError`, `sockdiag::Error`,
+//! `engine::Error`, which wraps them); `anyhow` is for the commands, at the binary's edge.
 
-use std::{error::Error as StdError, fmt, io};
-
-use crate::{filter::TooManyValues, kernel::AttachError, sockdiag};
-
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error(transparent)]
-    Attach(#[from] AttachError),
-    #[error(transparent)]
-    Filter(#[from] TooManyValues),
-    #[error(transparent)]
-    SockDiag(#[from] sockdiag::Error),
-    #[error("the BPF object has no {0} map")]
-    NoMap(&'static str),
-    #[error("the ring buffer")]
-    Ring(#[from] aya::maps::MapError),
-    #[error("cannot poll the ring buffer")]
-    RingReader(#[source] io::Error),
-    #[error("cannot handle {0}")]
-    Signal(&'static str, #[source] io::Error),
-    #[error("cannot start the thread that walks the kernel's socket tables")]
-    Walker(#[source] io::Error),
-}
+use std::{error::Error as StdError, fmt};
 
 /// An error and its sources on one line, `a: b: c`, as `anyhow`'s `{:#}` prints them.
 pub struct Chain<'a>(pub &'a dyn StdError);

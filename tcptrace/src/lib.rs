@@ -16,7 +16,7 @@
 //! - [`view`]: the snapshot model and its renderings (table, JSON, TUI, metrics, events);
 //! - [`cli`] and [`cmd`]: the command line and one thin file per command;
 //! - [`load`]: tcptrace's own loopback load generator;
-//! - [`error`]: the library's [`Error`].
+//! - [`error`]: how errors are shown; the engine's [`Error`] wraps each layer's.
 
 pub mod capacity;
 pub mod check;
@@ -33,4 +33,4 @@ pub mod load;
 pub mod sockdiag;
 pub mod view;
 
-pub use error::Error;
+pub use engine::Error;

@@ -15,6 +15,7 @@
 //! Commands build [`Options`] from their flags and never reach past this module into the
 //! kernel or sock_diag themselves.
 
+pub mod error;
 pub mod live;
 pub mod passes;
 pub mod reconcile;
@@ -26,6 +27,7 @@ use std::time::Duration;
 
 use tcptrace_common::attach::Request;
 
+pub use error::Error;
 pub use live::Live;
 pub use session::{Session, Tick};
 

@@ -113,6 +113,15 @@ pub enum AttachError {
     FilterNeedsBtf(&'static str, String),
 }
 
+/// Why the ring buffer could not be handed over.
+#[derive(Debug, thiserror::Error)]
+pub enum RingError {
+    #[error("the BPF object has no {0} map")]
+    NoMap(&'static str),
+    #[error("the ring buffer")]
+    Map(#[from] aya::maps::MapError),
+}
+
 /// Why one attach path was not used.
 #[derive(Debug, thiserror::Error)]
 pub enum PathError {
@@ -265,8 +274,8 @@ impl Tracer {
     }
 
     /// Hands the ring buffer to the consumer.
-    pub fn take_ring(&mut self) -> Result<RingBuf<MapData>, crate::Error> {
-        let map = self.ebpf.take_map(EVENTS_MAP).ok_or(crate::Error::NoMap(EVENTS_MAP))?;
+    pub fn take_ring(&mut self) -> Result<RingBuf<MapData>, RingError> {
+        let map = self.ebpf.take_map(EVENTS_MAP).ok_or(RingError::NoMap(EVENTS_MAP))?;
         Ok(RingBuf::try_from(map)?)
     }
 
