@@ -12,6 +12,7 @@ fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
         .format_target(false)
         .init();
+    raise_file_limit();
     if let Command::Load(args) = command {
         // The load generator is plain threads; it needs no async runtime.
         return tcptrace::load::run(args).map_or_else(
@@ -58,4 +59,25 @@ fn main() -> ExitCode {
         eprintln!("tcptrace: error: {e:#}");
         ExitCode::FAILURE
     })
+}
+
+/// Raises the soft open-file limit to the hard one (said at debug level): `load` and `demo`
+/// hold a descriptor per connection, `serve` one per HTTP client besides its own, and the
+/// soft limit is often 1,024 (systemd's default) when the hard one is far higher.
+fn raise_file_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let (soft, hard) = match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok(limits) => limits,
+        Err(e) => {
+            log::debug!("cannot read the open-file limit (RLIMIT_NOFILE): {e}");
+            return;
+        }
+    };
+    if soft >= hard {
+        log::debug!("the open-file limit (RLIMIT_NOFILE) is {soft}, its hard limit already");
+    } else if let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+        log::debug!("cannot raise the open-file limit (RLIMIT_NOFILE) from {soft} to {hard}: {e}");
+    } else {
+        log::debug!("raised the open-file limit (RLIMIT_NOFILE) from {soft} to {hard}");
+    }
 }

@@ -2,9 +2,15 @@
 //! network namespace, 127.85.0.0/16, listener port 21883, a 10-port ephemeral range so the
 //! test's destination ranks first by use of its range), and its errors for a port in use
 //! and a bad --listen.
+//!
+//! Then what a local user can throw at its HTTP side (floods of idle connections above the
+//! cap, slow-header clients, oversized heads, a low open-file limit), each followed by the
+//! same check: still running, /metrics answers 200 at once, and the counts of the
+//! connections the test holds in a namespace of its own (127.85.1.0/24, port 21884) are
+//! still exact, with no drift and no skipped pass.
 
 use std::collections::BTreeMap;
-use std::io::{Read as _, Write as _};
+use std::io::{ErrorKind, Read as _, Write as _};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -36,15 +42,23 @@ struct Serve {
 impl Serve {
     /// Starts it on a free loopback port and waits until /healthz answers 200.
     fn start(extra: &[&str]) -> Self {
+        Self::start_under(&[], extra)
+    }
+
+    /// [`Serve::start`] run by `wrapper` (a command that runs the rest of its arguments,
+    /// such as `prlimit --nofile=96:96 --`), when not empty.
+    fn start_under(wrapper: &[&str], extra: &[&str]) -> Self {
         let addr = free_loopback_port();
         let attach = attach_path();
         let listen = addr.to_string();
         let mut args = vec!["serve", "--listen", &listen, "--attach", &attach];
         args.extend(["--interval", INTERVAL, "--reconcile-every", "1s"]);
         args.extend(extra);
-        println!("  running: {} {}", tracer_bin().display(), args.join(" "));
-        let mut child = Command::new(tracer_bin())
-            .args(&args)
+        let bin = tracer_bin().to_str().expect("a UTF-8 path");
+        let command: Vec<&str> = wrapper.iter().copied().chain([bin]).chain(args).collect();
+        println!("  running: {}", command.join(" "));
+        let mut child = Command::new(command[0])
+            .args(&command[1..])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -142,8 +156,13 @@ fn free_loopback_port() -> SocketAddr {
 
 /// A plain HTTP/1.0 GET: (status, body).
 fn get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
-    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    get_within(addr, path, Duration::from_secs(30))
+}
+
+/// [`get`], failing if the answer takes longer than `bound` (to connect, and to read).
+fn get_within(addr: SocketAddr, path: &str, bound: Duration) -> std::io::Result<(u16, String)> {
+    let mut stream = TcpStream::connect_timeout(&addr, bound.min(Duration::from_secs(5)))?;
+    stream.set_read_timeout(Some(bound))?;
     write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
     let mut response = String::new();
     stream.read_to_string(&mut response)?;
@@ -339,4 +358,304 @@ fn a_port_in_use_and_a_bad_listen_address_get_one_line_errors() {
     assert!(first.contains("expected ADDRESS:PORT, e.g. 127.0.0.1:9464"), "{first}");
     println!("  bad --listen: {first}");
     drop(taken);
+}
+
+/// Where the attack tests hold their own connections, in a namespace of their own.
+const HELD_SERVER: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, 85, 1, 1)), 21884);
+const HELD_CLIENT: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 85, 1, 2));
+/// serve's cap on HTTP connections when not told otherwise (`--max-connections`).
+const DEFAULT_CAP: usize = 64;
+/// How long an HTTP client may take to send its request line and headers (serve's
+/// `REQUEST_HEAD_TIMEOUT`), and the slack allowed on top before a test calls it not closed.
+const HEAD_TIMEOUT: Duration = Duration::from_secs(5);
+const SLACK: Duration = Duration::from_secs(3);
+/// How soon a refused connection must have its 503, and a scrape after an attack its 200.
+const ANSWER_WITHIN: Duration = Duration::from_secs(2);
+
+/// Connections the test holds in its own namespace, to check that serve is still exact.
+struct Held {
+    ns: Netns,
+    _server: Server,
+    _clients: Vec<TcpStream>,
+}
+
+impl Held {
+    fn new(name: &str) -> Self {
+        let ns = Netns::new(name);
+        let server = Server::listen(&ns, HELD_SERVER, Accepted::Hold);
+        let clients = connect(&ns, HELD_CLIENT, HELD_SERVER, HELD);
+        server.wait_accepted(HELD);
+        Self { ns, _server: server, _clients: clients }
+    }
+
+    fn listener(&self) -> String {
+        format!(
+            "tcptrace_listener_live_connections{{netns=\"{}\",addr=\"{}\",port=\"{}\"}}",
+            self.ns.inode(),
+            HELD_SERVER.ip(),
+            HELD_SERVER.port()
+        )
+    }
+
+    /// Waits until serve shows exactly the held connections with no drift; returns the
+    /// passes skipped so far.
+    fn exact(&self, serve: &Serve) -> f64 {
+        let held = f64::from(u32::try_from(HELD).expect("a handful"));
+        let m = serve.wait_for("the held connections, no drift", |m| {
+            expect(m, &self.listener(), held)?;
+            expect(m, "tcptrace_drift_connections", 0.0)
+        });
+        family(&m, "tcptrace_skipped_passes_total").iter().map(|(_, v)| v).sum()
+    }
+
+    /// After an attack: serve still runs, answers /metrics with 200 within
+    /// [`ANSWER_WITHIN`], and is still exact, with no pass skipped since `skipped`.
+    fn still_exact(&self, serve: &Serve, skipped: f64) {
+        if let Ok(Some(status)) = serve.child_status() {
+            panic!("tcptrace serve exited with {status}: {}", serve.stderr());
+        }
+        let asked = Instant::now();
+        let answer = get_within(serve.addr, "/metrics", ANSWER_WITHIN);
+        let took = asked.elapsed();
+        assert!(
+            matches!(answer, Ok((200, _))) && took < ANSWER_WITHIN,
+            "/metrics after the attack: {answer:?} in {took:?}\nstderr: {}",
+            serve.stderr()
+        );
+        let now = self.exact(serve);
+        assert!(
+            (now - skipped).abs() < 1e-9,
+            "{} passes skipped during the attack\nstderr: {}",
+            now - skipped,
+            serve.stderr()
+        );
+        let (status, body) = get(serve.addr, "/healthz").expect("GET /healthz");
+        assert!(status == 200 && body.starts_with("ok: "), "/healthz: {status} {body}");
+        println!("  afterwards: running, /metrics 200 in {took:?}, {HELD} held counted, drift 0");
+    }
+}
+
+/// One HTTP client of an attack, from the test's side.
+struct Client {
+    stream: TcpStream,
+    opened: Instant,
+    /// What the server sent.
+    answer: Vec<u8>,
+    /// When the server closed it (FIN or reset), counted from `opened`.
+    closed_after: Option<Duration>,
+    /// Bytes of the drip sent so far.
+    dripped: usize,
+}
+
+impl Client {
+    fn refused(&self) -> bool {
+        let answer = String::from_utf8_lossy(&self.answer);
+        answer.starts_with("HTTP/1.1 503 Service Unavailable\r\n")
+            && answer.contains("\r\nconnection: close\r\n")
+            && answer.ends_with("(--max-connections); try again\n")
+    }
+}
+
+/// Opens `count` connections to serve, one after the other.
+fn open_clients(addr: SocketAddr, count: usize) -> Vec<Client> {
+    (0..count)
+        .map(|i| {
+            let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
+                .unwrap_or_else(|e| panic!("connect {i} to serve at {addr}: {e}"));
+            stream.set_nonblocking(true).expect("non-blocking");
+            Client {
+                stream,
+                opened: Instant::now(),
+                answer: Vec::new(),
+                closed_after: None,
+                dripped: 0,
+            }
+        })
+        .collect()
+}
+
+/// Reads what serve sends each client until it closes them all or `within` has passed;
+/// meanwhile sends the still-open ones `drip` a byte at a time, one every `every`.
+fn follow(clients: &mut [Client], within: Duration, drip: &[u8], every: Duration) {
+    let deadline = Instant::now() + within;
+    let mut next_drip = Instant::now();
+    while clients.iter().any(|c| c.closed_after.is_none()) && Instant::now() < deadline {
+        let dripping = !drip.is_empty() && Instant::now() >= next_drip;
+        if dripping {
+            next_drip += every;
+        }
+        for c in clients.iter_mut().filter(|c| c.closed_after.is_none()) {
+            let mut buf = [0u8; 4096];
+            match c.stream.read(&mut buf) {
+                Ok(0) => c.closed_after = Some(c.opened.elapsed()),
+                Ok(n) => c.answer.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+                Err(_) => c.closed_after = Some(c.opened.elapsed()),
+            }
+            if dripping
+                && c.closed_after.is_none()
+                && c.dripped < drip.len()
+                && let Ok(n) = c.stream.write(&drip[c.dripped..=c.dripped])
+            {
+                c.dripped += n;
+            }
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Checks an attack's outcome: exactly the clients over `cap` got their 503 within
+/// [`ANSWER_WITHIN`], and the others got nothing and were closed by serve within the head
+/// timeout (plus [`SLACK`]).
+fn refused_over_the_cap_and_timed_out(clients: &[Client], cap: usize, stderr: &str) {
+    let (refused, served): (Vec<&Client>, Vec<&Client>) = clients.iter().partition(|c| c.refused());
+    let late = refused.iter().filter(|c| c.closed_after.is_none_or(|t| t > ANSWER_WITHIN)).count();
+    let worst = served.iter().filter_map(|c| c.closed_after).max().unwrap_or_default();
+    let open = served.iter().filter(|c| c.closed_after.is_none()).count();
+    println!(
+        "  {} clients: {} answered 503 and closed ({late} late); {} served, {open} of them \
+         still open after {:?}, the others closed after {worst:?} at most",
+        clients.len(),
+        refused.len(),
+        served.len(),
+        HEAD_TIMEOUT + SLACK
+    );
+    let unrefused: Vec<String> = served
+        .iter()
+        .filter(|c| !c.answer.is_empty())
+        .map(|c| String::from_utf8_lossy(&c.answer).into_owned())
+        .take(3)
+        .collect();
+    assert!(unrefused.is_empty(), "answers that are not the 503 of the cap: {unrefused:?}");
+    assert_eq!(
+        refused.len(),
+        clients.len().saturating_sub(cap),
+        "connections over the cap of {cap} answered 503\nstderr: {stderr}"
+    );
+    assert_eq!(late, 0, "503s that took longer than {ANSWER_WITHIN:?}");
+    let open = served.iter().filter(|c| c.closed_after.is_none_or(|t| t > HEAD_TIMEOUT + SLACK));
+    assert_eq!(open.count(), 0, "connections still open after {:?}", HEAD_TIMEOUT + SLACK);
+}
+
+/// Lets the start-up probes' connections end, so that every slot is free.
+fn settle() {
+    thread::sleep(Duration::from_millis(300));
+}
+
+#[test]
+fn an_idle_flood_above_the_cap_is_refused_and_timed_out() {
+    println!(
+        "checks: 150 idle connections (the cap is 64): 86 answered 503 at once, 64 closed \
+         after the 5 s head timeout; serve still runs, answers and is exact"
+    );
+    let held = Held::new("ns-serve-idle");
+    let serve = Serve::start(&["--top-k", &TOP_K.to_string()]);
+    let skipped = held.exact(&serve);
+    settle();
+    let mut clients = open_clients(serve.addr, 150);
+    follow(&mut clients, HEAD_TIMEOUT + SLACK, &[], Duration::ZERO);
+    refused_over_the_cap_and_timed_out(&clients, DEFAULT_CAP, &serve.stderr());
+    assert!(serve.stderr().contains("HTTP connection(s) with 503"), "{}", serve.stderr());
+    held.still_exact(&serve, skipped);
+}
+
+#[test]
+fn slow_header_clients_are_refused_over_the_cap_and_cut_off() {
+    println!(
+        "checks: 70 clients that send their request a byte every 2 s (the cap is 64): 6 \
+         answered 503 at once, 64 closed without an answer after the 5 s head timeout; \
+         serve still runs, answers and is exact"
+    );
+    let held = Held::new("ns-serve-slow");
+    let serve = Serve::start(&["--top-k", &TOP_K.to_string()]);
+    let skipped = held.exact(&serve);
+    settle();
+    let mut clients = open_clients(serve.addr, DEFAULT_CAP + 6);
+    let request = format!("GET /metrics HTTP/1.1\r\nHost: {}\r\n\r\n", serve.addr);
+    follow(&mut clients, HEAD_TIMEOUT + SLACK, request.as_bytes(), Duration::from_secs(2));
+    let dripped = clients.iter().map(|c| c.dripped).max().unwrap_or(0);
+    println!("  the slowest sent {dripped} of {} bytes before serve closed it", request.len());
+    refused_over_the_cap_and_timed_out(&clients, DEFAULT_CAP, &serve.stderr());
+    held.still_exact(&serve, skipped);
+}
+
+/// Sends `request` on a connection of its own and reads until serve closes it (or
+/// [`ANSWER_WITHIN`] passes): the status line of the answer, and the answer.
+fn one_request(addr: SocketAddr, request: &[u8]) -> (String, String) {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect");
+    stream.set_read_timeout(Some(ANSWER_WITHIN)).expect("read timeout");
+    // serve may answer and close before it has it all: a failed write still has an answer.
+    let _ = stream.write_all(request);
+    let mut answer = Vec::new();
+    let read = stream.read_to_end(&mut answer);
+    let answer = String::from_utf8_lossy(&answer).into_owned();
+    assert!(
+        !matches!(&read, Err(e) if e.kind() == ErrorKind::WouldBlock || e.kind() == ErrorKind::TimedOut),
+        "not closed within {ANSWER_WITHIN:?}: {answer}"
+    );
+    (answer.lines().next().unwrap_or_default().to_owned(), answer)
+}
+
+#[test]
+fn oversized_heads_and_request_bodies_are_refused() {
+    println!(
+        "checks: a 16 KiB request head gets 431, 1 MiB of headers gets 431 (or a reset) \
+         and a close, a GET with a body gets 413 with connection: close, a head of 4 KiB \
+         is served; serve still runs, answers and is exact"
+    );
+    let held = Held::new("ns-serve-big");
+    let serve = Serve::start(&["--top-k", &TOP_K.to_string()]);
+    let skipped = held.exact(&serve);
+    let padded = |pad: usize| {
+        format!("GET /metrics HTTP/1.1\r\nHost: x\r\nX-Pad: {}\r\n\r\n", "a".repeat(pad))
+    };
+
+    let (status, _) = one_request(serve.addr, padded(16 * 1024).as_bytes());
+    assert!(status.starts_with("HTTP/1.1 431 "), "16 KiB head: {status}");
+    println!("  16 KiB head: {status}");
+    let endless =
+        format!("GET /metrics HTTP/1.1\r\nHost: x\r\n{}", "X-Pad: aaaaaaaa\r\n".repeat(60_000));
+    let (status, _) = one_request(serve.addr, endless.as_bytes());
+    assert!(status.is_empty() || status.starts_with("HTTP/1.1 431 "), "1 MiB of headers: {status}");
+    println!("  1 MiB of headers: {}", if status.is_empty() { "reset" } else { &status });
+    let (status, answer) = one_request(
+        serve.addr,
+        b"GET /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello",
+    );
+    assert!(status.starts_with("HTTP/1.1 413 "), "a body: {answer}");
+    assert!(answer.contains("connection: close\r\n"), "a body: {answer}");
+    println!("  a GET with a body: {status}");
+    let (status, answer) =
+        one_request(serve.addr, padded(4 * 1024).replace("1.1", "1.0").as_bytes());
+    assert!(status.starts_with("HTTP/1.0 200 "), "4 KiB head: {status}");
+    assert!(answer.ends_with("# EOF\n"), "4 KiB head: {answer}");
+    held.still_exact(&serve, skipped);
+}
+
+#[test]
+fn under_a_low_file_limit_a_flood_leaves_the_tracer_its_files() {
+    println!(
+        "checks: serve under `prlimit --nofile=96:96` says it lowers its cap, and 150 idle \
+         connections leave every pass working (no \"Too many open files\"): the ones over \
+         the cap answered 503, the others timed out; still runs, answers and is exact"
+    );
+    let held = Held::new("ns-serve-nofile");
+    let serve =
+        Serve::start_under(&["prlimit", "--nofile=96:96", "--"], &["--top-k", &TOP_K.to_string()]);
+    let skipped = held.exact(&serve);
+    settle();
+    let mut clients = open_clients(serve.addr, 150);
+    // Long enough for several reconciliations (every 1 s) with every slot taken.
+    follow(&mut clients, HEAD_TIMEOUT + SLACK, &[], Duration::ZERO);
+    let stderr = serve.stderr();
+    assert!(!stderr.contains("Too many open files"), "{stderr}");
+    held.still_exact(&serve, skipped);
+    let cap: usize = stderr
+        .split_once("serving at most ")
+        .and_then(|(_, rest)| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no note of a lowered cap: {stderr}"));
+    assert!((1..DEFAULT_CAP).contains(&cap), "cap {cap}");
+    println!("  cap lowered to {cap}");
+    refused_over_the_cap_and_timed_out(&clients, cap, &stderr);
 }

@@ -9,17 +9,26 @@
 //! interval, the reconciliation; about 30 ms per 10,000 sockets, seconds on a box with
 //! hundreds of thousands) block that loop alone, a scrape never waits for the kernel, and
 //! a slow client never delays the ring drain. If the loop does stall, /healthz says so.
+//!
+//! Any local user can connect, and the tracer runs as root, so the HTTP side is bounded
+//! whatever clients do: at most `--max-connections` connections at once (fewer when the
+//! open-file limit cannot hold that many and still leave the tracer the descriptors its
+//! own passes open), one more answered `503` and closed at once; request heads that must
+//! be complete within [`REQUEST_HEAD_TIMEOUT`] and fit in [`MAX_REQUEST_HEAD`]; no
+//! request bodies; and every connection over within [`CONNECTION_TIMEOUT`].
 
 use std::{
     convert::Infallible,
-    io,
-    net::{IpAddr, Ipv4Addr, SocketAddr},
+    fs,
+    io::{self, Read as _, Write as _},
+    net::{IpAddr, Ipv4Addr, Shutdown, SocketAddr},
+    pin::pin,
     sync::{Arc, Mutex, PoisonError},
     thread,
     time::{Duration, Instant},
 };
 
-use anyhow::{Context as _, anyhow};
+use anyhow::{Context as _, anyhow, bail};
 use bytes::Bytes;
 use clap::Args;
 use http_body_util::Full;
@@ -27,7 +36,10 @@ use hyper::{
     Method, Request, Response, StatusCode, header, server::conn::http1, service::service_fn,
 };
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::net::TcpListener;
+use tokio::{
+    net::{TcpListener, TcpStream},
+    sync::Semaphore,
+};
 
 use crate::{
     cmd::args::{TraceArgs, parse_duration},
@@ -39,8 +51,39 @@ use crate::{
 /// OpenTelemetry's Prometheus exporter uses; loopback, so nothing is exposed by default.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9464";
 
-/// A client that has not sent its request headers by then is dropped.
-const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// A request's line and headers must be complete this long after its connection opens or
+/// the previous response on it was sent, or the connection is closed (no answer). hyper
+/// restarts this timer whenever a connection waits for a request, so it is also the
+/// keep-alive idle timeout. A scraper sends its request at once; a client that sits idle
+/// or dribbles its headers (slowloris) holds a connection slot this long at most.
+const REQUEST_HEAD_TIMEOUT: Duration = Duration::from_secs(5);
+/// A connection's whole life, and so that of every request on it, the response included
+/// (a client can stop reading one): after [`NEW_REQUESTS_FOR`] it takes no new request and
+/// finishes the one in flight; [`SHUTDOWN_GRACE`] later it is closed whatever it is doing.
+const CONNECTION_TIMEOUT: Duration = NEW_REQUESTS_FOR.saturating_add(SHUTDOWN_GRACE);
+const NEW_REQUESTS_FOR: Duration = Duration::from_secs(25);
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// A request's line and headers together, at most; a longer one is answered `431` and its
+/// connection closed. A scrape's are a few hundred bytes.
+const MAX_REQUEST_HEAD: usize = 8 * 1024;
+/// What hyper may buffer per connection, at most (its floor is 8 KiB, its default about
+/// 400 KiB): with the cap on connections, what clients can make the server hold.
+const MAX_CONNECTION_BUFFER: usize = 16 * 1024;
+
+/// `--max-connections` by default: a few Prometheus servers and people with curl.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 64;
+/// The most `--max-connections` allows: each connection may hold
+/// [`MAX_CONNECTION_BUFFER`] and a file descriptor.
+const MAX_MAX_CONNECTIONS: usize = 4096;
+/// Descriptors kept free for the tracer's own work whatever HTTP clients do, beyond those
+/// it holds when it starts serving (BPF programs, maps and links, the runtimes): a pass
+/// opens a sock_diag socket, walks `/proc` a few directories deep, and for each foreign
+/// namespace (one at a time) opens the namespace's file and a socket in a thread of its
+/// own. Measured on this project's machine: 25 held once serving, and every pass worked
+/// with one more free; the rest is room for the deeper `/proc` walks of a busy box.
+const RESERVED_FILES: u64 = 32;
+/// How often the refusals of connections over the cap are said, at most.
+const REFUSALS_SAID_EVERY: Duration = Duration::from_mins(1);
 
 #[derive(Debug, Clone, Args)]
 #[command(after_help = "\
@@ -57,7 +100,13 @@ listener_reuseport_sockets{netns,addr,port}, destinations, destination_ports_in_
 destination_ephemeral_range_ports / destination_headroom_ports /
 destination_port_use_ratio / destination_failed_connects_total{netns,laddr,raddr,rport}.
 Per-row series exist for the top K rows only; the `other` series (every label \"other\")
-sums the rest, so totals stay exact and the number of series stays bounded.")]
+sums the rest, so totals stay exact and the number of series stays bounded.
+
+HTTP limits (any local user can connect): at most --max-connections connections at once
+(default 64, lowered at start if the open-file limit cannot also hold what the tracer
+needs); one more is answered 503 and closed. A request's line and headers must arrive
+within 5 s of connecting or of the previous response (the keep-alive idle timeout too) and
+fit in 8 KiB (else 431); a request with a body gets 413; a connection lasts 30 s at most.")]
 pub struct ServeArgs {
     #[command(flatten)]
     pub trace: TraceArgs,
@@ -75,6 +124,12 @@ pub struct ServeArgs {
     /// report the difference as tcptrace_drift_connections; `0s` only at exit.
     #[arg(long, default_value = "10s", value_parser = parse_duration, value_name = "DURATION")]
     pub reconcile_every: Duration,
+    /// HTTP connections served at once, at most (1 to 4096); one more is answered `503
+    /// Service Unavailable` and closed at once. Lowered at start (and said) if the
+    /// open-file limit (RLIMIT_NOFILE) cannot hold that many and still leave the tracer
+    /// the descriptors its own passes need. Idle or slow clients hold a slot 5 s at most.
+    #[arg(long, default_value_t = DEFAULT_MAX_CONNECTIONS, value_parser = parse_max_connections, value_name = "N")]
+    pub max_connections: usize,
 }
 
 /// The most series per kind `--top-k` allows: past this a Prometheus server is better
@@ -89,6 +144,13 @@ fn parse_top_k(s: &str) -> Result<usize, String> {
         Err(format!(
             "must be from 1 to {MAX_TOP_K}: the top K rows get series, the rest one `other` series"
         ))
+    }
+}
+
+fn parse_max_connections(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if (1..=MAX_MAX_CONNECTIONS).contains(&n) => Ok(n),
+        _ => Err(format!("expected a number of connections from 1 to {MAX_MAX_CONNECTIONS}")),
     }
 }
 
@@ -125,7 +187,16 @@ impl Shared {
         *self.latest.lock().unwrap_or_else(PoisonError::into_inner) = p;
     }
 
-    fn respond(&self, req: &Request<hyper::body::Incoming>) -> Response<Full<Bytes>> {
+    fn respond(&self, req: &Request<impl hyper::body::Body>) -> Response<Full<Bytes>> {
+        if !req.body().is_end_stream() {
+            // Never read: a body would only be something a client makes the server hold.
+            let mut refused =
+                text(StatusCode::PAYLOAD_TOO_LARGE, "no request bodies: GET or HEAD only\n".into());
+            refused
+                .headers_mut()
+                .insert(header::CONNECTION, header::HeaderValue::from_static("close"));
+            return refused;
+        }
         if req.method() != Method::GET && req.method() != Method::HEAD {
             return text(StatusCode::METHOD_NOT_ALLOWED, "only GET and HEAD\n".into());
         }
@@ -196,11 +267,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         latest: Arc::new(Mutex::new(render(&mut live))),
         stale_after: (args.trace.interval * 3).max(Duration::from_secs(10)),
     };
-    eprintln!(
-        "tcptrace: serving http://{}/metrics and /healthz",
-        listener.local_addr().unwrap_or(args.listen)
-    );
-    spawn_http(listener, shared.clone())?;
+    let addr = listener.local_addr().unwrap_or(args.listen);
+    spawn_http(listener, shared.clone(), args.max_connections)?;
+    eprintln!("tcptrace: serving http://{addr}/metrics and /healthz");
     loop {
         match live.next().await {
             Tick::Drain => {}
@@ -211,20 +280,64 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     }
 }
 
-/// Moves the listener to a thread with its own runtime and serves scrapes there.
-fn spawn_http(listener: TcpListener, shared: Shared) -> anyhow::Result<()> {
+/// How many HTTP connections to serve at once: `wanted`, or fewer if the open-file limit
+/// cannot hold them besides the files open now and [`RESERVED_FILES`]. Said when lowered.
+fn connection_cap(wanted: usize) -> anyhow::Result<usize> {
+    let (limit, _) = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+        .context("getrlimit(RLIMIT_NOFILE)")?;
+    // Less the descriptor the listing itself opens.
+    let open = fs::read_dir("/proc/self/fd").context("listing /proc/self/fd")?.count() - 1;
+    let open = u64::try_from(open).unwrap_or(u64::MAX);
+    let cap = fit_connections(wanted, limit, open);
+    if cap == 0 {
+        bail!(
+            "cannot serve HTTP: the open-file limit (RLIMIT_NOFILE) is {limit}, the tracer \
+             holds {open} files and keeps {RESERVED_FILES} free for its own work; raise the \
+             limit (`ulimit -n`, or LimitNOFILE= in a systemd unit)"
+        );
+    }
+    if cap < wanted {
+        eprintln!(
+            "tcptrace: note: serving at most {cap} HTTP connections at once, not {wanted}: the \
+             open-file limit (RLIMIT_NOFILE) is {limit}, the tracer holds {open} files and \
+             keeps {RESERVED_FILES} free for its own work (raise the limit for more)"
+        );
+    }
+    Ok(cap)
+}
+
+/// `wanted`, or as many connections as fit in `limit` descriptors besides the `open` ones,
+/// [`RESERVED_FILES`] and the one of a connection being refused.
+fn fit_connections(wanted: usize, limit: u64, open: u64) -> usize {
+    let spare = limit.saturating_sub(open.saturating_add(RESERVED_FILES + 1));
+    usize::try_from(spare).map_or(wanted, |spare| wanted.min(spare))
+}
+
+/// Moves the listener to a thread with its own runtime and serves scrapes there, `wanted`
+/// connections at once at most (or fewer: see [`connection_cap`]).
+fn spawn_http(listener: TcpListener, shared: Shared, wanted: usize) -> anyhow::Result<()> {
     // A tokio listener belongs to the runtime that made it: hand over the plain socket.
     let listener = listener.into_std().context("cannot hand the HTTP listener over")?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("cannot start the HTTP runtime")?;
+    // Counted once the runtime holds its files too: past this point only the passes (for a
+    // moment, from the reserve) and HTTP clients open more.
+    let cap = match connection_cap(wanted) {
+        Ok(cap) => cap,
+        Err(e) => {
+            // Dropping a runtime inside another one's async context panics.
+            runtime.shutdown_background();
+            return Err(e);
+        }
+    };
     thread::Builder::new()
         .name("http".into())
         .spawn(move || {
             runtime.block_on(async move {
                 match TcpListener::from_std(listener) {
-                    Ok(listener) => serve_http(listener, shared).await,
+                    Ok(listener) => serve_http(listener, shared, cap).await,
                     Err(e) => log::error!("cannot serve HTTP: {e}"),
                 }
             });
@@ -261,8 +374,11 @@ fn bind_error(addr: SocketAddr, e: &io::Error) -> anyhow::Error {
     }
 }
 
-/// Accepts scrapes until the task is aborted, one task per connection.
-async fn serve_http(listener: TcpListener, shared: Shared) {
+/// Accepts scrapes until the process ends, one task per connection and `cap` at most; a
+/// connection over the cap is refused where it is accepted, so refused ones never pile up.
+async fn serve_http(listener: TcpListener, shared: Shared, cap: usize) {
+    let slots = Arc::new(Semaphore::new(cap));
+    let mut refusals = Refusals::default();
     loop {
         let stream = match listener.accept().await {
             Ok((stream, _)) => stream,
@@ -273,20 +389,92 @@ async fn serve_http(listener: TcpListener, shared: Shared) {
                 continue;
             }
         };
+        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+            refuse(stream, cap);
+            refusals.count(cap);
+            continue;
+        };
         let shared = shared.clone();
         tokio::spawn(async move {
-            let service = service_fn(move |req| {
-                std::future::ready(Ok::<_, Infallible>(shared.respond(&req)))
-            });
-            let served = http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_TIMEOUT)
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
-            if let Err(e) = served {
-                log::debug!("HTTP connection: {e}");
-            }
+            serve_connection(stream, shared).await;
+            // Only now: a slot stands for a descriptor, and the socket is closed.
+            drop(slot);
         });
+    }
+}
+
+/// Serves one connection within the limits of the module doc; the socket is closed on return.
+async fn serve_connection(stream: TcpStream, shared: Shared) {
+    let service =
+        service_fn(move |req| std::future::ready(Ok::<_, Infallible>(shared.respond(&req))));
+    let mut connection = pin!(
+        http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(REQUEST_HEAD_TIMEOUT)
+            .max_header_size(MAX_REQUEST_HEAD)
+            .max_buf_size(MAX_CONNECTION_BUFFER)
+            .serve_connection(TokioIo::new(stream), service)
+    );
+    let served =
+        if let Ok(served) = tokio::time::timeout(NEW_REQUESTS_FOR, connection.as_mut()).await {
+            served
+        } else {
+            connection.as_mut().graceful_shutdown();
+            let Ok(served) = tokio::time::timeout(SHUTDOWN_GRACE, connection).await else {
+                log::debug!("HTTP connection: closed after {CONNECTION_TIMEOUT:?}");
+                return;
+            };
+            served
+        };
+    if let Err(e) = served {
+        log::debug!("HTTP connection: {e}");
+    }
+}
+
+/// Answers a connection over the cap `503` and closes it, without waiting for anything.
+fn refuse(stream: TcpStream, cap: usize) {
+    let Ok(mut stream) = stream.into_std() else { return };
+    let body = format!(
+        "too many connections: tcptrace serve takes {cap} at once (--max-connections); try \
+         again\n"
+    );
+    let response = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain; charset=utf-8\r\n\
+         content-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    // A new socket's send buffer is empty, so this one non-blocking write goes out whole.
+    let _ = stream.write(response.as_bytes());
+    let _ = stream.shutdown(Shutdown::Write);
+    // Closing a socket with unread bytes sends a reset, which can cost the client the
+    // answer: read what it has sent so far (a request, usually), without waiting for more.
+    let mut sink = [0u8; 4096];
+    for _ in 0..4 {
+        if !matches!(stream.read(&mut sink), Ok(1..)) {
+            break;
+        }
+    }
+}
+
+/// Connections refused since it was last said; said at most every [`REFUSALS_SAID_EVERY`].
+#[derive(Default)]
+struct Refusals {
+    unsaid: u64,
+    said_at: Option<Instant>,
+}
+
+impl Refusals {
+    fn count(&mut self, cap: usize) {
+        self.unsaid += 1;
+        if self.said_at.is_none_or(|at| at.elapsed() >= REFUSALS_SAID_EVERY) {
+            log::warn!(
+                "refused {} HTTP connection(s) with 503: {cap} were open, the most \
+                 --max-connections allows",
+                self.unsaid
+            );
+            self.unsaid = 0;
+            self.said_at = Some(Instant::now());
+        }
     }
 }
 
@@ -321,6 +509,108 @@ mod tests {
             parse(&["serve", "--listen", "[::]:1"]).unwrap().listen,
             "[::]:1".parse().unwrap()
         );
+    }
+
+    #[test]
+    fn max_connections_defaults_to_64_and_is_bounded() {
+        assert_eq!(parse(&["serve"]).unwrap().max_connections, DEFAULT_MAX_CONNECTIONS);
+        assert_eq!(parse(&["serve", "--max-connections", "4096"]).unwrap().max_connections, 4096);
+        for bad in ["0", "4097", "many"] {
+            let err = parse(&["serve", "--max-connections", bad]).unwrap_err();
+            assert!(err.contains("from 1 to 4096"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn the_cap_leaves_the_tracer_its_reserve() {
+        assert_eq!(fit_connections(64, 1024, 26), 64);
+        // 96 - 26 held - 32 reserved - 1 being refused.
+        assert_eq!(fit_connections(64, 96, 26), 37);
+        assert_eq!(fit_connections(64, 59, 26), 0);
+        assert_eq!(fit_connections(64, 20, 26), 0);
+        assert_eq!(fit_connections(64, u64::MAX, 26), 64);
+    }
+
+    fn shared() -> Shared {
+        Shared {
+            latest: Arc::new(Mutex::new(Published {
+                metrics: Bytes::from_static(b"# EOF\n"),
+                at: Instant::now(),
+                backend: "tracepoint",
+                live: 3,
+                failing: None,
+            })),
+            stale_after: Duration::from_secs(10),
+        }
+    }
+
+    #[test]
+    fn a_request_with_a_body_is_refused_and_its_connection_closed() {
+        let get = |body: &'static str| {
+            Request::get("/metrics").body(Full::new(Bytes::from_static(body.as_bytes()))).unwrap()
+        };
+        let refused = shared().respond(&get("x=1"));
+        assert_eq!(refused.status(), StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(refused.headers()[header::CONNECTION], "close");
+        assert_eq!(shared().respond(&get("")).status(), StatusCode::OK);
+    }
+
+    /// Serves on a loopback port with `cap` connections at most; returns its address.
+    fn serving(cap: usize) -> SocketAddr {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        thread::spawn(move || {
+            runtime.block_on(async {
+                serve_http(TcpListener::from_std(listener).unwrap(), shared(), cap).await;
+            });
+        });
+        addr
+    }
+
+    /// Sends `request` and reads until the server closes: (what it answered, whether it
+    /// closed within `within`).
+    fn exchange(addr: SocketAddr, request: &[u8], within: Duration) -> String {
+        let mut client = std::net::TcpStream::connect(addr).unwrap();
+        client.set_read_timeout(Some(within)).unwrap();
+        client.write_all(request).unwrap();
+        let mut answer = Vec::new();
+        client.read_to_end(&mut answer).expect("closed by the server in time");
+        String::from_utf8_lossy(&answer).into_owned()
+    }
+
+    #[test]
+    fn a_connection_over_the_cap_is_answered_503_and_closed() {
+        let addr = serving(2);
+        let held: Vec<_> = (0..2).map(|_| std::net::TcpStream::connect(addr).unwrap()).collect();
+        // Both held connections are accepted before the next one (the accept queue is FIFO).
+        thread::sleep(Duration::from_millis(200));
+        let answer = exchange(addr, b"GET /metrics HTTP/1.1\r\n\r\n", Duration::from_secs(2));
+        assert!(answer.starts_with("HTTP/1.1 503 Service Unavailable\r\n"), "{answer}");
+        assert!(answer.contains("\r\nconnection: close\r\n"), "{answer}");
+        let body = answer.split_once("\r\n\r\n").unwrap().1;
+        assert_eq!(
+            body,
+            "too many connections: tcptrace serve takes 2 at once (--max-connections); try again\n"
+        );
+        drop(held);
+        thread::sleep(Duration::from_millis(200));
+        let answer = exchange(addr, b"GET /healthz HTTP/1.0\r\n\r\n", Duration::from_secs(2));
+        assert!(answer.starts_with("HTTP/1.0 200 OK\r\n"), "{answer}");
+    }
+
+    #[test]
+    fn an_oversized_request_head_is_answered_431() {
+        let addr = serving(2);
+        let big =
+            format!("GET /metrics HTTP/1.1\r\nx-pad: {}\r\n\r\n", "a".repeat(MAX_REQUEST_HEAD));
+        let answer = exchange(addr, big.as_bytes(), Duration::from_secs(2));
+        assert!(answer.starts_with("HTTP/1.1 431 "), "{answer}");
+        let fits =
+            format!("GET /metrics HTTP/1.0\r\nx-pad: {}\r\n\r\n", "a".repeat(MAX_REQUEST_HEAD / 2));
+        let answer = exchange(addr, fits.as_bytes(), Duration::from_secs(2));
+        assert!(answer.starts_with("HTTP/1.0 200 OK\r\n"), "{answer}");
     }
 
     #[test]
