@@ -1,4 +1,6 @@
-//! Renderings of the ledger: a top-like table, JSON lines for `watch`, and an event log.
+//! The snapshot and its renderings: `watch`'s table ([`table`]), the `top` screen
+//! ([`tui`]), both from one column table (`columns`); JSON lines ([`json`]), Prometheus
+//! metrics ([`metrics`]) and the event log ([`events`]).
 //!
 //! A view reads a [`Snapshot`], never the ledger's connections: the ledger already keeps
 //! the aggregates, a snapshot only takes the top rows of them. The snapshot is the output
