@@ -129,6 +129,10 @@ impl Event {
 
 #[cfg(test)]
 mod tests {
+    use std::net::IpAddr;
+
+    use proptest::prelude::*;
+
     use super::*;
 
     fn raw(kind: u8, family: u16) -> wire::Event {
@@ -150,13 +154,18 @@ mod tests {
         e
     }
 
+    /// The bytes of a record, as the ring buffer holds them.
+    fn bytes_of(r: &wire::Event) -> &[u8] {
+        // SAFETY: `wire::Event` is plain old data without implicit padding.
+        unsafe {
+            std::slice::from_raw_parts((&raw const *r).cast::<u8>(), size_of::<wire::Event>())
+        }
+    }
+
     #[test]
     fn decodes_ipv4_accept() {
         let r = raw(kind::ACCEPT, wire::AF_INET);
-        let bytes = unsafe {
-            std::slice::from_raw_parts((&raw const r).cast::<u8>(), size_of::<wire::Event>())
-        };
-        let e = Event::decode(bytes).unwrap();
+        let e = Event::decode(bytes_of(&r)).unwrap();
         assert_eq!(e.kind, EventKind::Accept);
         assert_eq!(e.conn.local, "127.0.0.1:8080".parse().unwrap());
         assert_eq!(e.conn.remote, "127.0.0.2:40000".parse().unwrap());
@@ -179,5 +188,84 @@ mod tests {
         let e = Event::from_wire(&r).unwrap();
         assert_eq!(e.conn.remote, "127.0.0.3:40000".parse().unwrap());
         assert_eq!(e.conn.local, "[::1]:8080".parse().unwrap());
+    }
+
+    // ---- fuzz tier (crate::fuzz): any record; and records built from events ----
+
+    const KINDS: [(u8, EventKind); 5] = [
+        (kind::CONNECT, EventKind::Connect),
+        (kind::ACCEPT, EventKind::Accept),
+        (kind::ESTABLISHED, EventKind::Established),
+        (kind::CLOSE, EventKind::Close),
+        (kind::CONNECT_FAILED, EventKind::ConnectFailed),
+    ];
+
+    proptest::proptest! {
+        #![proptest_config(crate::fuzz::config())]
+
+        /// A BPF side of another version may send anything: a record decodes or is
+        /// refused, for its size, kind or family, and never panics.
+        #[test]
+        fn any_record_decodes_or_is_refused(bytes in prop::collection::vec(any::<u8>(), 0..200)) {
+            match Event::decode(&bytes) {
+                Ok(e) => {
+                    prop_assert!(KINDS.iter().any(|&(_, k)| k == e.kind));
+                    let _ = e.comm.as_str();
+                }
+                Err(DecodeError::Size(n)) => prop_assert!(n == bytes.len() && n < 88),
+                Err(DecodeError::Kind(k)) => prop_assert!(KINDS.iter().all(|&(w, _)| w != k)),
+                Err(DecodeError::Family(f)) => {
+                    prop_assert!(u16::from(f) != wire::AF_INET && u16::from(f) != wire::AF_INET6);
+                }
+            }
+        }
+
+        #[test]
+        fn records_built_from_events_decode_back(
+            (wire_kind, kind) in prop::sample::select(&KINDS[..]),
+            (v6, local, remote) in (any::<bool>(), crate::fuzz::socket_addr(), crate::fuzz::socket_addr()),
+            (netns, tgid, pid, sock, ts_ns) in any::<(u32, u32, u32, u64, u64)>(),
+            (comm, pad, tail) in any::<([u8; 16], [u8; 6], Vec<u8>)>(),
+        ) {
+            let octets = |addr: SocketAddr| match (addr.ip(), v6) {
+                (IpAddr::V4(ip), false) => {
+                    let mut field = [0; 16];
+                    field[..4].copy_from_slice(&ip.octets());
+                    field
+                }
+                (IpAddr::V4(ip), true) => ip.to_ipv6_mapped().octets(),
+                (IpAddr::V6(ip), _) => ip.octets(),
+            };
+            let r = wire::Event {
+                ts_ns,
+                sock,
+                netns,
+                tgid,
+                pid,
+                lport: local.port(),
+                rport: remote.port(),
+                kind: wire_kind,
+                family: if v6 { wire::AF_INET6 } else { wire::AF_INET } as u8,
+                _pad: pad,
+                laddr: octets(local),
+                raddr: octets(remote),
+                comm,
+            };
+            let family = u16::from(r.family);
+            let at = |field: &[u8; 16], port| SocketAddr::new(ip_from_bytes(family, field), port);
+            let expected = Event {
+                kind,
+                conn: Conn::new(netns, at(&r.laddr, r.lport), at(&r.raddr, r.rport)),
+                sock,
+                ts_ns,
+                pid: tgid,
+                tid: pid,
+                comm: Comm(comm),
+            };
+            // What the ring adds after a record (alignment) is not part of it.
+            let mut bytes = bytes_of(&r).to_vec();
+            bytes.extend(tail);
+            prop_assert_eq!(Event::decode(&bytes), Ok(expected));
+        }
     }
 }

@@ -27,6 +27,8 @@ pub mod engine;
 pub mod error;
 pub mod event;
 pub mod filter;
+#[cfg(test)]
+mod fuzz;
 pub mod kernel;
 pub mod ledger;
 pub mod load;

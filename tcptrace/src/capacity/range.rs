@@ -88,3 +88,89 @@ impl EphemeralRange {
         span(&(self.low..=self.high)) - self.reserved.iter().map(span).sum::<u32>()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// Text in the shape of the two sysctls, any of it perhaps wrong.
+    fn sysctl_like() -> impl Strategy<Value = String> {
+        prop_oneof![
+            any::<String>(),
+            "[0-9 \t\n,-]{0,24}",
+            "[0-9]{1,6}[ \t]+[0-9]{1,6}\n?",
+            "([0-9]{1,6}(-[0-9]{1,6})?[, ]{0,2}){0,6}\n?",
+        ]
+    }
+
+    /// A range, and a reserved list as the kernel writes it: single ports and ranges,
+    /// either way round, overlapping or not, most near the range. The range is mostly
+    /// short, so that checking each of its ports stays cheap.
+    fn range_and_reserved() -> impl Strategy<Value = ((u16, u16), Vec<(u16, u16)>)> {
+        let bounds = prop_oneof![
+            19 => (any::<u16>(), 0..2_000u16).prop_map(|(low, n)| (low, low.saturating_add(n))),
+            1 => any::<(u16, u16)>().prop_map(|(a, b)| (a.min(b), a.max(b))),
+        ];
+        bounds.prop_flat_map(|(low, high)| {
+            let near = low.saturating_sub(50)..=high.saturating_add(50);
+            let item = prop_oneof![
+                near.clone().prop_map(|p| (p, p)),
+                (near.clone(), near.clone()),
+                (near, 0..64u16).prop_map(|(p, n)| (p, p.saturating_add(n))),
+                any::<(u16, u16)>(),
+            ];
+            (Just((low, high)), prop::collection::vec(item, 0..8))
+        })
+    }
+
+    proptest::proptest! {
+        #![proptest_config(crate::fuzz::config())]
+
+        /// Any text is a range or an error; a range is well formed, and has a size.
+        #[test]
+        fn any_sysctl_text_is_a_range_or_an_error(range in sysctl_like(), reserved in sysctl_like()) {
+            if let Ok(r) = EphemeralRange::parse(&range, &reserved) {
+                prop_assert!(r.low <= r.high);
+                for pair in r.reserved.windows(2) {
+                    prop_assert!(u32::from(*pair[0].end()) + 1 < u32::from(*pair[1].start()));
+                }
+                prop_assert!(r.reserved.iter().all(|p| r.low <= *p.start() && *p.end() <= r.high));
+                prop_assert!(r.size() <= 65_536);
+            }
+        }
+
+        /// A range and a reserved list written as text parse back to the reserved ports
+        /// within the range, merged, and the size counts the ports left.
+        #[test]
+        fn ranges_written_parse_back(
+            ((low, high), items) in range_and_reserved(),
+            spaced in any::<bool>(),
+        ) {
+            let text: Vec<String> = items
+                .iter()
+                .map(|&(a, b)| if a == b { a.to_string() } else { format!("{a}-{b}") })
+                .collect();
+            let text = text.join(if spaced { ", " } else { "," });
+            let r = EphemeralRange::parse(&format!("{low}\t{high}\n"), &format!("{text}\n"))
+                .unwrap();
+            let taken: Vec<u16> = (low..=high)
+                .filter(|&port| items.iter().any(|&(a, b)| a <= port && port <= b))
+                .collect();
+            let mut merged: Vec<RangeInclusive<u16>> = Vec::new();
+            for &port in &taken {
+                match merged.last_mut() {
+                    Some(last) if u32::from(*last.end()) + 1 == u32::from(port) => {
+                        *last = *last.start()..=port;
+                    }
+                    _ => merged.push(port..=port),
+                }
+            }
+            let free = usize::from(high - low) + 1 - taken.len();
+            prop_assert_eq!((r.low, r.high), (low, high));
+            prop_assert_eq!(&r.reserved, &merged);
+            prop_assert_eq!(r.size() as usize, free);
+        }
+    }
+}

@@ -296,15 +296,15 @@ impl Expectation {
 /// `dst=127.0.0.5:9000 headroom>=20%`.
 impl fmt::Display for Expectation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let unit = if self.metric.is_percent() { "%" } else { "" };
-        write!(
-            f,
-            "{} {}{}{}{unit}",
-            self.selector,
-            self.metric.name(),
-            self.op.symbol(),
-            self.value
-        )
+        write!(f, "{} {}{}", self.selector, self.metric.name(), self.op.symbol())?;
+        if self.metric.is_percent() {
+            write!(f, "{}%", self.value)
+        } else {
+            // A count is a whole number: written as the u64 it holds. The f64 of the
+            // largest counts is 2^64, which would print as `18446744073709552000`, a
+            // count too large to parse back; it saturates to u64::MAX instead.
+            write!(f, "{}", self.value as u64)
+        }
     }
 }
 

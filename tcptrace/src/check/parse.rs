@@ -391,6 +391,8 @@ fn decimal(text: &str) -> Option<f64> {
 #[cfg(test)]
 #[expect(clippy::float_cmp, reason = "the values compared are whole numbers or short decimals")]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
     use crate::check::{
         EXPECT_HELP,
@@ -482,6 +484,21 @@ mod tests {
         );
         assert_eq!(parse("total live>=18446744073709551615").value(), count(u64::MAX));
         assert_eq!(parse("total live<=0").value(), 0.0);
+    }
+
+    #[test]
+    fn the_largest_counts_print_as_text_that_parses_back() {
+        // Found by the fuzz tier: counts within 1024 of u64::MAX are 2^64 as an f64, which
+        // printed as `18446744073709552000` and did not parse back.
+        for expr in ["total live>=18446744073709551615", "total live>=18446744073709550592"] {
+            let e = parse(expr);
+            assert_eq!(e.to_string(), "total live>=18446744073709551615");
+            assert_eq!(parse(&e.to_string()), e);
+        }
+        assert_eq!(
+            parse("total live>=18446744073709549568").to_string(),
+            "total live>=18446744073709549568"
+        );
     }
 
     // ---- grammar: bad input, with where and why ----
@@ -798,5 +815,108 @@ mod tests {
         let text = err.to_string();
         assert!(text.contains("column 12: unknown metric `lve`"), "{text}");
         assert!(text.contains("\n  lport=8080 lve>=1\n             ^^^"), "{text}");
+    }
+
+    // ---- fuzz tier (crate::fuzz): any text, and every expectation ----
+
+    /// Text made of the grammar's own pieces and a few that are not, so that most cases
+    /// get past the selector and fail (or pass) deeper in.
+    fn expression_text() -> impl Strategy<Value = String> {
+        const WORDS: &[&str] = &[
+            "lport",
+            "listener",
+            "dst",
+            "total",
+            "live",
+            "remote_addrs",
+            "max_per_remote",
+            "ports_in_use",
+            "use",
+            "headroom",
+            "lost",
+            "drift",
+            "=",
+            "==",
+            ">=",
+            "<=",
+            ">",
+            "<",
+            "=>",
+            "!",
+            "%",
+            ".",
+            ":",
+            "[",
+            "]",
+            "::",
+            "::ffff:",
+            " ",
+            "\t",
+            "\u{a0}",
+            "\u{3000}",
+            "ï",
+            "0",
+        ];
+        let piece = prop_oneof![
+            4 => prop::sample::select(WORDS).prop_map(str::to_owned),
+            2 => "[0-9]{1,25}",
+            1 => "[0-9a-f.:]{1,12}",
+            1 => any::<char>().prop_map(String::from),
+        ];
+        prop::collection::vec(piece, 0..12).prop_map(|pieces| pieces.concat())
+    }
+
+    /// Every expectation the grammar can state: each selector with each of its metrics and
+    /// operators, counts up to u64::MAX and percentages from 0 to 100.
+    fn expectation() -> impl Strategy<Value = Expectation> {
+        let endpoint = || {
+            (crate::fuzz::ip(), 1..=u16::MAX)
+                .prop_map(|(ip, port)| SocketAddr::new(canonical_ip(ip), port))
+        };
+        let selector = prop_oneof![
+            (1..=u16::MAX).prop_map(Selector::LocalPort),
+            endpoint().prop_map(Selector::Listener),
+            endpoint()
+                .prop_filter("a destination is a real address", |a| !a.ip().is_unspecified())
+                .prop_map(Selector::Destination),
+            Just(Selector::Total),
+        ];
+        let op = prop::sample::select(vec![Op::Ge, Op::Gt, Op::Le, Op::Lt, Op::Eq]);
+        let count = prop_oneof![any::<u64>(), Just(u64::MAX), Just(0), 0..=1u64 << 53];
+        let percent = prop_oneof![
+            0.0..=100.0f64,
+            (0..=1000u32).prop_map(|tenths| f64::from(tenths) / 10.0),
+            prop::sample::select(vec![0.0, 100.0, f64::MIN_POSITIVE, 5e-324]),
+        ];
+        (selector, op, count, percent).prop_flat_map(|(selector, op, count, percent)| {
+            prop::sample::select(selector.kind().metrics()).prop_map(move |metric| {
+                let value = if metric.is_percent() { percent } else { super::count(count) };
+                Expectation { selector, metric, op, value }
+            })
+        })
+    }
+
+    proptest::proptest! {
+        #![proptest_config(crate::fuzz::config())]
+
+        /// Any text parses, into an expectation that prints as text that parses back, or
+        /// fails with a column and width inside the text (or just past its end).
+        #[test]
+        fn any_text_parses_or_says_where(expr in prop_oneof![any::<String>(), expression_text()]) {
+            match Expectation::parse(&expr) {
+                Ok(e) => prop_assert_eq!(Expectation::parse(&e.to_string()), Ok(e)),
+                Err(err) => {
+                    let columns = expr.chars().count();
+                    prop_assert!(err.column >= 1 && err.width >= 1, "{err:?}");
+                    prop_assert!(err.column + err.width - 1 <= columns + 1, "{err:?}");
+                    prop_assert!(err.to_string().starts_with("column "));
+                }
+            }
+        }
+
+        #[test]
+        fn every_expectation_prints_as_text_that_parses_back(e in expectation()) {
+            prop_assert_eq!(Expectation::parse(&e.to_string()), Ok(e));
+        }
     }
 }

@@ -109,6 +109,8 @@ fn parse_format(text: &str) -> Result<TracepointOffsets, TracefsError> {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
 
     // The 6.18 layout; 4.16-era kernels lacked `protocol`, which must be an error, not a
@@ -139,5 +141,89 @@ mod tests {
     fn a_missing_field_is_an_error() {
         let old = FORMAT.replace("protocol", "proto_unused");
         assert!(matches!(parse_format(&old), Err(TracefsError::Field("protocol"))));
+    }
+
+    // ---- fuzz tier (crate::fuzz): any format text; and format files built from offsets ----
+
+    /// The fields `parse_format` looks for, in `TracepointOffsets` order.
+    const FIELDS: [&str; 11] = [
+        "skaddr", "oldstate", "newstate", "sport", "dport", "family", "protocol", "saddr", "daddr",
+        "saddr_v6", "daddr_v6",
+    ];
+
+    /// A `field:` line as tracefs writes it, for a field of any type and size.
+    fn field_line() -> impl Fn(&str, u32, (&str, Option<u8>, u32, bool)) -> String {
+        |name, offset, (ty, array, size, signed)| {
+            let array = array.map(|n| format!("[{n}]")).unwrap_or_default();
+            let signed = u8::from(signed);
+            format!("\tfield:{ty} {name}{array};\toffset:{offset};\tsize:{size};\tsigned:{signed};")
+        }
+    }
+
+    fn field_shape() -> impl Strategy<Value = (&'static str, Option<u8>, u32, bool)> {
+        let ty = prop::sample::select(
+            &["int", "unsigned short", "const void *", "__u8", "__u16", "char"][..],
+        );
+        (ty, prop::option::of(any::<u8>()), any::<u32>(), any::<bool>())
+    }
+
+    /// Text in the shape of a format file, any of it perhaps wrong.
+    fn format_like() -> impl Strategy<Value = String> {
+        let piece = prop_oneof![
+            prop::sample::select(&FIELDS[..]).prop_map(str::to_owned),
+            prop::sample::select(
+                &["field:", "offset:", "size:", ";", "[", "]", "\t", "\n", " "][..]
+            )
+            .prop_map(str::to_owned),
+            "-?[0-9]{1,12}",
+            any::<char>().prop_map(String::from),
+        ];
+        prop::collection::vec(piece, 0..40).prop_map(|pieces| pieces.concat())
+    }
+
+    proptest::proptest! {
+        #![proptest_config(crate::fuzz::config())]
+
+        #[test]
+        fn any_format_text_is_read_or_refused(text in prop_oneof![any::<String>(), format_like()]) {
+            let _ = parse_format(&text);
+        }
+
+        #[test]
+        fn a_field_line_parses_back(
+            name in "[a-z_][a-z0-9_]{0,20}",
+            offset in any::<u32>(),
+            shape in field_shape(),
+        ) {
+            let line = field_line()(&name, offset, shape);
+            let name: &'static str = Box::leak(name.into_boxed_str());
+            prop_assert_eq!(field_offset(&line, name).ok(), Some(offset));
+        }
+
+        /// The eleven fields at any offsets, in any order, among the common fields and
+        /// the file's other lines, parse back to those offsets.
+        #[test]
+        fn format_files_built_parse_back(
+            offsets in any::<[u32; 11]>(),
+            order in Just((0..FIELDS.len()).collect::<Vec<_>>()).prop_shuffle(),
+            shapes in prop::collection::vec(field_shape(), FIELDS.len()),
+        ) {
+            let line = field_line();
+            let mut text = String::from("name: inet_sock_set_state\nID: 2287\nformat:\n");
+            text.push_str(&line("common_type", 0, ("unsigned short", None, 2, false)));
+            text.push('\n');
+            for &i in &order {
+                text.push_str(&line(FIELDS[i], offsets[i], shapes[i]));
+                text.push('\n');
+            }
+            text.push_str("\nprint fmt: \"family=%s protocol=%s sport=%hu\", REC->family\n");
+            let [skaddr, oldstate, newstate, sport, dport, family, protocol, saddr, daddr, saddr_v6, daddr_v6] =
+                offsets;
+            let expected = TracepointOffsets {
+                skaddr, oldstate, newstate, sport, dport, family, protocol, saddr, daddr,
+                saddr_v6, daddr_v6,
+            };
+            prop_assert_eq!(parse_format(&text).ok(), Some(expected));
+        }
     }
 }

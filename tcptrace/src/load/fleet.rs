@@ -153,13 +153,81 @@ fn follow(index: usize, stdout: impl BufRead, states: &Mutex<Vec<WorkerState>>) 
     states.lock().expect("not poisoned")[index].exited = true;
 }
 
-/// The sum of the workers' counts.
+/// The sum of the workers' counts. It saturates: the counts come from the workers' lines,
+/// and a line with a count near u64::MAX must not overflow the sum.
 #[must_use]
 pub fn totals(states: &[WorkerState]) -> Progress {
     states.iter().fold(Progress::default(), |mut t, s| {
-        t.connected += s.progress.connected;
-        t.accepted += s.progress.accepted;
-        t.failed += s.progress.failed;
+        t.connected = t.connected.saturating_add(s.progress.connected);
+        t.accepted = t.accepted.saturating_add(s.progress.accepted);
+        t.failed = t.failed.saturating_add(s.progress.failed);
         t
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn progress() -> impl Strategy<Value = Progress> {
+        let count = || prop_oneof![any::<u64>(), Just(u64::MAX), 0..100_000u64];
+        (any::<Option<u16>>(), count(), count(), count(), any::<bool>()).prop_map(
+            |(listening, connected, accepted, failed, done)| Progress {
+                listening,
+                connected,
+                accepted,
+                failed,
+                done,
+            },
+        )
+    }
+
+    /// A worker's stdout: progress and failure lines, JSON that is neither, and anything.
+    fn output() -> impl Strategy<Value = Vec<u8>> {
+        let line = prop_oneof![
+            progress().prop_map(|p| serde_json::to_vec(&p).unwrap()),
+            ".{0,20}".prop_map(|error| serde_json::to_vec(&Failure { error }).unwrap()),
+            "\\{\"(connected|accepted|listening|error)\": ?-?[0-9e.]{1,30}\\}"
+                .prop_map(String::into_bytes),
+            prop::collection::vec(any::<u8>(), 0..40),
+        ];
+        prop::collection::vec(line, 0..6).prop_map(|lines| lines.join(&b'\n'))
+    }
+
+    /// Follows `output` as the fleet follows a worker's stdout.
+    fn followed(output: &[u8]) -> WorkerState {
+        let states = Mutex::new(vec![WorkerState::default()]);
+        follow(0, output, &states);
+        states.into_inner().unwrap().remove(0)
+    }
+
+    #[test]
+    fn totals_of_counts_near_the_top_saturate() {
+        // Found by the fuzz tier: two such lines overflowed the sum (a panic in a debug
+        // build).
+        let line = r#"{"listening":null,"connected":18446744073709551615,"accepted":1,"failed":0,"done":true}"#;
+        let state = followed(line.as_bytes());
+        assert_eq!(state.progress.connected, u64::MAX);
+        let t = totals(&[state.clone(), state]);
+        assert_eq!((t.connected, t.accepted, t.failed), (u64::MAX, 2, 0));
+    }
+
+    proptest::proptest! {
+        #![proptest_config(crate::fuzz::config())]
+
+        #[test]
+        fn any_worker_output_is_followed_to_the_end(output in output()) {
+            let state = followed(&output);
+            prop_assert!(state.exited);
+            let _ = totals(&[state.clone(), state]);
+        }
+
+        #[test]
+        fn progress_lines_are_followed_to_the_last(lines in prop::collection::vec(progress(), 1..5)) {
+            let output: Vec<String> = lines.iter().map(|p| serde_json::to_string(p).unwrap()).collect();
+            prop_assert_eq!(followed(output.join("\n").as_bytes()).progress, *lines.last().unwrap());
+        }
+    }
 }

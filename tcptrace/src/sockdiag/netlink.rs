@@ -8,8 +8,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use netlink_packet_core::{
-    NLM_F_DUMP, NLM_F_REQUEST, NLMSG_DONE, NLMSG_ERROR, NLMSG_NOOP, NetlinkBuffer, NetlinkHeader,
-    NetlinkMessage, NetlinkPayload, Parseable,
+    ErrorMessage, NLM_F_DUMP, NLM_F_REQUEST, NLMSG_DONE, NLMSG_ERROR, NLMSG_NOOP, NetlinkBuffer,
+    NetlinkHeader, NetlinkMessage, NetlinkPayload, Parseable,
 };
 use netlink_packet_sock_diag::{
     AF_INET, IPPROTO_TCP, SOCK_DIAG_BY_FAMILY, SockDiagMessage,
@@ -193,13 +193,17 @@ fn parse_datagram(
                 let control = NetlinkMessage::<SockDiagMessage>::deserialize(&datagram[..len])
                     .map_err(malformed("netlink control message"))?;
                 match control.payload {
+                    // The errno is the code negated. A code of i32::MIN has none; it stays
+                    // as it is rather than overflowing (and `ErrorMessage::to_io`, which
+                    // takes `abs`, would overflow on it too).
                     NetlinkPayload::Done(done) if done.code < 0 => {
-                        let source = io::Error::from_raw_os_error(-done.code);
+                        let source = io::Error::from_raw_os_error(done.code.wrapping_neg());
                         return Err(DumpError::Kernel { in_done: true, source });
                     }
                     NetlinkPayload::Done(_) => return Ok(Progress::Done),
-                    NetlinkPayload::Error(error) if error.code.is_some() => {
-                        return Err(DumpError::Kernel { in_done: false, source: error.to_io() });
+                    NetlinkPayload::Error(ErrorMessage { code: Some(code), .. }) => {
+                        let source = io::Error::from_raw_os_error(code.get().wrapping_abs());
+                        return Err(DumpError::Kernel { in_done: false, source });
                     }
                     // An ACK: not asked for, harmless.
                     _ => {}
@@ -234,11 +238,12 @@ pub(super) fn cgroup_id_attr(mut attrs: &[u8]) -> u64 {
 
 #[cfg(test)]
 mod tests {
-    use std::net::SocketAddr;
+    use std::net::{IpAddr, Ipv4Addr, SocketAddr};
     use std::num::NonZeroI32;
 
-    use netlink_packet_core::{DoneMessage, ErrorMessage};
+    use netlink_packet_core::{DoneMessage, Emitable};
     use netlink_packet_sock_diag::{AF_INET6, inet::InetResponse};
+    use proptest::prelude::*;
 
     use super::*;
     use crate::conn::Conn;
@@ -381,6 +386,19 @@ mod tests {
     }
 
     #[test]
+    fn an_error_code_without_an_errno_is_an_error_not_an_overflow() {
+        // Found by the fuzz tier: -i32::MIN overflowed (a panic in a debug build).
+        let mut error = ErrorMessage::default();
+        error.code = NonZeroI32::new(i32::MIN);
+        let nack = serialize(reply_header(5, 99), NetlinkPayload::Error(error));
+        for datagram in [nack, done(5, 99, i32::MIN)] {
+            let e = collect(&datagram, 5, 99).unwrap_err();
+            let DumpError::Kernel { source, .. } = e else { panic!("not the kernel's error") };
+            assert_eq!(source.raw_os_error(), Some(i32::MIN));
+        }
+    }
+
+    #[test]
     fn cgroup_id_attribute_is_found_among_others() {
         let mut attrs = Vec::new();
         // INET_DIAG_MARK (15): u32, then INET_DIAG_CGROUP_ID (21): u64.
@@ -393,5 +411,156 @@ mod tests {
         assert_eq!(cgroup_id_attr(&attrs), 4242);
         assert_eq!(cgroup_id_attr(&attrs[..8]), 0);
         assert_eq!(cgroup_id_attr(&[1, 0]), 0);
+    }
+
+    // ---- fuzz tier (crate::fuzz): any datagram, and datagrams built from records ----
+
+    const SEQ: u32 = 5;
+    const PORT: u32 = 99;
+    /// `INET_DIAG_CGROUP_ID`.
+    const CGROUP_ID: u16 = 21;
+
+    /// `addr` in the other family if it is not in the one asked for: IPv4 as IPv4-mapped
+    /// IPv6, IPv6 as its last four bytes.
+    fn in_family(addr: SocketAddr, ipv6: bool) -> SocketAddr {
+        let ip = match (addr.ip(), ipv6) {
+            (IpAddr::V4(v4), true) => IpAddr::V6(v4.to_ipv6_mapped()),
+            (IpAddr::V6(v6), false) => {
+                let [.., a, b, c, d] = v6.octets();
+                IpAddr::V4(Ipv4Addr::new(a, b, c, d))
+            }
+            (ip, _) => ip,
+        };
+        SocketAddr::new(ip, addr.port())
+    }
+
+    /// A socket record as the kernel sends it: state, local and remote, one family.
+    fn record() -> impl Strategy<Value = (u8, SocketAddr, SocketAddr)> {
+        (any::<u8>(), any::<bool>(), crate::fuzz::socket_addr(), crate::fuzz::socket_addr())
+            .prop_map(|(state, v6, l, r)| (state, in_family(l, v6), in_family(r, v6)))
+    }
+
+    /// One message of a reply to request SEQ of port PORT: a socket record, a done or an
+    /// error with any code, or any header and payload; then perhaps cut short.
+    fn message() -> impl Strategy<Value = Vec<u8>> {
+        let code =
+            prop_oneof![Just(0), Just(i32::MIN), Just(i32::MAX), -200..=200i32, any::<i32>()];
+        let raw = (any::<u16>(), prop::collection::vec(any::<u8>(), 0..120), -20..20i64).prop_map(
+            |(kind, payload, skew)| {
+                let len = i64::try_from(16 + payload.len()).expect("short") + skew;
+                let mut header = reply_header(SEQ, PORT);
+                header.length = u32::try_from(len.max(0)).expect("short");
+                header.message_type = kind;
+                let mut m = vec![0; 16];
+                header.emit(&mut m);
+                m.extend(payload);
+                m
+            },
+        );
+        let whole = prop_oneof![
+            3 => record().prop_map(|(state, l, r)| socket_record(SEQ, PORT, state, l, r)),
+            2 => code.clone().prop_map(|code| done(SEQ, PORT, code)),
+            2 => code.prop_map(|code| {
+                let mut error = ErrorMessage::default();
+                error.code = NonZeroI32::new(code);
+                serialize(reply_header(SEQ, PORT), NetlinkPayload::Error(error))
+            }),
+            1 => Just(serialize(reply_header(SEQ, PORT), NetlinkPayload::Noop)),
+            2 => raw,
+        ];
+        (whole, any::<prop::sample::Index>(), prop::bool::weighted(0.2)).prop_map(
+            |(mut m, at, cut)| {
+                if cut {
+                    m.truncate(at.index(m.len() + 1));
+                }
+                m
+            },
+        )
+    }
+
+    /// Messages one after another, with a few bytes overwritten; or any bytes at all.
+    fn datagram() -> impl Strategy<Value = Vec<u8>> {
+        let built = (
+            prop::collection::vec(message(), 0..6),
+            prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..4),
+        )
+            .prop_map(|(messages, writes)| {
+                let mut datagram = messages.concat();
+                for (at, byte) in writes {
+                    if !datagram.is_empty() {
+                        let at = at.index(datagram.len());
+                        datagram[at] = byte;
+                    }
+                }
+                datagram
+            });
+        prop_oneof![4 => built, 1 => prop::collection::vec(any::<u8>(), 0..300)]
+    }
+
+    proptest::proptest! {
+        #![proptest_config(crate::fuzz::config())]
+
+        #[test]
+        fn any_datagram_is_walked_or_refused(datagram in datagram()) {
+            let mut records = 0;
+            let _ = parse_datagram(&datagram, SEQ, PORT, &mut |_, attrs| {
+                records += 1;
+                let _ = cgroup_id_attr(attrs);
+            });
+            prop_assert!(records * (16 + INET_DIAG_MSG_LEN) <= datagram.len());
+        }
+
+        #[test]
+        fn records_built_parse_back_to_them(
+            records in prop::collection::vec(record(), 0..8),
+            end in any::<bool>(),
+        ) {
+            let mut datagram: Vec<u8> =
+                records.iter().flat_map(|&(s, l, r)| socket_record(SEQ, PORT, s, l, r)).collect();
+            if end {
+                datagram.extend(done(SEQ, PORT, 0));
+            }
+            let expected: Vec<_> =
+                records.iter().map(|&(s, l, r)| (s, Conn::new(7, l, r))).collect();
+            let progress = if end { Progress::Done } else { Progress::More };
+            prop_assert_eq!(collect(&datagram, SEQ, PORT).ok(), Some((progress, expected)));
+        }
+
+        #[test]
+        fn any_attributes_are_walked(attrs in prop::collection::vec(any::<u8>(), 0..64)) {
+            let _ = cgroup_id_attr(&attrs);
+        }
+
+        /// Attributes of any kind and length, the cgroup id among them or not, with the
+        /// nested and byte-order flags on its kind or not.
+        #[test]
+        fn cgroup_id_is_found_among_any_attributes(
+            others in prop::collection::vec(
+                (any::<u16>().prop_filter("not the cgroup id", |k| k & 0x3fff != CGROUP_ID),
+                 prop::collection::vec(any::<u8>(), 0..20)),
+                0..6,
+            ),
+            cgroup in prop::option::of((any::<u64>(), 0..=3u16, any::<prop::sample::Index>())),
+        ) {
+            let mut attrs = Vec::new();
+            let mut put = |kind: u16, payload: &[u8]| {
+                let len = u16::try_from(4 + payload.len()).expect("short");
+                attrs.extend(len.to_ne_bytes());
+                attrs.extend(kind.to_ne_bytes());
+                attrs.extend(payload);
+                attrs.resize(attrs.len().next_multiple_of(4), 0);
+            };
+            let at = cgroup.map(|(_, _, at)| at.index(others.len() + 1));
+            for (i, (kind, payload)) in others.iter().enumerate() {
+                if let (Some(at), Some((id, flags, _))) = (at, cgroup) && at == i {
+                    put(CGROUP_ID | flags << 14, &id.to_ne_bytes());
+                }
+                put(*kind, payload);
+            }
+            if let (Some(at), Some((id, flags, _))) = (at, cgroup) && at == others.len() {
+                put(CGROUP_ID | flags << 14, &id.to_ne_bytes());
+            }
+            prop_assert_eq!(cgroup_id_attr(&attrs), cgroup.map_or(0, |(id, _, _)| id));
+        }
     }
 }

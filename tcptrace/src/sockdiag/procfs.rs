@@ -105,6 +105,10 @@ fn sockstat_field(text: &str, key: &str, field: &str) -> Option<u64> {
 
 #[cfg(test)]
 mod tests {
+    use std::fmt::Write as _;
+
+    use proptest::prelude::*;
+
     use super::*;
 
     #[test]
@@ -138,5 +142,78 @@ mod tests {
         assert!(complete);
         assert!(holders.values().all(|pids| pids.contains(&std::process::id())));
         drop(listener);
+    }
+
+    // ---- fuzz tier (crate::fuzz): any link and any sockstat text; and built ones ----
+
+    const SOCKSTAT_KEYS: &[&str] =
+        &["sockets:", "TCP:", "TCP6:", "UDP:", "UDPLITE:", "RAW:", "FRAG:"];
+    const SOCKSTAT_FIELDS: &[&str] = &["used", "inuse", "orphan", "tw", "alloc", "mem", "memory"];
+
+    /// Text in the shape of a sockstat file, any of it perhaps wrong.
+    fn sockstat_like() -> impl Strategy<Value = String> {
+        let word = prop_oneof![
+            prop::sample::select(SOCKSTAT_KEYS).prop_map(str::to_owned),
+            prop::sample::select(SOCKSTAT_FIELDS).prop_map(str::to_owned),
+            "-?[0-9]{1,22}",
+            any::<char>().prop_map(String::from),
+        ];
+        let line = prop::collection::vec(word, 0..8).prop_map(|words| words.join(" "));
+        prop::collection::vec(line, 0..6).prop_map(|lines| lines.join("\n"))
+    }
+
+    proptest::proptest! {
+        #![proptest_config(crate::fuzz::config())]
+
+        #[test]
+        fn any_link_is_a_socket_or_not(
+            link in prop_oneof![
+                prop::collection::vec(any::<u8>(), 0..32),
+                "socket:\\[[+-]?[0-9]{0,12}\\]?".prop_map(String::into_bytes),
+            ],
+        ) {
+            let _ = socket_inode(&link);
+        }
+
+        #[test]
+        fn socket_links_parse_back(inode in any::<u32>()) {
+            prop_assert_eq!(socket_inode(format!("socket:[{inode}]").as_bytes()), Some(inode));
+        }
+
+        #[test]
+        fn any_sockstat_text_is_read_or_not(
+            text in prop_oneof![any::<String>(), sockstat_like()],
+            key in prop::sample::select(SOCKSTAT_KEYS),
+            field in prop::sample::select(SOCKSTAT_FIELDS),
+        ) {
+            let _ = sockstat_field(&text, key, field);
+        }
+
+        /// A sockstat file of every key in any order, each line with any fields and
+        /// values: the value after each field of each line is found.
+        #[test]
+        fn sockstat_lines_parse_back(
+            lines in Just(SOCKSTAT_KEYS.to_vec()).prop_shuffle().prop_flat_map(|keys| {
+                let fields = Just(SOCKSTAT_FIELDS.to_vec()).prop_shuffle();
+                let line = (fields, 0..=SOCKSTAT_FIELDS.len(), any::<[u64; 7]>());
+                (Just(keys), prop::collection::vec(line, SOCKSTAT_KEYS.len()))
+            }),
+        ) {
+            let (keys, lines) = lines;
+            let mut text = String::new();
+            for (key, (fields, n, values)) in keys.iter().zip(&lines) {
+                text.push_str(key);
+                for (field, value) in fields.iter().zip(values).take(*n) {
+                    write!(text, " {field} {value}").unwrap();
+                }
+                text.push('\n');
+            }
+            for (key, (fields, n, values)) in keys.iter().zip(&lines) {
+                for (i, field) in fields.iter().enumerate() {
+                    let expected = (i < *n).then_some(values[i]);
+                    prop_assert_eq!(sockstat_field(&text, key, field), expected, "{}", text);
+                }
+            }
+        }
     }
 }
