@@ -404,7 +404,11 @@ async fn serve_http(listener: TcpListener, shared: Shared, cap: usize) {
 }
 
 /// Serves one connection within the limits of the module doc; the socket is closed on return.
-async fn serve_connection(stream: TcpStream, shared: Shared) {
+/// Any byte stream will do, for the fuzz tier's sake.
+async fn serve_connection<S>(stream: S, shared: Shared)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let service =
         service_fn(move |req| std::future::ready(Ok::<_, Infallible>(shared.respond(&req))));
     let mut connection = pin!(
@@ -652,5 +656,87 @@ mod tests {
         clap_mangen::Man::new(<Cli as CommandFactory>::command()).render(&mut man).unwrap();
         let man = String::from_utf8(man).unwrap();
         assert!(man.contains("serve"), "serve missing from the man page");
+    }
+
+    // ---- fuzz tier: the HTTP request path, from the bytes a local user may send ----
+
+    fn shared_for_tests() -> Shared {
+        let published = Published {
+            metrics: Bytes::from_static(b"# EOF\n"),
+            at: Instant::now(),
+            backend: "tp_btf",
+            live: 0,
+            failing: None,
+        };
+        Shared { latest: Arc::new(Mutex::new(published)), stale_after: Duration::from_hours(1) }
+    }
+
+    /// Sends `request` on a fresh connection, keeps it open as a client that says no more
+    /// would, and reads until serve closes it (time is paused, so its timeouts pass at
+    /// once): what came back, or `None` if serve never closed it.
+    fn in_memory(request: &[u8]) -> Option<Vec<u8>> {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        // Held, not shut down: serve must close a connection by itself.
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .start_paused(true)
+            .build()
+            .expect("a test runtime");
+        runtime.block_on(async {
+            let (mut client, server) = tokio::io::duplex(64 * 1024);
+            tokio::spawn(serve_connection(server, shared_for_tests()));
+            let request = request.to_vec();
+            let (mut reader, mut writer) = tokio::io::split(&mut client);
+            let send = async {
+                // serve may stop reading (a head too large) and close: that is an answer.
+                let _ = writer.write_all(&request).await;
+            };
+            let mut answer = Vec::new();
+            let receive = tokio::time::timeout(
+                CONNECTION_TIMEOUT + Duration::from_secs(5),
+                reader.read_to_end(&mut answer),
+            );
+            let ((), received) = tokio::join!(send, receive);
+            received.ok().map(|_| answer)
+        })
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::test_runner::Config {
+            cases: 256,
+            ..crate::fuzz::config()
+        })]
+
+        #[test]
+        fn any_bytes_are_answered_or_closed(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..20_000)) {
+            let answer = in_memory(&bytes);
+            proptest::prop_assert!(answer.is_some(), "serve kept the connection open");
+            let answer = answer.unwrap_or_default();
+            proptest::prop_assert!(answer.is_empty() || answer.starts_with(b"HTTP/1.1 "), "{:?}", String::from_utf8_lossy(&answer));
+        }
+
+        #[test]
+        fn any_method_and_path_get_a_status_serve_gives(
+            method in "[A-Z]{1,8}",
+            path in "/[!-~]{0,200}",
+        ) {
+            let request = format!("{method} {path} HTTP/1.1\r\nhost: t\r\n\r\n");
+            let answer = in_memory(request.as_bytes()).unwrap_or_default();
+            let status = String::from_utf8_lossy(answer.get(9..12).unwrap_or_default()).into_owned();
+            proptest::prop_assert!(
+                ["200", "400", "404", "405", "414", "431"].contains(&status.as_str()),
+                "{request:?} got {:?}", String::from_utf8_lossy(&answer)
+            );
+        }
+    }
+
+    #[test]
+    fn a_good_request_is_answered_after_garbage() {
+        assert!(in_memory(b"\x00\xff garbage \r\n\r\n").is_some());
+        let answer = in_memory(b"GET /healthz HTTP/1.1\r\nhost: t\r\n\r\n").unwrap();
+        assert!(answer.starts_with(b"HTTP/1.1 200"), "{:?}", String::from_utf8_lossy(&answer));
+        let answer =
+            in_memory(b"GET /metrics HTTP/1.1\r\nhost: t\r\ncontent-length: 3\r\n\r\nabc").unwrap();
+        assert!(answer.starts_with(b"HTTP/1.1 413"), "{:?}", String::from_utf8_lossy(&answer));
     }
 }
