@@ -42,23 +42,41 @@ struct Serve {
 impl Serve {
     /// Starts it on a free loopback port and waits until /healthz answers 200.
     fn start(extra: &[&str]) -> Self {
-        Self::start_under(&[], extra)
+        Self::start_under(None, extra)
     }
 
-    /// [`Serve::start`] run by `wrapper` (a command that runs the rest of its arguments,
-    /// such as `prlimit --nofile=96:96 --`), when not empty.
-    fn start_under(wrapper: &[&str], extra: &[&str]) -> Self {
+    /// [`Serve::start`] with its open-file limit (soft and hard) set to `nofile` in the
+    /// child before it runs, when given (no `prlimit` binary needed: the VM has busybox).
+    fn start_under(nofile: Option<u64>, extra: &[&str]) -> Self {
         let addr = free_loopback_port();
         let attach = attach_path();
         let listen = addr.to_string();
         let mut args = vec!["serve", "--listen", &listen, "--attach", &attach];
         args.extend(["--interval", INTERVAL, "--reconcile-every", "1s"]);
         args.extend(extra);
-        let bin = tracer_bin().to_str().expect("a UTF-8 path");
-        let command: Vec<&str> = wrapper.iter().copied().chain([bin]).chain(args).collect();
-        println!("  running: {}", command.join(" "));
-        let mut child = Command::new(command[0])
-            .args(&command[1..])
+        println!(
+            "  running: {}{} {}",
+            nofile.map_or_else(String::new, |n| format!("(RLIMIT_NOFILE {n}) ")),
+            tracer_bin().display(),
+            args.join(" ")
+        );
+        let mut command = Command::new(tracer_bin());
+        if let Some(limit) = nofile {
+            use std::os::unix::process::CommandExt as _;
+            // SAFETY: setrlimit is async-signal-safe, and the closure allocates nothing.
+            unsafe {
+                command.pre_exec(move || {
+                    nix::sys::resource::setrlimit(
+                        nix::sys::resource::Resource::RLIMIT_NOFILE,
+                        limit,
+                        limit,
+                    )
+                    .map_err(std::io::Error::from)
+                });
+            }
+        }
+        let mut child = command
+            .args(&args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -635,13 +653,12 @@ fn oversized_heads_and_request_bodies_are_refused() {
 #[test]
 fn under_a_low_file_limit_a_flood_leaves_the_tracer_its_files() {
     println!(
-        "checks: serve under `prlimit --nofile=96:96` says it lowers its cap, and 150 idle \
+        "checks: serve under an open-file limit of 96 says it lowers its cap, and 150 idle \
          connections leave every pass working (no \"Too many open files\"): the ones over \
          the cap answered 503, the others timed out; still runs, answers and is exact"
     );
     let held = Held::new("ns-serve-nofile");
-    let serve =
-        Serve::start_under(&["prlimit", "--nofile=96:96", "--"], &["--top-k", &TOP_K.to_string()]);
+    let serve = Serve::start_under(Some(96), &["--top-k", &TOP_K.to_string()]);
     let skipped = held.exact(&serve);
     settle();
     let mut clients = open_clients(serve.addr, 150);
