@@ -30,8 +30,15 @@ pub struct Snapshot {
     /// may be off.
     pub lost: u64,
     /// Connections the last reconciliation with sock_diag found wrong in the ledger (and
-    /// corrected): when not 0, the hooks missed something.
+    /// corrected): when not 0, the hooks missed something. A difference is corrected when
+    /// two passes in a row find it.
     pub drift: u64,
+    /// Every reconciliation's corrections since tracing started: what `drift` was, summed,
+    /// so that a scrape or a line that falls between two passes misses none.
+    pub drift_total: u64,
+    /// Network namespaces (or groups of tasks whose namespace could not be seen) that the
+    /// last reconciliation could not read: their counts rest on the hooks alone.
+    pub unreconciled_netns: u64,
     /// Events the in-kernel filter (`--port`, `--addr`, ...) kept out of the ring: not
     /// lost, only not asked for.
     pub filtered: u64,
@@ -191,7 +198,7 @@ mod tests {
 
     #[test]
     fn a_watch_line_keeps_its_key_order_and_reads_back() {
-        let line = r#"{"elapsed_s":1.0,"backend":"tp_btf","events":9,"lost":2,"drift":1,"filtered":0,"live":1,"local_ports":[{"port":80,"live":1,"remote_addrs":1}],"remote_endpoints":[{"addr":"::1","port":80,"live":1,"local_ports":1}],"listeners":[],"destinations":[{"netns":7,"laddr":"127.0.0.2","raddr":"127.0.0.1","rport":80,"ports_in_use":1,"shared_ports":0,"range":28232,"use_pct":0.0035,"connect_rate":1.0,"exhaustion_s":null,"failed_connects":0}]}"#;
+        let line = r#"{"elapsed_s":1.0,"backend":"tp_btf","events":9,"lost":2,"drift":1,"drift_total":3,"unreconciled_netns":0,"filtered":0,"live":1,"local_ports":[{"port":80,"live":1,"remote_addrs":1}],"remote_endpoints":[{"addr":"::1","port":80,"live":1,"local_ports":1}],"listeners":[],"destinations":[{"netns":7,"laddr":"127.0.0.2","raddr":"127.0.0.1","rport":80,"ports_in_use":1,"shared_ports":0,"range":28232,"use_pct":0.0035,"connect_rate":1.0,"exhaustion_s":null,"failed_connects":0}]}"#;
         let snapshot: Snapshot = serde_json::from_str(line).unwrap();
         assert_eq!(serde_json::to_string(&snapshot).unwrap(), line);
         assert_eq!(snapshot.remote_endpoints[0].addr, "::1".parse::<IpAddr>().unwrap());

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use tcptrace::capacity::{Tracker, dumped_states};
 use tcptrace::conn::Conn;
-use tcptrace::engine::reconcile::reconcile;
+use tcptrace::engine::reconcile::{Suspects, reconcile};
 use tcptrace::filter::Filter;
 use tcptrace::ledger::Ledger;
 use tcptrace::sockdiag::{self, states};
@@ -293,7 +293,7 @@ fn scale() {
         let touched = HashSet::new();
         let reconcile = median_time(runs, || {
             let t = Instant::now();
-            let drift = reconcile(&mut ledger, &conns, &dumped, &touched);
+            let drift = reconcile(&mut ledger, &conns, &dumped, &touched, &mut Suspects::default());
             assert_eq!(drift.total(), 0);
             t.elapsed()
         });

@@ -34,8 +34,8 @@ SELECTOR, and the METRICs it has:
   total                the whole box
       live             live connections
       lost             events the kernel dropped because the ring buffer was full
-      drift            connections by which the live count differs from a sock_diag
-                       recount (what ss sees)
+      drift            connections the sock_diag recounts (what ss sees) found the live
+                       count wrong by and corrected, summed over the run
 
 OP is one of >= <= > < ==. VALUE is a whole number (100000), except for use and
 headroom, which take a percentage and only a percentage (20%, 12.5%).

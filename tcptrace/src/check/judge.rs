@@ -57,8 +57,9 @@ pub struct TotalValues {
     pub live: u64,
     /// Events lost since the start (cumulative, as `watch` prints it).
     pub lost: u64,
-    /// How many connections the live count differs from a sock_diag recount by, when one
-    /// was made for this observation; `None` when not measured this time.
+    /// How many connections sock_diag recounts have found the live count wrong by (and
+    /// corrected) since the start, when one was made for this observation; `None` when not
+    /// measured this time.
     pub drift: Option<u64>,
 }
 

@@ -70,7 +70,8 @@ pub async fn run(args: CheckArgs) -> anyhow::Result<Outcome> {
                 ledger: &live.ledger,
                 capacity: &rows,
                 lost: live.session.tracer.lost(),
-                drift: live.reconciled.then(|| live.drift.total()),
+                // Every correction since the start: one between two observations counts too.
+                drift: live.reconciled.then_some(live.drift_total),
             });
         }
         for note in live.take_notices() {

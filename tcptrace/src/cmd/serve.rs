@@ -121,7 +121,8 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = 20, value_parser = parse_top_k, value_name = "K")]
     pub top_k: usize,
     /// How often to check the counts against the kernel's own table (sock_diag) and
-    /// report the difference as tcptrace_drift_connections; `0s` only at exit.
+    /// report the difference as tcptrace_drift_connections; `0s`: only at exit. Sooner when
+    /// events were lost or a difference waits for the next pass to confirm it.
     #[arg(long, default_value = "10s", value_parser = parse_duration, value_name = "DURATION")]
     pub reconcile_every: Duration,
     /// HTTP connections served at once, at most (1 to 4096); one more is answered `503

@@ -34,7 +34,8 @@ pub struct TopArgs {
     #[arg(long, default_value_t = 0, value_name = "N")]
     pub top: usize,
     /// How often to check the counts against the kernel's own table (sock_diag) and report
-    /// the difference as `drift`; `0s` only at exit.
+    /// the difference as `drift`; `0s`: only at exit. Sooner when events were lost or a
+    /// difference waits for the next pass to confirm it.
     #[arg(long, default_value = "10s", value_parser = parse_duration, value_name = "DURATION")]
     pub reconcile_every: Duration,
 }

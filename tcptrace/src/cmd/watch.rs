@@ -25,7 +25,8 @@ pub struct WatchArgs {
     #[arg(long, default_value_t = 20, value_name = "N")]
     pub top: usize,
     /// How often to check the counts against the kernel's own table (sock_diag, as `ss`
-    /// reads it), correct them, and report the difference as `drift`; `0s` only at exit.
+    /// reads it), correct them, and report the difference as `drift`; `0s`: only at exit.
+    /// Sooner when events were lost or a difference waits for the next pass to confirm it.
     #[arg(long, default_value = "10s", value_parser = parse_duration, value_name = "DURATION")]
     pub reconcile_every: Duration,
 }

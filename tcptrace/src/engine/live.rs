@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use super::{
     Options,
     passes::{Pass, Passes},
-    reconcile::{Drift, KernelView, reconcile},
+    reconcile::{Drift, KernelView, Suspects, reconcile},
     session::{Session, Tick},
     walker::{Walk, Walked, Walker},
 };
@@ -47,6 +47,11 @@ pub struct Live {
     pub capacity: capacity::Tracker,
     /// The last reconciliation's differences.
     pub drift: Drift,
+    /// Every reconciliation's corrections since the run started.
+    pub drift_total: u64,
+    /// Namespaces (or groups of tasks whose namespace could not be seen) the last
+    /// reconciliation could not read: their counts rest on the hooks alone.
+    pub unreconciled: u64,
     /// Whether a reconciliation ran, and worked, during the last [`Live::next`].
     pub reconciled: bool,
     /// Passes that failed and were skipped.
@@ -56,6 +61,10 @@ pub struct Live {
     /// asked for: either side may have seen them before or after their change, so they are
     /// left out of its comparison.
     touched: Option<HashSet<Conn>>,
+    /// What the last reconciliation found different and holds against the next.
+    suspects: Suspects,
+    /// `lost` when the last reconciliation was asked for: when it grows, one is due.
+    lost_at_reconcile: u64,
     last_reconcile: Instant,
     reconcile_every: Duration,
     /// Said once, when reconciliations start to space out.
@@ -100,10 +109,14 @@ impl Live {
             ledger,
             capacity,
             drift: Drift::default(),
+            drift_total: 0,
+            unreconciled: 0,
             reconciled: false,
             passes: Passes::default(),
             walker: Walker::start(options.filter.clone()).map_err(Error::Walker)?,
             touched: None,
+            suspects: Suspects::default(),
+            lost_at_reconcile: 0,
             last_reconcile: Instant::now(),
             reconcile_every: options.reconcile_every,
             notes: Vec::new(),
@@ -138,6 +151,7 @@ impl Live {
         }
         if self.walker.ask(Walk::Reconciliation) {
             self.touched = Some(HashSet::new());
+            self.lost_at_reconcile = self.session.tracer.lost();
         }
         let wait = if stop { STOP_WAIT } else { WALK_WAIT };
         if !self.take_reconciliation(wait) && stop {
@@ -146,12 +160,19 @@ impl Live {
     }
 
     /// Whether a report tick should reconcile: `reconcile_every` has passed since the last
-    /// one, and so has [`REFRESH_COST_RATIO`] times what the last one cost.
+    /// one, and so has [`REFRESH_COST_RATIO`] times what the last one cost. Sooner (paced by
+    /// the cost alone, and even with `reconcile_every` 0) when the kernel lost events since
+    /// the last one, or when it found differences the next pass must confirm: a lost
+    /// event is repaired within two passes, not a `reconcile_every` later.
     fn reconciliation_due(&mut self) -> bool {
+        let cost = self.walker.last(Walk::Reconciliation).map_or(Duration::ZERO, |(_, c)| c);
+        let paced = self.last_reconcile.elapsed() >= cost * REFRESH_COST_RATIO;
+        if !self.suspects.is_empty() || self.session.tracer.lost() > self.lost_at_reconcile {
+            return paced;
+        }
         if self.reconcile_every.is_zero() {
             return false;
         }
-        let cost = self.walker.last(Walk::Reconciliation).map_or(Duration::ZERO, |(_, c)| c);
         let every = self.reconcile_every.max(cost * REFRESH_COST_RATIO);
         if every > self.reconcile_every && !self.reconciliation_paced {
             self.reconciliation_paced = true;
@@ -176,12 +197,19 @@ impl Live {
         match walked {
             Ok(live) => {
                 let kernel = KernelView::of(live, self.session.tracer.knows_netns);
-                let drift =
-                    reconcile(&mut self.ledger, &kernel.conns, &kernel.namespaces, &touched);
-                if drift.total() > 0 {
+                let drift = reconcile(
+                    &mut self.ledger,
+                    &kernel.conns,
+                    &kernel.namespaces,
+                    &touched,
+                    &mut self.suspects,
+                );
+                if drift.total() + drift.suspected > 0 {
                     log::info!("reconciliation with sock_diag: {drift:?}");
                 }
                 self.drift = drift;
+                self.drift_total += drift.total();
+                self.note_unreconciled(&kernel.skipped);
                 self.reconciled = true;
                 self.passes.worked(Pass::Reconciliation);
             }
@@ -190,13 +218,29 @@ impl Live {
         true
     }
 
-    /// Drains the ring into everything that counts events, and the touched set of a
-    /// reconciliation in flight.
+    /// Says once when namespaces start to go unreconciled, and when that changes.
+    fn note_unreconciled(&mut self, skipped: &[String]) {
+        let n = skipped.len() as u64;
+        if n != self.unreconciled && n > 0 {
+            self.notes.push(format!(
+                "{n} network namespace(s) could not be reconciled: their counts rest on the hooks alone (first: {})",
+                skipped[0]
+            ));
+        }
+        self.unreconciled = n;
+    }
+
+    /// Drains the ring into everything that counts events, the touched set of a
+    /// reconciliation in flight, and the suspicions an event settles.
     fn apply_ring(&mut self) {
-        let (ledger, capacity, touched) = (&mut self.ledger, &mut self.capacity, &mut self.touched);
+        let (ledger, capacity) = (&mut self.ledger, &mut self.capacity);
+        let (touched, suspects) = (&mut self.touched, &mut self.suspects);
         self.session.consumer.drain(|ev: Event| {
             if let Some(touched) = touched.as_mut() {
                 touched.insert(ev.conn);
+            }
+            if !suspects.is_empty() {
+                suspects.clear(&ev.conn);
             }
             capacity.on_event(&ev);
             ledger.apply(&ev);
@@ -208,6 +252,8 @@ impl Live {
         Trust {
             lost: self.session.tracer.lost(),
             drift: self.drift.total(),
+            drift_total: self.drift_total,
+            unreconciled: self.unreconciled,
             filtered: self.session.tracer.filtered(),
         }
     }

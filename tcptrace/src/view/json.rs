@@ -25,6 +25,8 @@ mod tests {
             "events",
             "lost",
             "drift",
+            "drift_total",
+            "unreconciled_netns",
             "filtered",
             "live",
             "local_ports",
@@ -49,6 +51,7 @@ mod tests {
         assert_eq!(v["backend"], "fentry");
         assert_eq!((v["events"].as_u64(), v["lost"].as_u64()), (Some(0), Some(3)));
         assert_eq!(v["live"], 5);
+        assert_eq!((v["drift"].as_u64(), v["drift_total"].as_u64()), (Some(1), Some(5)));
 
         let ports = v["local_ports"].as_array().unwrap();
         assert_eq!(ports.len(), s.local_ports.len());
@@ -74,6 +77,8 @@ mod tests {
             events: 0,
             lost: 0,
             drift: 0,
+            drift_total: 0,
+            unreconciled_netns: 0,
             filtered: 0,
             live: 0,
             local_ports: Vec::new(),

@@ -181,6 +181,20 @@ pub fn render(
          corrected",
         int(snapshot.drift),
     );
+    counter(
+        r,
+        "drift_corrections",
+        "Every correction reconciliations made since tcptrace started: drift_connections \
+         summed, so a scrape between two passes misses none",
+        snapshot.drift_total,
+    );
+    gauge(
+        r,
+        "unreconciled_namespaces",
+        "Network namespaces the last reconciliation could not read: their counts rest on the \
+         hooks alone",
+        int(snapshot.unreconciled_netns),
+    );
 
     let by_pass = Family::<PassLabels, Counter>::default();
     for &(pass, n) in skipped {
@@ -373,6 +387,8 @@ mod tests {
         assert_eq!(m["tcptrace_live_connections"], "5");
         assert_eq!(m["tcptrace_lost_events_total"], "3");
         assert_eq!(m["tcptrace_drift_connections"], "1");
+        assert_eq!(m["tcptrace_drift_corrections_total"], "5");
+        assert_eq!(m["tcptrace_unreconciled_namespaces"], "0");
         assert_eq!(m["tcptrace_events_total{kind=\"connect\"}"], "4");
         assert_eq!(m["tcptrace_events_total{kind=\"connect_failed\"}"], "0");
         assert_eq!(m["tcptrace_skipped_passes_total{pass=\"reconciliation\"}"], "2");

@@ -23,7 +23,12 @@ pub mod tui;
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Trust {
     pub lost: u64,
+    /// The last reconciliation's corrections.
     pub drift: u64,
+    /// Every reconciliation's corrections since the run started.
+    pub drift_total: u64,
+    /// Namespaces the last reconciliation could not read.
+    pub unreconciled: u64,
     /// Events the in-kernel filter kept out of the ring.
     pub filtered: u64,
 }
@@ -46,6 +51,8 @@ pub fn snapshot(
         events: ledger.events_seen(),
         lost: trust.lost,
         drift: trust.drift,
+        drift_total: trust.drift_total,
+        unreconciled_netns: trust.unreconciled,
         filtered: trust.filtered,
         live: ledger.live() as u64,
         local_ports: ledger.top_local_ports(top),
@@ -77,7 +84,7 @@ pub(crate) mod tests {
             &ledger,
             "fentry",
             Duration::from_millis(12_345),
-            Trust { lost: 3, drift: 1, filtered: 4 },
+            Trust { lost: 3, drift: 1, drift_total: 5, unreconciled: 0, filtered: 4 },
             0,
             Capacity::default(),
         )

@@ -15,8 +15,8 @@ use super::{
 #[must_use]
 pub fn render(s: &Snapshot) -> String {
     let mut out = format!(
-        "elapsed {:.1}s  backend {}  live {}  events {}  lost {}  drift {}  filtered {}\n",
-        s.elapsed_s, s.backend, s.live, s.events, s.lost, s.drift, s.filtered
+        "elapsed {:.1}s  backend {}  live {}  events {}  lost {}  drift {} ({} in all)  filtered {}\n",
+        s.elapsed_s, s.backend, s.live, s.events, s.lost, s.drift, s.drift_total, s.filtered
     );
     if s.local_ports.is_empty() && s.remote_endpoints.is_empty() {
         out.push_str("\n(no live connections)\n");
@@ -181,7 +181,7 @@ mod tests {
         assert_eq!(
             format!("\n{table}"),
             r"
-elapsed 12.3s  backend fentry  live 5  events 0  lost 3  drift 1  filtered 4
+elapsed 12.3s  backend fentry  live 5  events 0  lost 3  drift 1 (5 in all)  filtered 4
 
 LOCAL PORT  LIVE  REMOTE ADDRS
       8080     3             2

@@ -225,7 +225,8 @@ impl TopView {
         }
     }
 
-    /// The totals line: attach path, elapsed, live, events, lost, drift, and the filter.
+    /// The totals line: attach path, elapsed, live, events, lost, drift (the last pass's and
+    /// in all), and the filter.
     fn summary(&self, s: &Snapshot) -> Line<'static> {
         // Lost events or drift mean the counts may be off: make them stand out.
         let warn = |n: u64| {
@@ -239,6 +240,7 @@ impl TopView {
             Span::styled(format!("lost {}", s.lost), warn(s.lost)),
             Span::raw("  "),
             Span::styled(format!("drift {}", s.drift), warn(s.drift)),
+            Span::styled(format!(" ({} in all)", s.drift_total), warn(s.drift_total)),
         ];
         if !self.filter.is_empty() {
             spans.push(Span::raw(format!("  filter {:?}", self.filter)).yellow());
@@ -583,7 +585,7 @@ mod tests {
         assert_eq!(
             format!("\n{}\n", lines.join("\n")),
             r"
-tcptrace top  attach fentry  elapsed 12.3s  live 5  events 0  lost 3  drift 1
+tcptrace top  attach fentry  elapsed 12.3s  live 5  events 0  lost 3  drift 1 (5 in all)
  Listeners  2 of 2
 LISTENER                  NETNS  LIVE v  PEAK  REMOTE ADDRS  MAX/REMOTE  REUSEPORT  ACCEPTS  CLOSES  PIDS
 [2001:db8::1]:65535  4026532001    4711  5000             3         120         16   1234/s  1000/s
@@ -628,7 +630,7 @@ q quit  Tab next table  Left/Right sort column  r reverse order  / filter  Esc c
         assert_eq!(
             format!("\n{}\n", lines.join("\n")),
             r#"
-tcptrace top  attach fentry  elapsed 12.3s  live 5  events 0  lost 3  drift 1  filter "4711"
+tcptrace top  attach fentry  elapsed 12.3s  live 5  events 0  lost 3  drift 1 (5 in all)  filter "4711"
  Listeners  1 of 2
 LISTENER ^       NETNS  LIVE  PEAK  REMOTE ADDRS  MAX/REMOTE  REUSEPORT  ACCEPTS  CLOSES  PIDS
 0.0.0.0:22  4026531840     7  4711       4026532           4          1     13/s     0/s  4711,815

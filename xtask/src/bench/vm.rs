@@ -142,7 +142,7 @@ mod tests {
         // The last `watch --json` line of a run: every key, as tcptrace prints it.
         let watch = |events: u64, lost: u64, drift: u64| {
             format!(
-                r#"{{"elapsed_s":6.002,"backend":"fentry","events":{events},"lost":{lost},"drift":{drift},"filtered":0,"live":0,"local_ports":[],"remote_endpoints":[],"listeners":[],"destinations":[]}}"#
+                r#"{{"elapsed_s":6.002,"backend":"fentry","events":{events},"lost":{lost},"drift":{drift},"drift_total":{drift},"unreconciled_netns":0,"filtered":0,"live":0,"local_ports":[],"remote_endpoints":[],"listeners":[],"destinations":[]}}"#
             )
         };
         let console = format!(

@@ -28,7 +28,8 @@ mod tests {
         // Recorded (tests/fixtures/contract/watch.jsonl, line 2), with events, lost and
         // drift set apart from each other.
         let watch = concat!(
-            r#"{"elapsed_s":0.511,"backend":"tp_btf","events":9,"lost":2,"drift":1,"filtered":0,"live":10,"#,
+            r#"{"elapsed_s":0.511,"backend":"tp_btf","events":9,"lost":2,"drift":1,"drift_total":1,"#,
+            r#""unreconciled_netns":0,"filtered":0,"live":10,"#,
             r#""local_ports":[{"port":22081,"live":3,"remote_addrs":1},"#,
             r#"{"port":22082,"live":2,"remote_addrs":1},"#,
             r#"{"port":40003,"live":1,"remote_addrs":1},"#,

@@ -116,7 +116,7 @@ impl Demo {
         self.reconcile_now()?;
         self.results.events = self.live.ledger.events_seen();
         self.results.lost = self.live.session.tracer.lost();
-        self.results.drift = self.live.drift.total();
+        self.results.drift = self.live.drift_total;
         self.results.tracer_rss_bytes = rss_bytes();
         self.results.tracer_cpu_s = cpu_seconds();
         Ok(Phase::Done)

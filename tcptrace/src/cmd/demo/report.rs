@@ -14,6 +14,7 @@ pub struct Results {
     pub client: Option<ClientSide>,
     pub events: u64,
     pub lost: u64,
+    /// Every correction the reconciliations made (at each side's verdict and at the end).
     pub drift: u64,
     /// The tracer's resident memory at the end of the ramp.
     pub tracer_rss_bytes: u64,
