@@ -71,7 +71,7 @@ pub struct Capacity {
     pub destinations: Vec<DestinationRow>,
     /// [`NetnsRow::shared_local_ports`] summed over the namespaces.
     pub shared_local_ports: u64,
-    /// Every namespace that was dumped, by inode.
+    /// Every namespace that was dumped and holds a connection, by inode.
     pub namespaces: Vec<NetnsRow>,
     /// Namespaces that could not be read, ranges that could not be read (the kernel
     /// default is assumed then), and an incomplete pid scan: one line each.
@@ -224,11 +224,15 @@ pub fn dump(filter: &Filter) -> Result<Dump, sockdiag::Error> {
     // Taken before the dump, as for the ledger's seed.
     let selection = Selection::now(filter);
     let found = sockdiag::in_every_netns(|netns| {
-        Ok(NetnsDump {
-            netns,
-            sockets: sockdiag::dump(netns, &dumped_states())?,
-            range: EphemeralRange::read().map_err(|e| Chain(&e).to_string()),
-        })
+        let sockets = sockdiag::dump(netns, &dumped_states())?;
+        // The range matters only where a connection is: reading /proc/sys/net in each of
+        // thousands of namespaces is slow (each leaves an entry in the kernel's lookup
+        // cache that every such read compares against), so empty ones are not asked.
+        let range = sockets
+            .iter()
+            .any(|s| s.state != tcp_state::LISTEN)
+            .then(|| EphemeralRange::read().map_err(|e| Chain(&e).to_string()));
+        Ok(NetnsDump { netns, sockets, range })
     })?;
     let at = Instant::now();
     let took = at.saturating_duration_since(started);
@@ -245,7 +249,8 @@ pub fn dump(filter: &Filter) -> Result<Dump, sockdiag::Error> {
 struct NetnsDump {
     netns: u32,
     sockets: Vec<TcpSocket>,
-    range: Result<EphemeralRange, String>,
+    /// `None` where no connection needed it (listeners only, or nothing).
+    range: Option<Result<EphemeralRange, String>>,
 }
 
 impl Tracker {

@@ -174,8 +174,9 @@ pub(super) fn namespace_rows(
 ) -> Vec<NetnsRow> {
     let mut rows: Vec<NetnsRow> = dumps
         .iter()
-        .map(|d| {
-            let range = d.range.clone().unwrap_or_else(|why| {
+        .filter_map(|d| Some((d, d.range.clone()?)))
+        .map(|(d, range)| {
+            let range = range.unwrap_or_else(|why| {
                 skipped.push(format!(
                     "netns {}: ephemeral range unknown ({why}); assuming {}-{}",
                     d.netns, DEFAULT_RANGE.0, DEFAULT_RANGE.1

@@ -101,7 +101,7 @@ fn rows_count_only_what_passes_the_filter() {
         sock(7, ESTABLISHED, "10.0.0.1:50001", "10.0.0.9:80", 0),
     ];
     sockets.sort_unstable_by_key(|s| s.conn);
-    let dumps = [NetnsDump { netns: 7, sockets, range: Ok(range(50_000, 50_099)) }];
+    let dumps = [NetnsDump { netns: 7, sockets, range: Some(Ok(range(50_000, 50_099))) }];
     let rows = |filter: Filter| {
         let passes = |s: &TcpSocket| filter.matches_socket(&s.conn, s.cgroup, || false);
         let c = Tracker::default().tally(&dumps, &passes, &HashMap::new(), Instant::now(), 0);
@@ -158,8 +158,8 @@ fn tally_splits_server_and_client_sides() {
     sockets.sort_unstable_by_key(|s| s.conn);
     let other = vec![sock(8, ESTABLISHED, "10.0.0.1:50000", "10.0.0.9:443", 0)];
     let dumps = [
-        NetnsDump { netns: NS, sockets, range: Ok(range(50_000, 50_099)) },
-        NetnsDump { netns: 8, sockets: other, range: Err("gone".into()) },
+        NetnsDump { netns: NS, sockets, range: Some(Ok(range(50_000, 50_099))) },
+        NetnsDump { netns: 8, sockets: other, range: Some(Err("gone".into())) },
     ];
     let mut t = Tracker::default();
     let t0 = t.counting_since;
@@ -220,7 +220,7 @@ fn tally_splits_server_and_client_sides() {
         (0..12)
             .map(|i| sock(NS, TIME_WAIT, &format!("10.0.0.1:{}", 50_010 + i), "10.0.0.9:443", 0)),
     );
-    let dumps = [NetnsDump { netns: NS, sockets, range: Ok(range(50_000, 50_099)) }];
+    let dumps = [NetnsDump { netns: NS, sockets, range: Some(Ok(range(50_000, 50_099))) }];
     let c = t.tally(&dumps, &|_| true, &pids, t0 + Duration::from_secs(4), 0);
     let l = c.listeners.iter().find(|l| l.port == 8080).unwrap();
     assert_eq!((l.port, l.live, l.peak_live, l.accept_rate, l.close_rate), (8080, 1, 4, 0.0, 0.0));
@@ -248,7 +248,7 @@ fn failed_connects_stay_in_their_namespace_are_capped_and_forgotten() {
             } else {
                 vec![]
             },
-            range: Ok(range(50_000, 50_099)),
+            range: Some(Ok(range(50_000, 50_099))),
         })
     };
     let failed = |t: &Tracker, netns| {

@@ -98,6 +98,7 @@ impl Live {
             ledger.open(conn);
         }
         session.consumer.drain(|ev| ledger.apply(&ev));
+        session.restart_reports();
         eprintln!(
             "tcptrace: {}; seeded {} live connections from {} network namespaces",
             session.tracer.describe(),
@@ -149,11 +150,18 @@ impl Live {
         if !(stop || (matches!(tick, Tick::Report) && self.reconciliation_due())) {
             return;
         }
-        if self.walker.ask(Walk::Reconciliation) {
+        let asked = self.walker.ask(Walk::Reconciliation);
+        if asked {
             self.touched = Some(HashSet::new());
             self.lost_at_reconcile = self.session.tracer.lost();
         }
-        let wait = if stop { STOP_WAIT } else { WALK_WAIT };
+        // Only the tick that asked waits (a walk in flight since an earlier one is taken in
+        // when it is done, without holding up this one), and the last tick waits longest.
+        let wait = match (stop, asked) {
+            (true, _) => STOP_WAIT,
+            (false, true) => WALK_WAIT,
+            (false, false) => Duration::ZERO,
+        };
         if !self.take_reconciliation(wait) && stop {
             self.passes.failed(Pass::Reconciliation, &WalkTimeout(wait));
         }

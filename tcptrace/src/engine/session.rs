@@ -70,6 +70,13 @@ impl Session {
         })
     }
 
+    /// Starts the report ticks over, one interval from now: after a slow start (a seed walk
+    /// of thousands of namespaces can take seconds) the first tick would otherwise be due at
+    /// once, and the first snapshot would be printed twice.
+    pub fn restart_reports(&mut self) {
+        self.report.reset();
+    }
+
     /// The next tick. Cancel-safe: nothing has happened until it returns.
     pub async fn next(&mut self) -> Tick {
         let deadline = async {
