@@ -234,5 +234,18 @@ fn a_bad_report_path_fails_at_once_and_a_symlink_is_not_followed() {
     assert!(took < Duration::from_secs(10), "{took:?}");
     assert!(exit.stderr.contains("symlink"), "says why: {}", exit.stderr);
     assert_eq!(fs::read_to_string(&victim).unwrap(), "keep me\n", "the link was not followed");
+
+    // A FIFO another user put there cannot hold the open; /dev/null still takes a report.
+    let fifo = dir.join("fifo.json");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let (exit, took) = check(&fifo);
+    assert_eq!(exit.code(), Some(2), "{exit:?}");
+    assert!(took < Duration::from_secs(10), "{took:?}");
+    assert!(exit.stderr.contains("not a regular file"), "says why: {}", exit.stderr);
+    let attach = attach_path();
+    let args = ["check", "--attach", &attach, "--expect", "total live>=0", "--duration", "1s"];
+    let exit =
+        run_to_exit(&[&args[..], &["--report", "/dev/null"]].concat(), Duration::from_mins(1));
+    assert_eq!(exit.code(), Some(0), "a report to /dev/null: {exit:?}");
     fs::remove_dir_all(&dir).unwrap();
 }

@@ -13,12 +13,13 @@
 //!   `TIME_WAIT` end), not from the ledger's live connections.
 //!
 //! [`Tracker::on_event`] counts accepts, closes and connects as events arrive (a hash-map
-//! increment each); [`Tracker::refresh`], once per interval, dumps every namespace once and
-//! turns the dump and the counts into rows:
-//! - [`sides`]: a dump split into server side (per listener) and client side;
-//! - [`rows`]: the rows, with rates and growth, and the top-N cut;
-//! - [`range`]: the ephemeral range of a namespace;
-//! - [`pids`]: which processes hold each listener.
+//! increment each); a refresh, paced by its cost, walks every namespace once ([`dump`],
+//! on the engine's walker thread) and [`Tracker::rows_of`] turns the walk and the counts
+//! into rows ([`Tracker::refresh`] does both at once):
+//! - `sides`: a dump split into server side (per listener) and client side;
+//! - `rows`: the rows, with rates and growth, and the top-N cut;
+//! - `range`: the ephemeral range of a namespace;
+//! - `pids`: which processes hold each listener.
 
 mod pids;
 mod range;
@@ -306,6 +307,13 @@ impl Tracker {
             }
             EventKind::Established | EventKind::Close => {}
         }
+    }
+
+    /// Events whose key found its table full since start: counted in the live totals (the
+    /// ledger is not capped), attributed to no listener or destination row.
+    #[must_use]
+    pub fn over_cap(&self) -> u64 {
+        self.overflow
     }
 
     /// How many keys each table holds, and the events no table had room for: for the

@@ -25,6 +25,8 @@ pub(super) struct Fake {
     pub(super) listeners: HashMap<SocketAddr, PortValues>,
     pub(super) destinations: HashMap<SocketAddr, DestinationValues>,
     pub(super) total: TotalValues,
+    /// The listener and destination rows' refresh failed this time.
+    pub(super) no_capacity_rows: bool,
 }
 
 impl Observation for Fake {
@@ -39,6 +41,9 @@ impl Observation for Fake {
     }
     fn total(&self) -> TotalValues {
         self.total
+    }
+    fn has_capacity_rows(&self) -> bool {
+        !self.no_capacity_rows
     }
 }
 

@@ -82,7 +82,8 @@ pub struct Report {
     pub lost: u64,
     /// The most lost events allowed; `None` when loss is not checked.
     pub lost_tolerance: Option<u64>,
-    /// The largest drift measured; `None` when it was never measured.
+    /// The corrections the reconciliations made over the run (the last measured
+    /// `drift_total`); `None` when it was never measured.
     pub drift: Option<u64>,
     /// The most drift allowed; `None` when drift is not checked.
     pub drift_tolerance: Option<u64>,

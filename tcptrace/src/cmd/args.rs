@@ -65,6 +65,7 @@ impl TraceArgs {
             duration: self.duration,
             interval: self.interval,
             reconcile_every,
+            reconcile_on_stop: true,
             filter,
             details: false,
         }

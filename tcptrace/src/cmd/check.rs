@@ -63,17 +63,16 @@ pub async fn run(args: CheckArgs) -> anyhow::Result<Outcome> {
         if matches!(tick, Tick::Drain) {
             continue;
         }
-        // An interval whose capacity refresh failed is not observed: its listener and
-        // destination values would read as missing, not as what the box held.
-        if let Some(rows) = live.capacity_rows(0) {
-            check.observe(&Observed {
-                ledger: &live.ledger,
-                capacity: &rows,
-                lost: live.session.tracer.lost(),
-                // Every correction since the start: one between two observations counts too.
-                drift: live.reconciled.then_some(live.drift_total),
-            });
-        }
+        // An interval whose capacity refresh failed has no listener or destination values:
+        // those are not measured this time (rather than idle); the totals still are.
+        let rows = live.capacity_rows(0);
+        check.observe(&Observed {
+            ledger: &live.ledger,
+            capacity: rows.as_ref(),
+            lost: live.session.tracer.lost(),
+            // Every correction since the start: one between two observations counts too.
+            drift: live.reconciled.then_some(live.drift_total),
+        });
         for note in live.take_notices() {
             eprintln!("tcptrace: note: {note}");
         }
@@ -98,12 +97,13 @@ pub async fn run(args: CheckArgs) -> anyhow::Result<Outcome> {
 /// A symlink there is refused rather than followed: tcptrace runs as root, and the link
 /// could point anywhere.
 fn open_report(path: &std::path::Path) -> anyhow::Result<(std::fs::File, std::path::PathBuf)> {
-    use std::os::unix::fs::OpenOptionsExt as _;
+    use std::os::unix::fs::{FileTypeExt as _, OpenOptionsExt as _};
     let file = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(false)
-        .custom_flags(libc::O_NOFOLLOW)
+        // Nor a FIFO another user planted there may hold the open.
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
         .mode(0o644)
         .open(path)
         .map_err(|e| {
@@ -117,23 +117,36 @@ fn open_report(path: &std::path::Path) -> anyhow::Result<(std::fs::File, std::pa
                     .context(format!("cannot write the report to {}", path.display()))
             }
         })?;
+    let kind = file.metadata()?.file_type();
+    if !(kind.is_file() || kind.is_char_device()) {
+        anyhow::bail!(
+            "will not write the report to {}: it is not a regular file (give a file's path)",
+            path.display()
+        );
+    }
     Ok((file, path.to_owned()))
 }
 
 fn write_report(file: &mut std::fs::File, json: &str) -> std::io::Result<()> {
     use std::io::{Seek as _, Write as _};
-    file.set_len(0)?;
-    file.rewind()?;
+    // A regular file is rewritten whole and synced; a device such as /dev/null is only
+    // written to.
+    let regular = file.metadata()?.is_file();
+    if regular {
+        file.set_len(0)?;
+        file.rewind()?;
+    }
     file.write_all(json.as_bytes())?;
     file.write_all(b"\n")?;
-    file.sync_all()
+    if regular { file.sync_all() } else { Ok(()) }
 }
 
 /// One interval's counts, as the check asks for them: ports and totals from the ledger,
 /// listeners and destinations from the capacity rows.
 struct Observed<'a> {
     ledger: &'a Ledger,
-    capacity: &'a Capacity,
+    /// `None` when the interval's capacity refresh failed.
+    capacity: Option<&'a Capacity>,
     lost: u64,
     drift: Option<u64>,
 }
@@ -153,7 +166,7 @@ impl Observation for Observed<'_> {
     fn listener(&self, addr: SocketAddr) -> Option<PortValues> {
         let ip = canonical_ip(addr.ip());
         let rows: Vec<_> = self
-            .capacity
+            .capacity?
             .listeners
             .iter()
             .filter(|l| {
@@ -176,7 +189,7 @@ impl Observation for Observed<'_> {
         let ip = canonical_ip(addr.ip());
         let live = self.ledger.remote_endpoint(addr).map(|r| r.live);
         let row = self
-            .capacity
+            .capacity?
             .destinations
             .iter()
             .filter(|d| d.rport == addr.port() && canonical_ip(d.raddr) == ip)
@@ -193,5 +206,9 @@ impl Observation for Observed<'_> {
 
     fn total(&self) -> TotalValues {
         TotalValues { live: self.ledger.live() as u64, lost: self.lost, drift: self.drift }
+    }
+
+    fn has_capacity_rows(&self) -> bool {
+        self.capacity.is_some()
     }
 }

@@ -5,9 +5,9 @@
 //! periodic reconciliation) and, every interval, renders the metrics once into a shared
 //! buffer. The HTTP server runs on a thread of its own, with its own single-threaded tokio
 //! runtime, and answers every scrape from that buffer. The two share nothing else, so
-//! neither waits for the other: the loop's sock_diag dumps (the capacity refresh every
-//! interval, the reconciliation; about 30 ms per 10,000 sockets, seconds on a box with
-//! hundreds of thousands) block that loop alone, a scrape never waits for the kernel, and
+//! neither waits for the other: the sock_diag walks (the capacity refresh, the
+//! reconciliation; about 30 ms per 10,000 sockets, seconds on a box with hundreds of
+//! thousands) run on the engine's walker thread, a scrape never waits for the kernel, and
 //! a slow client never delays the ring drain. If the loop does stall, /healthz says so.
 //!
 //! Any local user can connect, and the tracer runs as root, so the HTTP side is bounded
@@ -43,7 +43,7 @@ use tokio::{
 
 use crate::{
     cmd::args::{TraceArgs, parse_duration},
-    engine::{Live, Tick, passes::Pass},
+    engine::{Live, Options, Tick, passes::Pass},
     view::metrics,
 };
 
@@ -94,7 +94,8 @@ Examples:
   curl -s 127.0.0.1:9464/metrics | grep tcptrace_live_connections
 
 Metrics (prefix tcptrace_): attach_info{attach}, live_connections, events_total{kind},
-lost_events_total, drift_connections, local_ports, local_port_live_connections{port},
+lost_events_total, drift_connections, drift_corrections_total, unreconciled_namespaces,
+skipped_passes_total{pass}, events_over_cap_total, local_ports, local_port_live_connections{port},
 listeners, listener_live_connections / listener_remote_addresses /
 listener_reuseport_sockets{netns,addr,port}, destinations, destination_ports_in_use /
 destination_ephemeral_range_ports / destination_headroom_ports /
@@ -216,7 +217,9 @@ impl Shared {
                     )
                 } else if let Some(failing) = &latest.failing {
                     // Still serving (the counts the hooks keep are current), but not checked.
-                    text(StatusCode::SERVICE_UNAVAILABLE, format!("degraded: {failing}\n"))
+                    // 200, not 503: a liveness probe would restart it, and a restart resets
+                    // every counter; tcptrace_skipped_passes_total is there to alert on.
+                    text(StatusCode::OK, format!("degraded: {failing}\n"))
                 } else {
                     text(
                         StatusCode::OK,
@@ -243,20 +246,24 @@ fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     // Before attaching: a port in use is reported at once, and no programs are loaded.
     let listener = bind(args.listen).await?;
-    let mut live = Live::start(&args.trace.options(args.reconcile_every), 0)?;
+    let options = Options { reconcile_on_stop: false, ..args.trace.options(args.reconcile_every) };
+    let mut live = Live::start(&options, 0)?;
     let render = |live: &mut Live| {
         // Every row: the view keeps the top K and sums the rest into `other`.
         let snapshot = live.snapshot(0);
         for note in live.take_notices() {
             eprintln!("tcptrace: note: {note}");
         }
-        let skipped = Pass::ALL.map(|p| (p.name(), live.passes.record(p).skipped));
+        let health = metrics::Health {
+            skipped: Pass::ALL.map(|p| (p.name(), live.passes.record(p).skipped)).to_vec(),
+            over_cap: live.capacity.over_cap(),
+        };
         let failing = live.passes.failing().map(|(pass, why)| {
             let n = live.passes.record(pass).skipped;
             format!("{} failed and was skipped ({n} so far): {why}", pass.what())
         });
         Published {
-            metrics: metrics::render(&snapshot, live.ledger.event_counts(), &skipped, args.top_k)
+            metrics: metrics::render(&snapshot, live.ledger.event_counts(), &health, args.top_k)
                 .into(),
             at: Instant::now(),
             backend: live.session.tracer.path.name(),

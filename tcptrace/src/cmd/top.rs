@@ -19,7 +19,7 @@ use crate::{
         args::{TraceArgs, parse_duration},
         watch::{self, WatchArgs},
     },
-    engine::{Live, Tick},
+    engine::{Live, Options, Tick},
     view::{
         Snapshot,
         tui::{Flow, TopView},
@@ -45,7 +45,8 @@ pub async fn run(args: TopArgs) -> anyhow::Result<()> {
         let TopArgs { trace, top, reconcile_every } = args;
         return watch::run(WatchArgs { trace, json: false, top, reconcile_every }).await;
     }
-    let mut live = Live::start(&args.trace.options(args.reconcile_every), args.top)?;
+    let options = Options { reconcile_on_stop: false, ..args.trace.options(args.reconcile_every) };
+    let mut live = Live::start(&options, args.top)?;
     let mut view = TopView::default();
     let mut snapshot = take_snapshot(&mut live, &mut view, args.top);
 

@@ -34,6 +34,9 @@ use crate::{
 pub const WALK_WAIT: Duration = Duration::from_millis(250);
 /// How long the last tick waits for its reconciliation, the run's final word on drift.
 pub const STOP_WAIT: Duration = Duration::from_mins(2);
+/// The most often a reconciliation runs when one is due at once (events were lost, or a
+/// difference waits for the next pass to confirm it): `--reconcile-every` when shorter.
+pub const CONFIRM_FLOOR: Duration = Duration::from_secs(2);
 
 /// A walk that did not end in time.
 #[derive(Debug, thiserror::Error)]
@@ -63,8 +66,12 @@ pub struct Live {
     touched: Option<HashSet<Conn>>,
     /// What the last reconciliation found different and holds against the next.
     suspects: Suspects,
-    /// `lost` when the last reconciliation was asked for: when it grows, one is due.
+    /// `lost` when the last reconciliation that worked was asked for: when it grows, one
+    /// is due.
     lost_at_reconcile: u64,
+    lost_when_asked: u64,
+    /// Whether the last tick reconciles (`serve` and `top` have nobody to tell the result).
+    reconcile_on_stop: bool,
     last_reconcile: Instant,
     reconcile_every: Duration,
     /// Said once, when reconciliations start to space out.
@@ -118,6 +125,8 @@ impl Live {
             touched: None,
             suspects: Suspects::default(),
             lost_at_reconcile: 0,
+            lost_when_asked: 0,
+            reconcile_on_stop: options.reconcile_on_stop,
             last_reconcile: Instant::now(),
             reconcile_every: options.reconcile_every,
             notes: Vec::new(),
@@ -150,19 +159,32 @@ impl Live {
         if !(stop || (matches!(tick, Tick::Report) && self.reconciliation_due())) {
             return;
         }
+        if !self.reconcile_on_stop && stop {
+            return;
+        }
+        self.reconcile_now(stop);
+        // The last word of a run must not leave a difference only suspected: confirm it now.
+        if stop && self.reconciled && !self.suspects.is_empty() {
+            self.reconcile_now(true);
+        }
+    }
+
+    /// Asks for a reconciliation walk (unless one is in flight) and takes it in: waits
+    /// [`WALK_WAIT`] if this call asked, [`STOP_WAIT`] when `last`, else not at all (a walk
+    /// in flight since an earlier tick is taken in when it is done, without holding up this
+    /// one).
+    fn reconcile_now(&mut self, last: bool) {
         let asked = self.walker.ask(Walk::Reconciliation);
         if asked {
             self.touched = Some(HashSet::new());
-            self.lost_at_reconcile = self.session.tracer.lost();
+            self.lost_when_asked = self.session.tracer.lost();
         }
-        // Only the tick that asked waits (a walk in flight since an earlier one is taken in
-        // when it is done, without holding up this one), and the last tick waits longest.
-        let wait = match (stop, asked) {
+        let wait = match (last, asked) {
             (true, _) => STOP_WAIT,
             (false, true) => WALK_WAIT,
             (false, false) => Duration::ZERO,
         };
-        if !self.take_reconciliation(wait) && stop {
+        if !self.take_reconciliation(wait) && last {
             self.passes.failed(Pass::Reconciliation, &WalkTimeout(wait));
         }
     }
@@ -174,7 +196,14 @@ impl Live {
     /// event is repaired within two passes, not a `reconcile_every` later.
     fn reconciliation_due(&mut self) -> bool {
         let cost = self.walker.last(Walk::Reconciliation).map_or(Duration::ZERO, |(_, c)| c);
-        let paced = self.last_reconcile.elapsed() >= cost * REFRESH_COST_RATIO;
+        // Not more often than this even when one is wanted at once: under churn every pass
+        // can find new suspects, and a walk slows the churn (BENCHMARKS.md).
+        let floor = if self.reconcile_every.is_zero() {
+            CONFIRM_FLOOR
+        } else {
+            self.reconcile_every.min(CONFIRM_FLOOR)
+        };
+        let paced = self.last_reconcile.elapsed() >= (cost * REFRESH_COST_RATIO).max(floor);
         if !self.suspects.is_empty() || self.session.tracer.lost() > self.lost_at_reconcile {
             return paced;
         }
@@ -204,6 +233,9 @@ impl Live {
         self.last_reconcile = Instant::now();
         match walked {
             Ok(live) => {
+                // The lost events up to the ask are repaired by this pass (or held for the
+                // next): a failed walk leaves them due.
+                self.lost_at_reconcile = self.lost_when_asked;
                 let kernel = KernelView::of(live, self.session.tracer.knows_netns);
                 let drift = reconcile(
                     &mut self.ledger,

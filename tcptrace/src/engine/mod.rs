@@ -44,8 +44,12 @@ pub struct Options {
     pub duration: Option<Duration>,
     /// How often a [`Tick::Report`] comes.
     pub interval: Duration,
-    /// How often [`Live`] reconciles with the kernel; zero: only when the run stops.
+    /// How often [`Live`] reconciles with the kernel; zero: only when the run stops, events
+    /// were lost, or a difference waits for its confirming pass.
     pub reconcile_every: Duration,
+    /// Whether the run's last tick reconciles (and waits for it): the verdict commands and
+    /// `watch` report it; `serve` and `top`, stopped, have nobody to tell.
+    pub reconcile_on_stop: bool,
     /// Which connections to count, in the hooks and on the sock_diag side alike.
     pub filter: Filter,
     /// Events say when and who (the events view); counting alone costs less without.

@@ -10,9 +10,8 @@ use std::collections::HashSet;
 
 use crate::{
     conn::{Conn, events_netns},
-    filter::Filter,
     ledger::Ledger,
-    sockdiag::{self, LiveConnections},
+    sockdiag::LiveConnections,
 };
 
 /// The kernel's live connections, keyed the way the programs key their events.
@@ -25,16 +24,17 @@ pub struct KernelView {
 }
 
 impl KernelView {
-    /// A fresh walk of every namespace's live connections that `filter` selects.
-    pub fn take(filter: &Filter, knows_netns: bool) -> Result<Self, sockdiag::Error> {
-        Ok(Self::of(sockdiag::live_connections(filter)?, knows_netns))
-    }
-
     /// Keys `live` as the events key their connections.
     #[must_use]
     pub fn of(live: LiveConnections, knows_netns: bool) -> Self {
         let key = |c: Conn| c.as_events_key_them(knows_netns);
-        let namespaces = live.namespaces.iter().map(|&n| events_netns(n, knows_netns)).collect();
+        // Without namespace ids every namespace is one to the events: if some could not be
+        // read, none can be compared for stale connections (theirs would look closed).
+        let namespaces = if knows_netns || live.skipped.is_empty() {
+            live.namespaces.iter().map(|&n| events_netns(n, knows_netns)).collect()
+        } else {
+            HashSet::new()
+        };
         let mut conns: Vec<Conn> = live.conns.into_iter().map(key).collect();
         if !knows_netns {
             // Namespaces merged into one can hold the same 4-tuple more than once.

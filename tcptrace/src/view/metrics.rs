@@ -124,21 +124,24 @@ fn counter(registry: &mut Registry, name: &str, help: &str, value: u64) {
     registry.register(name, help, c);
 }
 
+/// What the engine says of itself: passes of each kind (reconciliation, capacity refresh)
+/// that failed and were skipped, and events over its tables' cap, since start.
+#[derive(Clone, Debug, Default)]
+pub struct Health {
+    pub skipped: Vec<(&'static str, u64)>,
+    pub over_cap: u64,
+}
+
 /// Gauges hold i64; connection and port counts stay far below 2^63.
 fn int(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 
 /// The exposition of `snapshot`, which must hold every row (taken with `top` 0), with
-/// per-row series for the first `top_k` rows of each kind; `skipped` is the passes of each
-/// kind (reconciliation, capacity refresh) that failed and were skipped since start.
+/// per-row series for the first `top_k` rows of each kind; `health` is what the engine
+/// says of its own passes and tables.
 #[must_use]
-pub fn render(
-    snapshot: &Snapshot,
-    events: EventCounts,
-    skipped: &[(&'static str, u64)],
-    top_k: usize,
-) -> String {
+pub fn render(snapshot: &Snapshot, events: EventCounts, health: &Health, top_k: usize) -> String {
     let mut registry = Registry::with_prefix(PREFIX);
     let r = &mut registry;
 
@@ -197,7 +200,7 @@ pub fn render(
     );
 
     let by_pass = Family::<PassLabels, Counter>::default();
-    for &(pass, n) in skipped {
+    for &(pass, n) in &health.skipped {
         by_pass.get_or_create(&PassLabels { pass: pass.into() }).inc_by(n);
     }
     r.register(
@@ -205,6 +208,13 @@ pub fn render(
         "Passes of the loop (a reconciliation, a capacity refresh) that failed and were \
          skipped; the counts go on, /healthz says why",
         by_pass,
+    );
+    counter(
+        r,
+        "events_over_cap",
+        "Events whose listener or destination found its table of event counts full (65,536 \
+         keys: keys come from what users do): in the live totals, in no row's rates",
+        health.over_cap,
     );
 
     local_ports(r, &snapshot.local_ports, top_k);
@@ -380,7 +390,9 @@ mod tests {
         s.listeners = vec![listener(8080, 3), listener(443, 2), listener(22, 1)];
         s.destinations = vec![destination(5432, 5, 10), destination(6379, 1, 10)];
         let events = EventCounts { connect: 4, accept: 3, close: 1, ..EventCounts::default() };
-        let text = render(&s, events, &[("reconciliation", 2), ("capacity_refresh", 0)], 1);
+        let health =
+            Health { skipped: vec![("reconciliation", 2), ("capacity_refresh", 0)], over_cap: 6 };
+        let text = render(&s, events, &health, 1);
         let m = samples(&text);
 
         assert_eq!(m["tcptrace_attach_info{attach=\"fentry\"}"], "1");
@@ -393,6 +405,7 @@ mod tests {
         assert_eq!(m["tcptrace_events_total{kind=\"connect_failed\"}"], "0");
         assert_eq!(m["tcptrace_skipped_passes_total{pass=\"reconciliation\"}"], "2");
         assert_eq!(m["tcptrace_skipped_passes_total{pass=\"capacity_refresh\"}"], "0");
+        assert_eq!(m["tcptrace_events_over_cap_total"], "6");
 
         // Local ports 8080 (3), 443 (1), 41000 (1): the top one, and the other two summed.
         assert_eq!(m["tcptrace_local_ports"], "3");
@@ -425,7 +438,7 @@ mod tests {
     #[test]
     fn other_is_always_there_and_zero_when_everything_fits() {
         let s = sample();
-        let m = samples(&render(&s, EventCounts::default(), &[], 100));
+        let m = samples(&render(&s, EventCounts::default(), &Health::default(), 100));
         assert_eq!(m["tcptrace_local_port_live_connections{port=\"other\"}"], "0");
         assert_eq!(
             m["tcptrace_listener_live_connections{netns=\"other\",addr=\"other\",port=\"other\"}"],
@@ -441,7 +454,7 @@ mod tests {
 
     #[test]
     fn every_metric_has_help_and_type() {
-        let text = render(&sample(), EventCounts::default(), &[], 5);
+        let text = render(&sample(), EventCounts::default(), &Health::default(), 5);
         for line in text.lines().filter(|l| !l.starts_with('#')) {
             let name = line.split(['{', ' ']).next().unwrap();
             let family = name.strip_suffix("_total").unwrap_or(name);

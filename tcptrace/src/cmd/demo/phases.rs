@@ -68,7 +68,8 @@ pub(super) struct Demo {
 
 impl Demo {
     pub(super) fn start(args: &DemoArgs, plan: Plan) -> anyhow::Result<Self> {
-        // Reconciled only at the end: every count on the way comes from the hooks.
+        // Reconciled at each side's verdict and at the end (and when events were lost):
+        // every count on the way comes from the hooks.
         let live = Live::start(&args.trace.options(Duration::ZERO), 0)?;
         let netns = Netns::new("demo-netns")?;
         let traced_netns = events_netns(netns.inode(), live.session.tracer.knows_netns);
