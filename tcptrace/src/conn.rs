@@ -28,6 +28,14 @@ pub fn events_netns(netns: u32, knows_netns: bool) -> u32 {
     if knows_netns { netns } else { NETNS_UNKNOWN }
 }
 
+/// What events counted for a connection in `netns`: under its own id, plus under
+/// [`NETNS_UNKNOWN`], since an event without a namespace id may be from any namespace.
+#[must_use]
+pub fn counted_in(netns: u32, count: impl Fn(u32) -> u64) -> u64 {
+    let unknown = if netns == NETNS_UNKNOWN { 0 } else { count(NETNS_UNKNOWN) };
+    count(netns) + unknown
+}
+
 /// IPv4-mapped IPv6 addresses (`::ffff:a.b.c.d`, an IPv4 peer on a dual-stack socket) are
 /// reported as the IPv4 address they carry, as `ss` users expect.
 #[must_use]

@@ -6,7 +6,7 @@ use std::cmp::Ordering;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use crate::conn::NETNS_UNKNOWN;
+use crate::conn::{NETNS_UNKNOWN, counted_in};
 
 use super::{
     DEFAULT_RANGE, DestKey, DestinationRow, EphemeralRange, FAILED_KEEP, ListenerRow, LocalKey,
@@ -108,14 +108,12 @@ impl Tracker {
             .iter()
             .map(|(&key @ (netns, laddr, raddr, rport), &ports_in_use)| {
                 let range = ranges.get(&netns).copied().unwrap_or(0);
-                // Without network namespace ids (no BTF) events carry NETNS_UNKNOWN.
-                let connects = self.connects.get(&key).copied().unwrap_or(0)
-                    + self
-                        .connects
-                        .get(&(NETNS_UNKNOWN, laddr, raddr, rport))
-                        .copied()
-                        .unwrap_or(0);
-                let failed = |netns| self.failed.get(&(netns, raddr, rport)).map_or(0, |f| f.count);
+                let connects = counted_in(netns, |netns| {
+                    self.connects.get(&(netns, laddr, raddr, rport)).copied().unwrap_or(0)
+                });
+                let failed = counted_in(netns, |netns| {
+                    self.failed.get(&(netns, raddr, rport)).map_or(0, |f| f.count)
+                });
                 let exhaustion = growth_since.and_then(|(over, prev)| {
                     let before = prev.get(&key).copied().unwrap_or(0);
                     let growth = rate(ports_in_use.saturating_sub(before), over);
@@ -132,7 +130,7 @@ impl Tracker {
                     use_pct: use_pct(ports_in_use, range),
                     connect_rate: rate(connects, over),
                     exhaustion_s: exhaustion,
-                    failed_connects: failed(netns) + failed(NETNS_UNKNOWN),
+                    failed_connects: failed,
                 }
             })
             .collect();

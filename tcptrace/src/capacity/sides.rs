@@ -6,6 +6,7 @@ use hashbrown::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use super::{DestKey, LocalKey, NetnsDump};
+use crate::conn::NETNS_UNKNOWN;
 use crate::sockdiag::{TcpSocket, states, tcp_state};
 
 /// The sockets of a dump split into server side (by listener) and client side.
@@ -135,14 +136,14 @@ impl Listeners {
     }
 
     /// The listener a connection with this local end was accepted from: the one on its
-    /// exact address, else the IPv4 wildcard, else the IPv6 one (dual-stack). `netns` 0
-    /// (no namespace ids) matches any namespace.
+    /// exact address, else the IPv4 wildcard, else the IPv6 one (dual-stack).
+    /// [`NETNS_UNKNOWN`] (an event without a namespace id) matches any namespace.
     pub(super) fn owner(&self, netns: u32, ip: IpAddr, port: u16) -> Option<usize> {
         if !self.ports.contains(port) {
             return None;
         }
         let lookup = |ip: IpAddr| {
-            if netns == 0 {
+            if netns == NETNS_UNKNOWN {
                 self.any_netns.get(&(ip, port)).copied()
             } else {
                 self.index.get(&(netns, ip, port)).copied()
