@@ -433,6 +433,10 @@ mod tests {
         let other_d = "{netns=\"other\",laddr=\"other\",raddr=\"other\",rport=\"other\"}";
         assert_eq!(m[&format!("tcptrace_destination_ports_in_use{other_d}")], "1");
         assert!(text.ends_with("# EOF\n"), "{text}");
+
+        // Every kind has more rows than K = 1, so this is the README's bound, reached:
+        // 10 per-row metrics × K, 3 `other` series, 17 series that are always there.
+        assert_eq!(m.len(), 10 + 3 + 17, "the README's 10 × K + 20");
     }
 
     #[test]
