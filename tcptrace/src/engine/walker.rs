@@ -5,6 +5,7 @@
 //! the ring, printing and serving meanwhile, so the walks run on a thread of their own, one
 //! at a time, and the loop takes their results when they are done.
 
+use std::panic::{self, AssertUnwindSafe};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -62,12 +63,7 @@ impl Walker {
         thread::Builder::new().name("sock-diag-walk".into()).spawn(move || {
             for walk in asked {
                 let started = Instant::now();
-                let walked = match walk {
-                    Walk::Capacity => Walked::Capacity(capacity::dump(&filter).map(Box::new)),
-                    Walk::Reconciliation => {
-                        Walked::Reconciliation(sockdiag::live_connections(&filter))
-                    }
-                };
+                let walked = walk_once(walk, &filter);
                 if report.send((walked, started.elapsed())).is_err() {
                     return;
                 }
@@ -82,8 +78,8 @@ impl Walker {
         if pace.asked.is_some() {
             return false;
         }
-        // The thread lives as long as `self`; a send fails only if it panicked, and then
-        // the walk never finishes: `in_flight` says so.
+        // The thread lives as long as `self`: a walk that panics is caught and sent back
+        // as its pass's error (`walk_once`), so the send cannot fail.
         let _ = self.jobs.send(walk);
         pace.asked = Some(Instant::now());
         true
@@ -137,6 +133,32 @@ impl Walker {
     }
 }
 
+/// One walk. A panic in it (a bug, say in parsing a kernel message) becomes the walk's
+/// error, so its pass is skipped and said like any failed one, and the thread lives on to
+/// do the next: a dead thread would leave every later walk in flight forever, silently.
+fn walk_once(walk: Walk, filter: &Filter) -> Walked {
+    caught(walk, || match walk {
+        Walk::Capacity => Walked::Capacity(capacity::dump(filter).map(Box::new)),
+        Walk::Reconciliation => Walked::Reconciliation(sockdiag::live_connections(filter)),
+    })
+}
+
+/// `run`'s walk, or its panic as the walk's error.
+fn caught(walk: Walk, run: impl FnOnce() -> Walked) -> Walked {
+    panic::catch_unwind(AssertUnwindSafe(run)).unwrap_or_else(|payload| {
+        let what = payload
+            .downcast_ref::<&str>()
+            .map(ToString::to_string)
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "no message".into());
+        let error = sockdiag::Error::Panicked(what);
+        match walk {
+            Walk::Capacity => Walked::Capacity(Err(error)),
+            Walk::Reconciliation => Walked::Reconciliation(Err(error)),
+        }
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -164,5 +186,19 @@ mod tests {
             walker.last(Walk::Capacity).is_some() && walker.last(Walk::Reconciliation).is_some()
         );
         assert!(walker.ask(Walk::Capacity), "a new one may be asked for");
+    }
+
+    #[test]
+    fn a_walk_that_panics_is_its_passs_error() {
+        let walked = caught(Walk::Reconciliation, || panic!("bad message {}", 7));
+        assert!(
+            matches!(&walked, Walked::Reconciliation(Err(sockdiag::Error::Panicked(m))) if m == "bad message 7"),
+            "{:?}",
+            walked.walk()
+        );
+        let walked = caught(Walk::Capacity, || panic!("static"));
+        assert!(
+            matches!(walked, Walked::Capacity(Err(sockdiag::Error::Panicked(m))) if m == "static")
+        );
     }
 }

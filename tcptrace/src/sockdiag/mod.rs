@@ -44,6 +44,10 @@ pub enum Error {
     /// The own namespace is the one that must be read: without it there is no count.
     #[error("dumping the tracer's own network namespace")]
     InOwnNetns(#[source] Box<Error>),
+    /// A walk that panicked (a bug, please report it): its pass fails, the next one is
+    /// tried, and the process goes on.
+    #[error("the walk panicked: {0} (a bug in tcptrace; please report it)")]
+    Panicked(String),
 }
 
 /// The sets of TCP states tcptrace asks the kernel for. The kernel filters a dump on them
