@@ -106,25 +106,29 @@ fn open_report(path: &std::path::Path) -> anyhow::Result<(std::fs::File, std::pa
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
         .mode(0o644)
         .open(path)
-        .map_err(|e| {
-            if e.raw_os_error() == Some(libc::ELOOP) {
-                anyhow::anyhow!(
-                    "will not write the report to {}: it is a symlink (give the file itself)",
-                    path.display()
-                )
-            } else {
-                anyhow::Error::new(e)
-                    .context(format!("cannot write the report to {}", path.display()))
-            }
+        .map_err(|e| match e.raw_os_error() {
+            Some(libc::ELOOP) => anyhow::anyhow!(
+                "will not write the report to {}: it is a symlink (give the file itself)",
+                path.display()
+            ),
+            // A FIFO with no reader (or a socket, or a device with no driver) answers the
+            // non-blocking open with ENXIO: it is no file either.
+            Some(libc::ENXIO) => not_a_file(path),
+            _ => anyhow::Error::new(e)
+                .context(format!("cannot write the report to {}", path.display())),
         })?;
     let kind = file.metadata()?.file_type();
     if !(kind.is_file() || kind.is_char_device()) {
-        anyhow::bail!(
-            "will not write the report to {}: it is not a regular file (give a file's path)",
-            path.display()
-        );
+        return Err(not_a_file(path));
     }
     Ok((file, path.to_owned()))
+}
+
+fn not_a_file(path: &std::path::Path) -> anyhow::Error {
+    anyhow::anyhow!(
+        "will not write the report to {}: it is not a regular file (give a file's path)",
+        path.display()
+    )
 }
 
 fn write_report(file: &mut std::fs::File, json: &str) -> std::io::Result<()> {
