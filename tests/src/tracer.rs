@@ -242,14 +242,15 @@ impl<T: DeserializeOwned + Send + 'static> Tracer<T> {
         let _ = child.wait();
     }
 
-    /// Waits until a stderr line satisfies `check` (which may keep state across lines);
-    /// panics with the stderr on timeout or exit.
-    pub fn wait_stderr(&self, what: &str, mut check: impl FnMut(&str) -> bool) -> String {
+    /// Waits until a stderr line satisfies `check` (which may keep state across lines),
+    /// given with the stdout lines parsed so far; panics with the stderr on timeout or
+    /// exit. `check` runs under the output's lock: it must not call back into the tracer.
+    pub fn wait_stderr(&self, what: &str, mut check: impl FnMut(&str, &[T]) -> bool) -> String {
         let mut next = 0;
         let found = self.wait_output(WAIT, |out| {
             while let Some(line) = out.stderr.get(next) {
                 next += 1;
-                if check(line) {
+                if check(line, &out.items) {
                     return Some(line.clone());
                 }
             }

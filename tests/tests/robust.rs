@@ -85,12 +85,12 @@ fn failed_connects_to_ever_new_destinations_keep_the_tables_bounded() {
     };
     // Every failure is in the table, in the overflow, or among the events the kernel lost
     // (a storm of 70,000 can fill the ring): wait until they are all accounted for.
-    let lost = || tracer.latest().lost;
-    let line = tracer.wait_stderr("a refresh that has seen every failure", |line| {
-        cap(line).is_some_and(|(n, over)| n + over + lost() >= u64::from(FAILURES))
+    let lost = |snapshots: &[tcptrace_tests::Snapshot]| snapshots.last().map_or(0, |s| s.lost);
+    let line = tracer.wait_stderr("a refresh that has seen every failure", |line, snapshots| {
+        cap(line).is_some_and(|(n, over)| n + over + lost(snapshots) >= u64::from(FAILURES))
     });
     let (n, over) = cap(&line).expect("parsed above");
-    println!("  {line} (lost {})", lost());
+    println!("  {line} (lost {})", tracer.latest().lost);
     assert_eq!(n, 65_536, "the failed-connect table stops at its cap: {line}");
     assert!(over > 0, "the rest are counted as overflow: {line}");
     tracer.next_snapshots(5);
