@@ -86,8 +86,8 @@ CAP_PERFMON."
     #[command(
         long_about = "Set up (see `cargo xtask setup --help`), then run three test tiers and \
 print a summary of which tiers and attach paths ran on which kernel:\n\n  \
-unit  `cargo test -p tcptrace-common -p tcptrace-netns -p tcptrace-json -p tcptrace -p xtask`: pure logic, no kernel needed.\n  \
-live  builds the tcptrace binary, then `cargo test -p tcptrace-tests -- --test-threads=1` on \
+unit  `cargo test --no-fail-fast -p tcptrace-common -p tcptrace-netns -p tcptrace-json -p tcptrace -p xtask`: pure logic, no kernel needed.\n  \
+live  builds the tcptrace binary, then `cargo test --no-fail-fast -p tcptrace-tests -- --test-threads=1` on \
 the host kernel, with TCPTRACE_BIN set to the binary and TCPTRACE_ATTACH=auto, then again \
 with TCPTRACE_ATTACH=tracepoint-classic. Needs root. (This host cannot load fentry or \
 kprobe programs; the VM tier covers them.)\n  \

@@ -146,13 +146,14 @@ const UNIT_CRATES: [&str; 5] =
 
 /// `cargo test -p tcptrace-common -p ...`, as the unit tier runs it.
 pub fn unit_command() -> String {
-    format!("cargo test -p {}", UNIT_CRATES.join(" -p "))
+    format!("cargo test --no-fail-fast -p {}", UNIT_CRATES.join(" -p "))
 }
 
 fn unit(host: &str) -> Row {
     let started = Instant::now();
     let mut cmd = cargo::cargo();
-    cmd.arg("test");
+    // Every failing test executable is reported, not only the first.
+    cmd.args(["test", "--no-fail-fast"]);
     for krate in UNIT_CRATES {
         cmd.args(["-p", krate]);
     }
@@ -212,7 +213,7 @@ fn live(host: &str, profile: Profile) -> Vec<Row> {
             }
             let started = Instant::now();
             let mut cmd = cargo::cargo();
-            cmd.args(["test", "-p", "tcptrace-tests"]);
+            cmd.args(["test", "--no-fail-fast", "-p", "tcptrace-tests"]);
             if profile == Profile::Release {
                 cmd.arg("--release");
             }
