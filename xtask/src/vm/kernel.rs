@@ -1,5 +1,5 @@
-//! The VM's kernel: a stock Debian 6.1 cloud kernel (BTF, kprobes and ftrace built in),
-//! downloaded with apt once and unpacked under target/vm/kernels/.
+//! The VM's kernel: a stock Debian cloud kernel (BTF, kprobes and ftrace built in), 6.1 by
+//! default, downloaded with apt once and unpacked under target/vm/kernels/.
 
 use std::{
     fs,
@@ -27,7 +27,7 @@ pub struct Kernel {
     /// What `uname -r` will say, e.g. `6.1.0-50-cloud-amd64`.
     pub release: String,
     pub vmlinuz: PathBuf,
-    /// `lib/modules/<release>` of the unpacked package.
+    /// `lib/modules/<release>` (or `usr/lib/modules/<release>`) of the unpacked package.
     pub modules: PathBuf,
 }
 
@@ -47,11 +47,21 @@ impl Kernel {
         Some(Self {
             package: package.to_owned(),
             version,
-            modules: dir.join("lib/modules").join(&release),
+            modules: modules_dir(dir, &release),
             release,
             vmlinuz,
         })
     }
+}
+
+/// Where the unpacked package `dir` keeps the modules of `release`. Up to Debian 12 the
+/// kernel packages ship them under `lib/modules/`; Debian 13 (merged /usr, no more
+/// compatibility links in packages) under `usr/lib/modules/`. When neither exists, the
+/// classic place, so the initramfs's warnings name a path.
+fn modules_dir(dir: &Path, release: &str) -> PathBuf {
+    let classic = dir.join("lib/modules").join(release);
+    let merged = dir.join("usr/lib/modules").join(release);
+    if !classic.is_dir() && merged.is_dir() { merged } else { classic }
 }
 
 /// Returns the kernel to boot: `requested` if given; otherwise the pinned package, or the
@@ -144,7 +154,11 @@ fn unpacked(kernels: &Path, package: &str) -> Result<Kernel> {
     }
     download.args(["download", package]).current_dir(&downloads);
     cmd::run(&mut download).with_context(|| {
-        format!("downloading {package} failed: check the network and apt sources")
+        format!(
+            "downloading {package} failed: check the network and apt sources (`cargo xtask \
+             setup`, as root, adds Debian's bullseye and trixie suites for their kernels; \
+             `apt-cache policy {package}` says whether apt knows it)"
+        )
     })?;
     let prefix = format!("{package}_");
     let deb = fs::read_dir(&downloads)?
@@ -223,5 +237,27 @@ mod tests {
             (kernel.release.as_str(), kernel.version.as_str()),
             ("6.1.0-50-cloud-amd64", "6.1.176-1")
         );
+    }
+
+    #[test]
+    fn finds_the_modules_in_either_layout() {
+        let dir = std::env::temp_dir().join(format!("xtask-kernel-layout-{}", std::process::id()));
+        let release = "6.12.57+deb13-cloud-amd64";
+        // Nothing unpacked: the classic place, for the warnings to name.
+        assert_eq!(modules_dir(&dir, release), dir.join("lib/modules").join(release));
+        // Debian 13: merged /usr.
+        let merged = dir.join("usr/lib/modules").join(release);
+        fs::create_dir_all(&merged).unwrap();
+        assert_eq!(modules_dir(&dir, release), merged);
+        // Debian 11 and 12 (and a package with both): lib/modules.
+        let classic = dir.join("lib/modules").join(release);
+        fs::create_dir_all(&classic).unwrap();
+        assert_eq!(modules_dir(&dir, release), classic);
+        // Another release's modules do not count.
+        assert_eq!(
+            modules_dir(&dir, "6.1.0-50-cloud-amd64"),
+            dir.join("lib/modules/6.1.0-50-cloud-amd64")
+        );
+        fs::remove_dir_all(&dir).unwrap();
     }
 }
