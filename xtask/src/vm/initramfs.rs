@@ -4,13 +4,13 @@
 use std::{
     collections::BTreeSet,
     fs::{self, File},
-    io::BufWriter,
+    io::{BufWriter, Read as _},
     os::unix::fs::PermissionsExt as _,
     path::{Path, PathBuf},
-    process::Command,
+    process::{Command, Stdio},
 };
 
-use anyhow::{Context as _, Result};
+use anyhow::{Context as _, Result, bail};
 
 use super::{cpio::Archive, kernel::Kernel};
 use crate::{attach::AttachPath, cargo::TestExe, cmd, ldd};
@@ -45,20 +45,133 @@ const HOST_TOOLS: [&str; 2] = ["ip", "ss"];
 /// live tier runs it on the host).
 const NOT_IN_VM: [&str; 1] = ["test/top"];
 
-/// Kernel modules copied in (paths under `lib/modules/<release>/`), loaded on demand by
-/// the kernel through busybox's modprobe, as on a real system. Debian builds sock_diag's
-/// protocol handlers as modules: without `tcp_diag`, a `SOCK_DIAG_BY_FAMILY` dump of TCP
-/// sockets answers ENOENT, and tcptrace cannot read the connections that already exist.
+/// Kernel modules copied in (paths under `lib/modules/<release>/`, without `.ko`), loaded on
+/// demand by the kernel through busybox's modprobe, as on a real system. Debian builds
+/// sock_diag's protocol handlers as modules: without `tcp_diag`, a `SOCK_DIAG_BY_FAMILY`
+/// dump of TCP sockets answers ENOENT, and tcptrace cannot read the connections that
+/// already exist.
 const MODULES: [&str; 8] = [
-    "kernel/net/ipv4/inet_diag.ko",
-    "kernel/net/ipv4/tcp_diag.ko",
-    "kernel/net/ipv4/udp_diag.ko",
-    "kernel/net/ipv4/raw_diag.ko",
-    "kernel/net/unix/unix_diag.ko",
-    "kernel/net/netlink/netlink_diag.ko",
-    "kernel/net/packet/af_packet_diag.ko",
-    "kernel/drivers/net/veth.ko",
+    "kernel/net/ipv4/inet_diag",
+    "kernel/net/ipv4/tcp_diag",
+    "kernel/net/ipv4/udp_diag",
+    "kernel/net/ipv4/raw_diag",
+    "kernel/net/unix/unix_diag",
+    "kernel/net/netlink/netlink_diag",
+    "kernel/net/packet/af_packet_diag",
+    "kernel/drivers/net/veth",
 ];
+
+/// The module indexes copied beside them (busybox's depmod in /init writes the rest).
+const MODULE_INDEXES: [&str; 2] = ["modules.builtin", "modules.order"];
+
+/// How a kernel package stores a module. Debian 11 and 12 ship plain `.ko` files; Debian
+/// 13 compresses them with xz, and other distributions with zstd or gzip. Busybox's insmod
+/// loads only plain ones (and the kernel decompresses in-kernel only since 5.17, when asked
+/// to), so the initramfs gets every module as a plain `.ko`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Compression {
+    None,
+    Xz,
+    Zstd,
+    Gzip,
+}
+
+impl Compression {
+    /// In the order they are looked for.
+    const ALL: [Self; 4] = [Self::None, Self::Xz, Self::Zstd, Self::Gzip];
+
+    /// What follows the module's name in the package: `.ko`, `.ko.xz`, ...
+    fn suffix(self) -> &'static str {
+        match self {
+            Self::None => ".ko",
+            Self::Xz => ".ko.xz",
+            Self::Zstd => ".ko.zst",
+            Self::Gzip => ".ko.gz",
+        }
+    }
+}
+
+/// A module found in the unpacked kernel package.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct ModuleFile {
+    /// Where it is in the package.
+    source: PathBuf,
+    compression: Compression,
+    /// Where it goes under `lib/modules/<release>/`: always a plain `.ko`, the name the
+    /// modules.dep that /init's depmod writes will list.
+    name: String,
+}
+
+/// Finds `module` (a `MODULES` entry) under `modules_dir`, plain or compressed.
+fn find_module(modules_dir: &Path, module: &str) -> Option<ModuleFile> {
+    Compression::ALL.into_iter().find_map(|compression| {
+        let source = modules_dir.join(format!("{module}{}", compression.suffix()));
+        source.is_file().then(|| ModuleFile { source, compression, name: format!("{module}.ko") })
+    })
+}
+
+/// The plain module: `file.source` itself, or a copy decompressed into `stage`.
+///
+/// The decompressors are programs the VM tier has anyway: busybox (the VM's userland, which
+/// `cargo xtask setup` installs) for xz and gzip, so Debian's kernels need nothing more, and
+/// the `zstd` program for zstd. A decompression crate would add a C build (liblzma-sys,
+/// zstd-sys) to every xtask build for a few hundred kilobytes of modules per VM boot.
+fn plain_module(file: &ModuleFile, busybox: &Path, stage: &Path) -> Result<PathBuf> {
+    let mut decompress = match file.compression {
+        Compression::None => return Ok(file.source.clone()),
+        Compression::Xz => {
+            let mut cmd = Command::new(busybox);
+            cmd.args(["xz", "-dc"]);
+            cmd
+        }
+        Compression::Gzip => {
+            let mut cmd = Command::new(busybox);
+            cmd.args(["gzip", "-dc"]);
+            cmd
+        }
+        Compression::Zstd => {
+            let zstd = cmd::on_path("zstd").with_context(|| {
+                format!(
+                    "{} is compressed with zstd, and the zstd program is not installed \
+                     (apt-get install zstd)",
+                    file.source.display()
+                )
+            })?;
+            let mut cmd = Command::new(zstd);
+            cmd.args(["-dcq"]);
+            cmd
+        }
+    };
+    decompress.arg(&file.source);
+    let plain = stage.join("modules").join(&file.name);
+    fs::create_dir_all(plain.parent().expect("a module has a directory"))?;
+    let out = File::create(&plain).with_context(|| format!("creating {}", plain.display()))?;
+    let output = decompress
+        .stdin(Stdio::null())
+        .stdout(out)
+        .output()
+        .with_context(|| format!("cannot start `{}`", cmd::display(&decompress)))?;
+    if !output.status.success() {
+        bail!(
+            "`{}` failed ({}): {}",
+            cmd::display(&decompress),
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    // Busybox's xz applet copies out nothing and exits 0 for input that is not xz at all.
+    let mut magic = [0; 4];
+    let is_elf = File::open(&plain).and_then(|mut f| f.read_exact(&mut magic)).is_ok()
+        && magic == *b"\x7fELF";
+    if !is_elf {
+        bail!(
+            "`{}` did not give a kernel module (no ELF header): is {} damaged?",
+            cmd::display(&decompress),
+            file.source.display()
+        );
+    }
+    Ok(plain)
+}
 
 /// Builds `vm_dir/initramfs.cpio` and returns its path. `kernel` supplies the modules.
 pub fn build(
@@ -109,13 +222,25 @@ pub fn build(
     }
     // The kernel runs /sbin/modprobe to load a module on demand.
     archive.symlink("sbin/modprobe", "/bin/busybox");
+    let modules_root = format!("lib/modules/{}", kernel.release);
     let mut modules = 0;
-    for module in MODULES.iter().chain(&["modules.builtin", "modules.order"]) {
-        let source = kernel.modules.join(module);
+    for module in MODULES {
+        let Some(file) = find_module(&kernel.modules, module) else {
+            say!(
+                "vm: warning: the kernel package has no {}/{module}.ko (nor .ko.xz, .ko.zst, \
+                 .ko.gz)",
+                kernel.modules.display()
+            );
+            continue;
+        };
+        let plain = plain_module(&file, &busybox, &stage)?;
+        archive.file_from(&format!("{modules_root}/{}", file.name), &plain, 0o644);
+        modules += 1;
+    }
+    for index in MODULE_INDEXES {
+        let source = kernel.modules.join(index);
         if source.is_file() {
-            let path = format!("lib/modules/{}/{module}", kernel.release);
-            archive.file_from(&path, &source, 0o644);
-            modules += usize::from(source.extension().is_some_and(|ext| ext == "ko"));
+            archive.file_from(&format!("{modules_root}/{index}"), &source, 0o644);
         } else {
             say!("vm: warning: the kernel package has no {}", source.display());
         }
@@ -309,5 +434,112 @@ mod tests {
         assert!(bench.contains("while [ $round -le 3 ]; do"));
         assert!(bench.contains("churn=$(/bin/tcptrace load churn --duration 4s) || result=failed"));
         assert!(bench.contains(r#"echo "TCPTRACE-VM-BENCH $path $round $tracer $churn""#));
+    }
+
+    /// A scratch directory of the test's own, removed when dropped.
+    struct TempDir(PathBuf);
+
+    impl TempDir {
+        fn new(name: &str) -> Self {
+            let dir =
+                std::env::temp_dir().join(format!("xtask-initramfs-{name}-{}", std::process::id()));
+            if dir.exists() {
+                fs::remove_dir_all(&dir).unwrap();
+            }
+            fs::create_dir_all(&dir).unwrap();
+            Self(dir)
+        }
+
+        fn file(&self, path: &str, contents: &[u8]) -> PathBuf {
+            let path = self.0.join(path);
+            fs::create_dir_all(path.parent().unwrap()).unwrap();
+            fs::write(&path, contents).unwrap();
+            path
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+
+    #[test]
+    fn finds_modules_plain_or_compressed_and_names_them_plain() {
+        let tree = TempDir::new("find");
+        let debian12 = tree.file("bookworm/kernel/net/ipv4/tcp_diag.ko", b"ELF");
+        let debian13 = tree.file("trixie/kernel/net/ipv4/tcp_diag.ko.xz", b"xz");
+        let zstd = tree.file("zst/kernel/net/ipv4/tcp_diag.ko.zst", b"zst");
+        let gzip = tree.file("gz/kernel/net/ipv4/tcp_diag.ko.gz", b"gz");
+        for (dir, source, compression) in [
+            ("bookworm", debian12, Compression::None),
+            ("trixie", debian13, Compression::Xz),
+            ("zst", zstd, Compression::Zstd),
+            ("gz", gzip, Compression::Gzip),
+        ] {
+            assert_eq!(
+                find_module(&tree.0.join(dir), "kernel/net/ipv4/tcp_diag"),
+                Some(ModuleFile {
+                    source,
+                    compression,
+                    name: "kernel/net/ipv4/tcp_diag.ko".into()
+                }),
+                "{dir}"
+            );
+        }
+        // Another module's name, or a directory where the module should be, is not it.
+        tree.file("bookworm/kernel/net/ipv4/inet_diag.ko.bak", b"");
+        fs::create_dir_all(tree.0.join("bookworm/kernel/net/ipv4/udp_diag.ko")).unwrap();
+        assert_eq!(find_module(&tree.0.join("bookworm"), "kernel/net/ipv4/inet_diag"), None);
+        assert_eq!(find_module(&tree.0.join("bookworm"), "kernel/net/ipv4/udp_diag"), None);
+        assert_eq!(find_module(&tree.0.join("nowhere"), "kernel/net/ipv4/tcp_diag"), None);
+        // A plain module wins over a compressed one beside it.
+        tree.file("trixie/kernel/net/ipv4/tcp_diag.ko", b"ELF");
+        let found = find_module(&tree.0.join("trixie"), "kernel/net/ipv4/tcp_diag").unwrap();
+        assert_eq!(found.compression, Compression::None);
+    }
+
+    #[test]
+    fn every_module_is_looked_for_by_its_bare_name() {
+        for module in MODULES {
+            assert!(module.starts_with("kernel/") && !module.contains(".ko"), "{module}");
+        }
+    }
+
+    #[test]
+    fn decompresses_a_module_with_busybox() {
+        // `cargo xtask setup` installs busybox-static for the VM tier; gzip is essential
+        // in Debian.
+        let (Some(busybox), Some(gzip)) = (cmd::on_path("busybox"), cmd::on_path("gzip")) else {
+            eprintln!("skipped: needs busybox and gzip on PATH");
+            return;
+        };
+        let tree = TempDir::new("unpack");
+        let module: Vec<u8> = b"\x7fELF"
+            .iter()
+            .copied()
+            .chain((0..100_000u32).flat_map(|i| (i % 251).to_le_bytes()))
+            .collect();
+        tree.file("pkg/kernel/drivers/net/veth.ko", &module);
+        cmd::output(Command::new(gzip).arg(tree.0.join("pkg/kernel/drivers/net/veth.ko"))).unwrap();
+        let file = find_module(&tree.0.join("pkg"), "kernel/drivers/net/veth").unwrap();
+        assert_eq!(file.compression, Compression::Gzip);
+        let plain = plain_module(&file, &busybox, &tree.0.join("stage")).unwrap();
+        assert_eq!(plain, tree.0.join("stage/modules/kernel/drivers/net/veth.ko"));
+        assert_eq!(fs::read(&plain).unwrap(), module);
+        // A plain module is used where it is.
+        let tcp_diag = tree.file("pkg/kernel/net/ipv4/tcp_diag.ko", b"ELF");
+        let file = find_module(&tree.0.join("pkg"), "kernel/net/ipv4/tcp_diag").unwrap();
+        assert_eq!(plain_module(&file, &busybox, &tree.0.join("stage")).unwrap(), tcp_diag);
+        // A damaged one is an error that names the command, whether the decompressor
+        // notices (gzip) or not (busybox's xz gives nothing and exits 0).
+        tree.file("bad/kernel/net/ipv4/tcp_diag.ko.xz", b"not xz");
+        tree.file("bad/kernel/net/ipv4/inet_diag.ko.gz", b"not gzip");
+        for (module, says) in [("tcp_diag", "xz -dc"), ("inet_diag", "gzip -dc")] {
+            let module = format!("kernel/net/ipv4/{module}");
+            let file = find_module(&tree.0.join("bad"), &module).unwrap();
+            let error = plain_module(&file, &busybox, &tree.0.join("stage")).unwrap_err();
+            assert!(format!("{error:#}").contains(says), "{error:#}");
+        }
     }
 }
