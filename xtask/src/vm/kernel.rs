@@ -146,7 +146,7 @@ fn unpacked(kernels: &Path, package: &str) -> Result<Kernel> {
     }
     let downloads = kernels.join("downloads");
     fs::create_dir_all(&downloads).with_context(|| format!("creating {}", downloads.display()))?;
-    say!("vm: downloading {package} (about 26 MB) into {}", downloads.display());
+    say!("vm: downloading {package} (26 to 35 MB) into {}", downloads.display());
     let mut download = setup::apt_get();
     if cmd::is_root() {
         // apt would otherwise try to drop to its `_apt` user, who cannot write in target/.

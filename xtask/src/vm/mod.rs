@@ -36,8 +36,10 @@ pub struct VmArgs {
     #[arg(long, value_name = "SECONDS", default_value_t = DEFAULT_TIMEOUT_S)]
     pub timeout: u64,
 
-    /// Boot this Debian kernel package instead of linux-image-6.1.0-50-cloud-amd64-unsigned
-    /// (e.g. linux-image-6.1.0-56-cloud-amd64-unsigned).
+    /// Boot this Debian kernel package instead of linux-image-6.1.0-50-cloud-amd64-unsigned:
+    /// e.g. linux-image-5.10.0-32-cloud-amd64-unsigned (Debian 11) or
+    /// linux-image-6.12.117+deb13-cloud-amd64-unsigned (Debian 13), whose apt suites
+    /// `cargo xtask setup` adds.
     #[arg(long, value_name = "PACKAGE")]
     pub kernel_package: Option<String>,
 
