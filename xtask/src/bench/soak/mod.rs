@@ -73,7 +73,7 @@ answers  serve leaves /metrics or /healthz unanswered (no 200 within 2 s; /healt
 503 when its counts are stale) 3 seconds in a row, or in more than 2 % of the seconds;\n  \
 rss      the tracer's RSS after the warm-up (the first cycle and at least a minute, which \
 has seen the top population, a burst, namespaces come and go and TIME_WAIT fill up) goes \
-above its peak in the warm-up by more than 25 % + 16 MiB (not the first sample: glibc's \
+above its peak in the warm-up by more than 50 % + 32 MiB (not the first sample: glibc's \
 arenas grow early);\n  \
 drift    drift_total grows while lost did not grow in the 120 s before (a loss explains \
 the corrections that follow it);\n  \

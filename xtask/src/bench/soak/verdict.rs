@@ -6,10 +6,17 @@ use std::time::Duration;
 
 use super::curve::{Phase, Sample, kib_to_mib};
 
-/// RSS may end above its warm-up peak by this share of it ...
-pub(super) const RSS_GROWTH_PERCENT: u64 = 25;
-/// ... plus this much, so that a small tracer's few pages of noise are no alarm.
-pub(super) const RSS_SLACK_MIB: u64 = 16;
+/// RSS may go above its warm-up peak by this share of it ...
+///
+/// A generous bound, because the peak moves for reasons that are not leaks: each burst
+/// loses a different number of events, the reconciliation that corrects them allocates in
+/// proportion, and glibc keeps the high-water mark (and spreads the walk threads' dumps
+/// over up to 8 arenas per core). In 2-minute runs here RSS rose 20 to 42 % over the
+/// warm-up's peak in the minute after it (27 % with `MALLOC_ARENA_MAX=1`); a leak still
+/// crosses the bound, the sooner the longer the run.
+pub(super) const RSS_GROWTH_PERCENT: u64 = 50;
+/// ... plus this much, so that a small tracer's noise is no alarm.
+pub(super) const RSS_SLACK_MIB: u64 = 32;
 /// A rise of drift_total has a cause when lost rose within this long before it: the
 /// reconciliation that corrects what a loss broke comes a pass or two later, and passes
 /// are paced by their cost (20 times a walk).
@@ -211,13 +218,13 @@ mod tests {
         // Arenas grow early: the first sample is far below what the run needs.
         all[0].rss_kib = Some(8 * 1024);
         all[20].rss_kib = Some(100 * 1024);
-        all[200].rss_kib = Some(140 * 1024); // 100 + 25 % + 16 = 141 MiB
+        all[200].rss_kib = Some(182 * 1024); // 100 + 50 % + 32 = 182 MiB
         assert!(failed(&all, 30).is_empty());
-        all[250].rss_kib = Some(142 * 1024);
+        all[250].rss_kib = Some(183 * 1024);
         assert_eq!(failed(&all, 30), ["rss"]);
         let check = rss(&all, Duration::from_secs(30));
         assert!(
-            check.line.starts_with("RSS grew: tracer RSS peaked at 142.0 MiB"),
+            check.line.starts_with("RSS grew: tracer RSS peaked at 183.0 MiB"),
             "{}",
             check.line
         );
