@@ -94,7 +94,7 @@ kprobe programs; the VM tier covers them.)\n  \
 soak  `cargo xtask bench --soak --minutes 2 --population 20000-60000`, with the live tier's \
 build of tcptrace: `tcptrace serve` under a changing population, churn, ring overflows and \
 namespaces that come and go, scraped every second; fails on RSS or drift that grows without \
-a cause, on serve not answering or dying, and on a count left behind (about 2.5 minutes; \
+a cause, on serve not answering or dying, and on a count left behind (about 2 minutes here; \
 see `cargo xtask bench --help`). Needs root.\n  \
 vm    `cargo xtask vm-test`: boots Debian's 6.1 kernel under QEMU and runs the live tests once \
 per attach path: fentry, kprobe, tp-btf, tracepoint-classic.\n\n\
