@@ -6,9 +6,15 @@
 //!   order is the key order consumers see;
 //! - [`LocalPortRow`], [`RemoteEndpointRow`]: the ledger's aggregates;
 //! - [`ListenerRow`], [`DestinationRow`]: the capacity rows;
-//! - [`EventLine`]: one `events --json` line.
+//! - [`EventLine`]: one `events --json` line;
+//! - [`load`]: a `tcptrace load hold` worker's progress lines;
+//! - [`metrics`]: `serve`'s OpenMetrics text read back as numbers (not JSON, but the same
+//!   contract's other reading side).
 //!
 //! Addresses serialize as their text (`"127.0.0.1"`, `"::1"`).
+
+pub mod load;
+pub mod metrics;
 
 use std::net::IpAddr;
 

@@ -17,6 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use tcptrace_json::metrics::{self, family};
 use tcptrace_tests::{
     ATTACH_WAIT, Accepted, INTERVAL, Netns, Server, WAIT, attach_path, connect, run_to_exit,
     tracer_bin,
@@ -123,14 +124,7 @@ impl Serve {
     fn scrape(&self) -> BTreeMap<String, f64> {
         let (status, body) = get(self.addr, "/metrics").expect("GET /metrics");
         assert_eq!(status, 200, "{body}");
-        assert!(body.ends_with("# EOF\n"), "not OpenMetrics text: {body}");
-        body.lines()
-            .filter(|l| !l.starts_with('#'))
-            .map(|l| {
-                let (series, value) = l.rsplit_once(' ').expect("a sample line");
-                (series.to_owned(), value.parse().expect("a number"))
-            })
-            .collect()
+        metrics::samples(&body).unwrap_or_else(|why| panic!("{why}"))
     }
 
     /// Scrapes until `check` passes; panics with the last failure after [`WAIT`].
@@ -200,12 +194,6 @@ fn value(m: &BTreeMap<String, f64>, series: &str) -> Result<f64, String> {
 fn expect(m: &BTreeMap<String, f64>, series: &str, want: f64) -> Result<(), String> {
     let got = value(m, series)?;
     if (got - want).abs() < 1e-9 { Ok(()) } else { Err(format!("{series} = {got}, want {want}")) }
-}
-
-/// The series of one family (`name{...}`), by labels.
-fn family<'a>(m: &'a BTreeMap<String, f64>, name: &str) -> Vec<(&'a str, f64)> {
-    let prefix = format!("{name}{{");
-    m.iter().filter_map(|(k, &v)| k.strip_prefix(&prefix).map(|labels| (labels, v))).collect()
 }
 
 #[test]

@@ -41,7 +41,7 @@ Start with `cargo xtask setup`, then `cargo xtask run` to watch live connections
 cargo xtask setup                     install what is missing (apt, rust-src, bpf-linker)\n  \
 cargo xtask run                       build in release mode and run `tcptrace` (its default view)\n  \
 cargo xtask run -- --help             pass arguments to tcptrace\n  \
-cargo xtask test                      unit + live (host kernel) + VM (Debian 6.1 kernel) tiers\n  \
+cargo xtask test                      unit + live + soak (host kernel) + VM (Debian 6.1 kernel) tiers\n  \
 cargo xtask vm-test --paths fentry    only the fentry path, in the VM\n  \
 cargo xtask dist                      release binary, completions, man pages, unit in target/dist"
 )]
@@ -82,15 +82,20 @@ CAP_PERFMON."
         args: Vec<OsString>,
     },
 
-    /// Set up, then run the unit, live (host kernel) and VM (Debian 6.1 kernel) tiers.
+    /// Set up, then run the unit, live (host kernel), soak (host kernel) and VM (Debian 6.1 kernel) tiers.
     #[command(
-        long_about = "Set up (see `cargo xtask setup --help`), then run three test tiers and \
+        long_about = "Set up (see `cargo xtask setup --help`), then run four test tiers and \
 print a summary of which tiers and attach paths ran on which kernel:\n\n  \
 unit  `cargo test --no-fail-fast -p tcptrace-common -p tcptrace-netns -p tcptrace-json -p tcptrace -p xtask`: pure logic, no kernel needed.\n  \
 live  builds the tcptrace binary, then `cargo test --no-fail-fast -p tcptrace-tests -- --test-threads=1` on \
 the host kernel, with TCPTRACE_BIN set to the binary and TCPTRACE_ATTACH=auto, then again \
 with TCPTRACE_ATTACH=tracepoint-classic. Needs root. (This host cannot load fentry or \
 kprobe programs; the VM tier covers them.)\n  \
+soak  `cargo xtask bench --soak --minutes 2 --population 20000-60000`, with the live tier's \
+build of tcptrace: `tcptrace serve` under a changing population, churn, ring overflows and \
+namespaces that come and go, scraped every second; fails on RSS or drift that grows without \
+a cause, on serve not answering or dying, and on a count left behind (about 2 minutes here; \
+see `cargo xtask bench --help`). Needs root.\n  \
 vm    `cargo xtask vm-test`: boots Debian's 6.1 kernel under QEMU and runs the live tests once \
 per attach path: fentry, kprobe, tp-btf, tracepoint-classic.\n\n\
 Exits non-zero if any tier failed. This is what CI runs (.ci/run)."
@@ -133,7 +138,7 @@ Completions and man pages come from tcptrace's clap definition (tcptrace/example
 so they cannot drift from the binary."
     )]
     Dist(dist::DistArgs),
-    /// Measure tcptrace's cost under a loopback connection storm, beside tcplife, tcpstates and bpftrace.
+    /// Measure tcptrace's cost under a loopback connection storm, beside tcplife, tcpstates and bpftrace; or soak it (--soak).
     #[command(long_about = BENCH_ABOUT)]
     Bench(bench::BenchArgs),
 }
@@ -149,7 +154,10 @@ script counting live connections per local port. The order rotates every round. 
 records the churn rate, the tracer's voluntary context switches a second (its wake-ups) and \
 CPU share, and for tcptrace its events per connection, lost and drift from its last line.\n\n\
 Not part of `cargo xtask test`: a benchmark is not a timed test. Needs root. About \
-rounds x 7 x (seconds + 3) s in all, more when tcptrace's start-up snapshot is slow.";
+rounds x 7 x (seconds + 3) s in all, more when tcptrace's start-up snapshot is slow.\n\n\
+Instead of that: --scale (the demo at a million connections), --vm (the churn on every attach \
+path in a VM), --soak (`tcptrace serve` for an hour under a changing load, failing on growth \
+without a cause; `cargo xtask test` runs a 2-minute version).";
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -217,5 +225,11 @@ mod tests {
             format!("per attach path: {}.", AttachPath::list(&AttachPath::VM_DEFAULT, ", "));
         assert!(test.contains(&vm_paths), "{test}");
         assert!(vm_test.contains(&vm_paths), "{vm_test}");
+        let soak = format!(
+            "`cargo xtask bench --soak --minutes {} --population {}`",
+            bench::soak::CI_MINUTES,
+            bench::soak::CI_POPULATION
+        );
+        assert!(test.contains(&soak), "{test}");
     }
 }

@@ -1,4 +1,4 @@
-//! `cargo xtask test`: the unit, live and VM tiers, and a summary of what ran where.
+//! `cargo xtask test`: the unit, live, soak and VM tiers, and a summary of what ran where.
 
 use std::{
     env, fs,
@@ -14,6 +14,7 @@ use clap::Args;
 
 use crate::{
     attach::AttachPath,
+    bench::soak,
     cargo::{self, Profile},
     libtest::Counts,
     report::{Row, Verdict, print_rows},
@@ -31,6 +32,10 @@ pub struct TestArgs {
     /// Skip the live tier (host kernel).
     #[arg(long)]
     pub skip_live: bool,
+
+    /// Skip the soak tier (host kernel, 2 minutes).
+    #[arg(long)]
+    pub skip_soak: bool,
 
     /// Skip the VM tier.
     #[arg(long)]
@@ -75,7 +80,23 @@ pub fn test(args: &TestArgs) -> Result<ExitCode> {
         rows.extend(live(&host, profile));
     }
 
-    header(3, "vm", "Debian 6.1 under QEMU: the live tests, once per attach path");
+    header(
+        3,
+        "soak",
+        &format!(
+            "{host}: `tcptrace serve` for {} minutes under a changing load of {}-{} connections",
+            soak::CI_MINUTES,
+            soak::CI_POPULATION.low,
+            soak::CI_POPULATION.high
+        ),
+    );
+    if args.skip_soak {
+        rows.push(skipped(&host, "soak", &soak_what(), "--skip-soak"));
+    } else {
+        rows.push(soak_tier(&host, profile));
+    }
+
+    header(4, "vm", "Debian 6.1 under QEMU: the live tests, once per attach path");
     let mut vm_kernel = None;
     if args.skip_vm {
         rows.extend(args.vm_paths.iter().map(|p| skipped("vm", "vm", p.as_str(), "--skip-vm")));
@@ -119,7 +140,7 @@ pub fn test(args: &TestArgs) -> Result<ExitCode> {
 }
 
 fn header(number: u32, tier: &str, what: &str) {
-    say!("==== tier {number}/3: {tier} ({what}) ====");
+    say!("==== tier {number}/4: {tier} ({what}) ====");
 }
 
 fn skipped(kernel: &str, tier: &'static str, what: &str, why: &str) -> Row {
@@ -224,6 +245,43 @@ fn live(host: &str, profile: Profile) -> Vec<Row> {
             Row { counts: Some(counts), took: Some(started.elapsed()), ..row(what, verdict) }
         })
         .into()
+}
+
+/// The soak tier's row: its length, as the summary prints it (`soak 2min passed`).
+fn soak_what() -> String {
+    format!("{}min", soak::CI_MINUTES)
+}
+
+/// The soak tier: `cargo xtask bench --soak` for [`soak::CI_MINUTES`] with a smaller
+/// population, with the live tier's build of tcptrace.
+fn soak_tier(host: &str, profile: Profile) -> Row {
+    let row = |verdict: Verdict, took: Option<Duration>| Row {
+        kernel: host.to_owned(),
+        tier: "soak",
+        what: soak_what(),
+        verdict,
+        counts: None,
+        took,
+    };
+    if !crate::cmd::is_root() {
+        let why = "the soak needs root".to_owned();
+        let ci = env::var_os("CI").is_some_and(|v| v == "true");
+        return row(if ci { Verdict::Failed(why) } else { Verdict::Skipped(why) }, None);
+    }
+    let started = Instant::now();
+    let options =
+        soak::SoakOptions { minutes: soak::CI_MINUTES, population: soak::CI_POPULATION, profile };
+    let verdict = match soak::soak(&options) {
+        Ok(report) => {
+            say!("soak: the curve is in {}", report.curve.display());
+            report.failure.map_or(Verdict::Passed, Verdict::Failed)
+        }
+        Err(error) => {
+            say!("soak: could not run: {error:#}");
+            Verdict::Failed(format!("could not run: {error:#}"))
+        }
+    };
+    row(verdict, Some(started.elapsed()))
 }
 
 /// Runs a `cargo test` command, streaming its output; the verdict comes from its exit

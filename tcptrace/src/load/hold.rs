@@ -24,7 +24,6 @@ use std::{
 
 use anyhow::Context as _;
 use clap::Args;
-use serde::{Deserialize, Serialize};
 use socket2::{Domain, Socket, Type};
 
 /// The accept backlog asked for; the kernel caps it at `net.core.somaxconn` (4096 by
@@ -65,27 +64,10 @@ pub struct HoldArgs {
     pub wait_for_go: bool,
 }
 
-/// One progress line of a worker: what it holds so far. Its JSON is the wire format
-/// between a worker and its [`Fleet`](super::fleet::Fleet).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Progress {
-    /// The port the worker listens on, once it does.
-    pub listening: Option<u16>,
-    /// Connections it opened and holds.
-    pub connected: u64,
-    /// Connections its listener accepted and it holds.
-    pub accepted: u64,
-    /// Connect attempts that failed with EADDRNOTAVAIL.
-    pub failed: u64,
-    /// True once it stopped opening connections (count reached, exhausted or error).
-    pub done: bool,
-}
-
-/// A line a worker prints when it cannot go on; the parent shows it to the user.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct Failure {
-    pub error: String,
-}
+/// The progress and failure lines a worker prints: their JSON is the wire format between a
+/// worker and its [`Fleet`](super::fleet::Fleet) (or xtask's soak), defined once in the
+/// contract crate.
+pub use tcptrace_json::load::{Failure, Progress};
 
 pub fn run(args: HoldArgs) -> anyhow::Result<()> {
     die_with_parent()?;
@@ -323,22 +305,4 @@ fn emit_failure(error: &str) -> anyhow::Result<()> {
 fn emit_line(line: &str) -> anyhow::Result<()> {
     let mut out = io::stdout().lock();
     writeln!(out, "{line}").and_then(|()| out.flush()).context("stdout closed")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn progress_lines_keep_their_wire_format() {
-        let progress =
-            Progress { listening: Some(8080), connected: 3, accepted: 2, failed: 1, done: true };
-        let line = r#"{"listening":8080,"connected":3,"accepted":2,"failed":1,"done":true}"#;
-        assert_eq!(serde_json::to_string(&progress).unwrap(), line);
-        assert_eq!(serde_json::from_str::<Progress>(line).unwrap(), progress);
-        assert_eq!(
-            serde_json::to_string(&Progress::default()).unwrap(),
-            r#"{"listening":null,"connected":0,"accepted":0,"failed":0,"done":false}"#
-        );
-    }
 }

@@ -21,13 +21,16 @@
 //! - `stats`: medians and ratios over the rounds, one row per tracer;
 //! - `table`: the machine, the Markdown table and the verdicts against the targets;
 //! - `scale`: `--scale`, the demo with N connections;
-//! - `vm`: `--vm`, the churn on every attach path in the Debian 6.1 VM.
+//! - `vm`: `--vm`, the churn on every attach path in the Debian 6.1 VM;
+//! - `soak`: `--soak`, `tcptrace serve` for an hour under a changing load, and whether
+//!   anything grew without a cause.
 
 mod bpf_stats;
 mod churn;
 mod measure;
 mod proc;
 mod scale;
+pub mod soak;
 mod stats;
 mod table;
 mod tracers;
@@ -52,6 +55,7 @@ use crate::{
 };
 
 #[derive(Args, Debug)]
+#[expect(clippy::struct_excessive_bools, reason = "independent command-line switches")]
 pub struct BenchArgs {
     /// Rounds: every tracer runs once per round.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=50))]
@@ -84,6 +88,16 @@ pub struct BenchArgs {
     /// emulation slows it tens of times).
     #[arg(long, conflicts_with_all = ["scale", "only", "threads"])]
     pub vm: bool,
+    /// Instead of the churn: the soak, `tcptrace serve` for --minutes under a changing load
+    /// (see `--help`).
+    #[arg(long, long_help = soak::HELP, conflicts_with_all = ["scale", "vm", "only", "threads"])]
+    pub soak: bool,
+    /// How long the soak runs.
+    #[arg(long, requires = "soak", default_value_t = 60, value_name = "N", value_parser = clap::value_parser!(u64).range(2..=600))]
+    pub minutes: u64,
+    /// The range of connections the soak holds (each with both ends on this box).
+    #[arg(long, requires = "soak", default_value_t = soak::Population::FULL, value_name = "LOW-HIGH")]
+    pub population: soak::Population,
 }
 
 pub fn bench(args: &BenchArgs) -> Result<()> {
@@ -95,6 +109,19 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
     }
     if args.vm {
         return vm::bench(args);
+    }
+    if args.soak {
+        let options = soak::SoakOptions {
+            minutes: args.minutes,
+            population: args.population,
+            profile: Profile::Release,
+        };
+        let report = soak::soak(&options)?;
+        say!("bench: the soak's curve is in {}", report.curve.display());
+        return match report.failure {
+            Some(why) => bail!("the soak failed: {why}"),
+            None => Ok(()),
+        };
     }
     // In ALL's order (the baselines apart), whatever the order of --only.
     let mut tracers: Vec<Tracer> = Tracer::ALL
@@ -174,6 +201,18 @@ mod tests {
         assert_eq!((a.rounds, a.seconds), (3, 2));
         assert!(parse(&["--rounds", "0"]).is_err());
         assert!(parse(&["--only", "tcpdump"]).is_err());
+    }
+
+    #[test]
+    fn the_soak_takes_its_length_and_range() {
+        let a = parse(&["--soak"]).unwrap();
+        assert!(a.soak);
+        assert_eq!((a.minutes, a.population), (60, soak::Population::FULL));
+        let a = parse(&["--soak", "--minutes", "20", "--population", "10000-40000"]).unwrap();
+        assert_eq!((a.minutes, a.population.low, a.population.high), (20, 10_000, 40_000));
+        assert!(parse(&["--minutes", "20"]).is_err(), "--minutes is the soak's");
+        assert!(parse(&["--soak", "--minutes", "1"]).is_err());
+        assert!(parse(&["--soak", "--vm"]).is_err());
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! What a run cost in processes, read from /proc: a tracer's wake-ups and CPU time, and
-//! the kernel's softirq threads' CPU time; and what a process's fds point at (its BPF
-//! programs and attachments).
+//! the kernel's softirq threads' CPU time; a process's resident memory and lifetime CPU
+//! time (the soak's curve); and what a process's fds point at (its BPF programs and
+//! attachments).
 
 use std::{fs, time::Duration};
 
@@ -56,6 +57,46 @@ impl ProcSample {
     }
 }
 
+/// A process's resident memory and the CPU time it has used since it started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Usage {
+    pub(super) rss_bytes: u64,
+    /// User + system time, every thread, the exited ones included (`/proc/PID/stat`, in
+    /// clock ticks: 10 ms here). [`ProcSample`]'s per-thread schedstat sum is exact but
+    /// loses the time of threads that have exited, and tcptrace runs each foreign
+    /// namespace's sock_diag dump in a short-lived thread.
+    pub(super) cpu: Duration,
+}
+
+impl Usage {
+    pub(super) fn read(pid: u32) -> Option<Self> {
+        let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK).ok().flatten()?;
+        let ticks = parse_stat_cpu_ticks(&stat)?;
+        Some(Self {
+            rss_bytes: parse_vm_rss_kib(&status)? * 1024,
+            cpu: Duration::from_nanos(
+                ticks.saturating_mul(1_000_000_000) / u64::try_from(hz).ok()?,
+            ),
+        })
+    }
+}
+
+/// utime + stime of `/proc/PID/stat`, in clock ticks: its 14th and 15th fields, counted
+/// after the comm in parentheses (which may hold spaces and parentheses itself).
+fn parse_stat_cpu_ticks(stat: &str) -> Option<u64> {
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
+}
+
+fn parse_vm_rss_kib(status: &str) -> Option<u64> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
 /// The open fds of process `pid` (their numbers) and what each points at
 /// (`anon_inode:bpf-prog`, a path); none if its fds cannot be read.
 pub(super) fn fd_targets(pid: u32) -> impl Iterator<Item = (String, String)> {
@@ -87,6 +128,18 @@ mod tests {
         let b = ProcSample { voluntary_switches: 300, cpu_ns: 600_000_000 };
         let (w, c) = b.since(&a, 2.0);
         assert!((w - 100.0).abs() < 1e-9 && (c - 0.25).abs() < 1e-9);
+    }
+
+    #[test]
+    fn parses_memory_and_lifetime_cpu() {
+        let stat = "4242 (tcp (x) y) S 1 4242 4242 0 -1 4194560 900 0 0 0 250 75 0 0 20 0 9 0\n";
+        assert_eq!(parse_stat_cpu_ticks(stat), Some(325));
+        assert_eq!(parse_stat_cpu_ticks("4242 (x) S 1"), None);
+        let status = "Name:\ttcptrace\nVmHWM:\t  170000 kB\nVmRSS:\t  161324 kB\n";
+        assert_eq!(parse_vm_rss_kib(status), Some(161_324));
+        assert_eq!(parse_vm_rss_kib("VmRSSx:\t12 kB\n"), None);
+        let own = Usage::read(std::process::id()).unwrap();
+        assert!(own.rss_bytes > 0);
     }
 
     #[test]
