@@ -7,7 +7,9 @@ use std::{
     fs,
     io::{BufRead as _, BufReader},
     path::{Path, PathBuf},
-    process::{Command, ExitStatus, Stdio},
+    process::{Child, Command, ExitStatus, Stdio},
+    thread,
+    time::{Duration, Instant},
 };
 
 use anyhow::{Context as _, Result, bail};
@@ -118,6 +120,31 @@ pub fn stream(cmd: &mut Command, mut on_line: impl FnMut(&str)) -> Result<ExitSt
     child.wait().with_context(|| format!("waiting for `{}`", display(cmd)))
 }
 
+/// Waits for `child` to exit, for at most `bound`; past it, or when it cannot be waited
+/// for, kills it (our own child, by its handle) and reaps it. `None` when it had to be
+/// killed at the bound.
+pub fn wait_bounded(child: &mut Child, bound: Duration) -> std::io::Result<Option<ExitStatus>> {
+    let deadline = Instant::now() + bound;
+    let kill = |child: &mut Child| {
+        let _ = child.kill();
+        let _ = child.wait();
+    };
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => return Ok(Some(status)),
+            Ok(None) if Instant::now() < deadline => thread::sleep(Duration::from_millis(20)),
+            Ok(None) => {
+                kill(child);
+                return Ok(None);
+            }
+            Err(error) => {
+                kill(child);
+                return Err(error);
+            }
+        }
+    }
+}
+
 /// Whether a program of that name is on PATH (as widened by [`tool_path`]).
 pub fn on_path(program: &str) -> Option<PathBuf> {
     env::split_paths(&tool_path())
@@ -186,6 +213,20 @@ fn caps_allow_bpf(caps: u64) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_bounded_wait_kills_and_reaps_a_child_past_its_bound() {
+        let mut quick = Command::new("true").spawn().unwrap();
+        let status = wait_bounded(&mut quick, Duration::from_secs(10)).unwrap();
+        assert!(status.is_some_and(|s| s.success()), "{status:?}");
+
+        let mut slow = Command::new("sleep").arg("30").spawn().unwrap();
+        let started = Instant::now();
+        assert_eq!(wait_bounded(&mut slow, Duration::from_millis(200)).unwrap(), None);
+        assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
+        // Killed and reaped: nothing is left to wait for.
+        assert!(slow.try_wait().unwrap().is_some(), "the child was reaped");
+    }
 
     #[test]
     fn quotes_only_when_needed() {

@@ -315,19 +315,8 @@ fn auto_choice(tcptrace: &Path) -> Option<String> {
         let _ = stderr.read_to_string(&mut text);
         text
     });
-    let deadline = Instant::now() + Duration::from_mins(1);
-    let status: Option<ExitStatus> = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break Some(status),
-            Ok(None) if Instant::now() < deadline => thread::sleep(Duration::from_millis(100)),
-            _ => {
-                // Our own child, by its handle.
-                let _ = child.kill();
-                let _ = child.wait();
-                break None;
-            }
-        }
-    };
+    let status: Option<ExitStatus> =
+        crate::cmd::wait_bounded(&mut child, Duration::from_mins(1)).ok().flatten();
     let text = reader.join().ok()?;
     let chosen = parse_attached_via(&text);
     if chosen.is_none() {

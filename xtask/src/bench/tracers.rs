@@ -237,13 +237,8 @@ impl Traced {
     /// last line of its stdout.
     pub(super) fn stop(mut self, out: &Path) -> Result<Option<String>> {
         let _ = Command::new("kill").args(["-INT", &self.pid().to_string()]).status();
-        let began = Instant::now();
-        while self.child.try_wait()?.is_none() {
-            if began.elapsed() > Duration::from_secs(30) {
-                let _ = self.child.kill();
-                bail!("did not stop within 30 s of SIGINT");
-            }
-            thread::sleep(Duration::from_millis(20));
+        if cmd::wait_bounded(&mut self.child, Duration::from_secs(30))?.is_none() {
+            bail!("did not stop within 30 s of SIGINT");
         }
         let text = fs::read_to_string(out).unwrap_or_default();
         Ok(text.lines().rfind(|l| !l.trim().is_empty()).map(str::to_owned))

@@ -17,7 +17,7 @@ use anyhow::{Context as _, Result};
 use tcptrace_netns::Netns;
 
 use super::plan::{Burst, CHURN_PER_SECOND};
-use crate::bench::churn::parse_churn;
+use crate::{bench::churn::parse_churn, cmd};
 
 /// Client threads of a burst (and as many acceptors): four times the cores here, enough to
 /// starve the tracer's ring reader of CPU for a while.
@@ -171,19 +171,10 @@ fn burst_args(length: Duration) -> Vec<String> {
 
 /// Waits for `child` (a churn run), killing it past `bound`.
 fn wait_bounded(mut child: std::process::Child, bound: Duration) -> Result<std::process::Output> {
-    let deadline = Instant::now() + bound;
-    loop {
-        if child.try_wait()?.is_some() {
-            return child.wait_with_output().context("reading the churn's output");
-        }
-        if Instant::now() >= deadline {
-            // Our own child, by its handle.
-            let _ = child.kill();
-            let _ = child.wait();
-            anyhow::bail!("the churn run took longer than {} s and was killed", bound.as_secs());
-        }
-        thread::sleep(Duration::from_millis(20));
+    if cmd::wait_bounded(&mut child, bound)?.is_none() {
+        anyhow::bail!("the churn run took longer than {} s and was killed", bound.as_secs());
     }
+    child.wait_with_output().context("reading the churn's output")
 }
 
 #[cfg(test)]
