@@ -393,11 +393,22 @@ impl Tracer<Snapshot> {
     pub fn wait_for(
         &self,
         what: &str,
+        check: impl FnMut(&Snapshot) -> Result<(), String>,
+    ) -> Snapshot {
+        self.wait_for_within(WAIT, what, check)
+    }
+
+    /// [`Tracer::wait_for`] with a bound of its own, for states that must hold within a
+    /// few snapshots of the step that made them (so a wrong count fails fast).
+    pub fn wait_for_within(
+        &self,
+        within: Duration,
+        what: &str,
         mut check: impl FnMut(&Snapshot) -> Result<(), String>,
     ) -> Snapshot {
         let mut next = self.shared.lock().items.len();
         let mut last_miss = String::from("(no snapshot printed since)");
-        let found = self.wait_output(WAIT, |out| {
+        let found = self.wait_output(within, |out| {
             while let Some(snapshot) = out.items.get(next) {
                 next += 1;
                 match check(snapshot) {
@@ -432,6 +443,28 @@ impl Tracer<Snapshot> {
     #[must_use]
     pub fn max_drift(&self) -> u64 {
         self.shared.lock().items.iter().map(|s| s.drift).max().unwrap_or(0)
+    }
+
+    /// Panics unless no snapshot so far reported a correction: `drift` 0 on every one and
+    /// `drift_total` 0 on the newest (which also counts corrections between two snapshots).
+    /// With reconciliation on, a connection the hooks missed or invented fails here even
+    /// when the counts were corrected back in time for the test's own checks.
+    pub fn assert_no_drift(&self, step: &str) {
+        let (max, total, snapshots) = {
+            let out = self.shared.lock();
+            let max = out.items.iter().map(|s| s.drift).max().unwrap_or(0);
+            let total = out.items.last().map_or(0, |s| s.drift_total);
+            (max, total, out.items.len())
+        };
+        if max != 0 || total != 0 {
+            self.fail(
+                step,
+                &format!(
+                    "a reconciliation corrected the ledger: max drift {max}, drift_total {total} \
+                     over {snapshots} snapshots (the hooks missed or invented a connection)"
+                ),
+            );
+        }
     }
 
     /// Waits until the tracer prints `count` more snapshots; returns the last.
