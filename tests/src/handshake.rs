@@ -74,17 +74,29 @@ pub fn wait_state(sock: &impl AsRawFd, state: u8, within: Duration, what: &str) 
 /// socket is non-blocking and in `SYN_SENT` (or already established) on return.
 #[must_use]
 pub fn start_connect(ns: &Netns, from: SocketAddr, to: SocketAddr) -> Socket {
+    start_connects(ns, from, to, 1).pop().expect("one connect")
+}
+
+/// `count` connects from `from` (port 0: the kernel picks) to `to`, started like
+/// [`start_connect`] in one go inside `ns`.
+#[must_use]
+pub fn start_connects(ns: &Netns, from: SocketAddr, to: SocketAddr, count: usize) -> Vec<Socket> {
     ns.run(move || {
-        let sock = Socket::new(Domain::for_address(to), Type::STREAM, None)
-            .unwrap_or_else(|e| panic!("socket for {to}: {e}"));
-        sock.bind(&from.into()).unwrap_or_else(|e| panic!("bind {from}: {e}"));
-        sock.set_nonblocking(true).expect("O_NONBLOCK");
-        match sock.connect(&to.into()) {
-            Ok(()) => {}
-            Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
-            Err(e) => panic!("connect {from} -> {to}: {e}"),
-        }
-        sock
+        (0..count)
+            .map(|i| {
+                let sock = Socket::new(Domain::for_address(to), Type::STREAM, None)
+                    .unwrap_or_else(|e| panic!("socket for {to} (connect {i}): {e}"));
+                sock.bind(&from.into())
+                    .unwrap_or_else(|e| panic!("bind {from} (connect {i}): {e}"));
+                sock.set_nonblocking(true).expect("O_NONBLOCK");
+                match sock.connect(&to.into()) {
+                    Ok(()) => {}
+                    Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+                    Err(e) => panic!("connect {from} -> {to} (connect {i}): {e}"),
+                }
+                sock
+            })
+            .collect()
     })
 }
 
@@ -120,7 +132,12 @@ pub fn serve_fastopen(listener: &TcpListener, queue: i32) {
 /// (`sendto(MSG_FASTOPEN)`); it returns once the handshake is done. With no cookie for
 /// `to` cached yet, the kernel asks for one and sends the data after the handshake.
 #[must_use]
-pub fn connect_fastopen(ns: &Netns, from: SocketAddr, to: SocketAddr, data: &'static [u8]) -> TcpStream {
+pub fn connect_fastopen(
+    ns: &Netns,
+    from: SocketAddr,
+    to: SocketAddr,
+    data: &'static [u8],
+) -> TcpStream {
     ns.run(move || {
         let sock = Socket::new(Domain::for_address(to), Type::STREAM, None)
             .unwrap_or_else(|e| panic!("socket for {to}: {e}"));

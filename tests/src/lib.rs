@@ -43,12 +43,12 @@ pub use contract::{
 pub use expect::{Expect, expected, tally};
 pub use handshake::{
     connect_fastopen, listen_unaccepted, netstat, reset, serve_fastopen, start_connect,
-    state_of, tcp_state, tuple_to, wait_state,
+    start_connects, state_of, tcp_state, tuple_to, wait_state,
 };
 pub use netns::Netns;
 pub use server::{Accepted, Server};
 pub use setup::{ATTACH_WAIT, INTERVAL, WAIT, attach_path, init, tracer_bin};
-pub use tracer::{Exit, RECONCILE_OFTEN, Tracer, run_to_exit};
+pub use tracer::{Exit, RECONCILE_OFTEN, Tracer, run_to_exit, run_to_exit_during};
 
 #[cfg(test)]
 mod tests {

@@ -81,21 +81,69 @@ pub fn run_to_exit(args: &[&str], timeout: Duration) -> Exit {
     let stdout = drain(child.stdout.take().expect("piped stdout"));
     let stderr = drain(child.stderr.take().expect("piped stderr"));
     let deadline = Instant::now() + timeout;
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait for the tracer") {
-            break Some(status);
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        thread::sleep(Duration::from_millis(20));
-    };
+    let status = wait_until(&mut child, deadline);
     Exit {
         status,
         stdout: stdout.join().expect("stdout reader"),
         stderr: stderr.join().expect("stderr reader"),
+    }
+}
+
+/// Runs the tracer with `args` to completion like [`run_to_exit`], calling `during` once
+/// it has said `tcptrace: attached` (so that what `during` does reaches the hooks, not the
+/// start-up sock_diag seed). A tracer that exits or does not attach within [`ATTACH_WAIT`]
+/// never sees `during` run (it is killed in the second case).
+#[must_use]
+pub fn run_to_exit_during(args: &[&str], timeout: Duration, during: impl FnOnce()) -> Exit {
+    let mut child = Command::new(tracer_bin())
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {}: {e}", tracer_bin().display()));
+    let stdout = drain(child.stdout.take().expect("piped stdout"));
+    let (attached_tx, attached) = std::sync::mpsc::channel();
+    let pipe = child.stderr.take().expect("piped stderr");
+    let stderr = thread::spawn(move || {
+        let mut text = String::new();
+        for line in BufReader::new(pipe).lines() {
+            let Ok(line) = line else { break };
+            if line.starts_with("tcptrace: attached") {
+                let _ = attached_tx.send(());
+            }
+            text.push_str(&line);
+            text.push('\n');
+        }
+        text
+    });
+    let deadline = Instant::now() + timeout;
+    // A tracer that exits first drops the sender: recv fails at once.
+    if attached.recv_timeout(ATTACH_WAIT).is_ok() {
+        during();
+    } else {
+        let _ = child.kill();
+    }
+    let status = wait_until(&mut child, deadline);
+    Exit {
+        status,
+        stdout: stdout.join().expect("stdout reader"),
+        stderr: stderr.join().expect("stderr reader"),
+    }
+}
+
+/// The exit status of `child`, or `None` when it had to be killed at `deadline`.
+fn wait_until(child: &mut Child, deadline: Instant) -> Option<ExitStatus> {
+    loop {
+        if let Some(status) = child.try_wait().expect("wait for the tracer") {
+            return Some(status);
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+        thread::sleep(Duration::from_millis(20));
     }
 }
 

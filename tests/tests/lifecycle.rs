@@ -5,8 +5,8 @@
 //! the BPF maps hold.
 //!
 //! Every test runs twice, each time in a fresh namespace: with reconciliation off (a missed
-//! or invented event stays in the counts, which must be exact) and with it every 400 ms
-//! (a correction shows as drift, which must be 0 on every snapshot). Each state is held for
+//! or invented event stays in the counts, which must be exact) and with it every 250 ms (a
+//! correction shows as drift, which must be 0 on every snapshot). Each state is held for
 //! longer than two passes, the most a correction takes to show. The tracer watches only
 //! the test's namespace (`--netns`), so no other traffic on the box can move its counts.
 //!
@@ -23,15 +23,15 @@ mod lifecycle {
     use tcptrace_tests::{
         Accepted, INTERVAL, Netns, Server, Snapshot, SnapshotExt, Tracer, Tuple, connect,
         connect_fastopen, expected, listen_unaccepted, netstat, reset, serve_fastopen,
-        start_connect, state_of, tcp_state, tuple_to, tuples, wait_state,
+        start_connect, start_connects, state_of, tcp_state, tuple_to, tuples, wait_state,
     };
 
     /// `--reconcile-every` for the two runs of every test: off, then often.
-    const RECONCILE: [&str; 2] = ["0s", "400ms"];
+    const RECONCILE: [&str; 2] = ["0s", "250ms"];
     /// Snapshots (200 ms apart) that must agree once a state is reached: with
     /// reconciliation on, longer than two passes, so that a correction would show.
     const HOLD_OFF: usize = 2;
-    const HOLD_RECONCILING: usize = 6;
+    const HOLD_RECONCILING: usize = 4;
     /// How long a state may take to show after the step that made it: a few snapshots,
     /// generously for the VM's emulated CPU, and short, so a wrong count fails fast.
     const STEP_WAIT: Duration = Duration::from_secs(20);
@@ -61,8 +61,12 @@ mod lifecycle {
         }
 
         fn watch(&self) -> Tracer<Snapshot> {
+            self.watch_with(&[])
+        }
+
+        fn watch_with(&self, filter: &[&str]) -> Tracer<Snapshot> {
             let inode = self.ns.inode().to_string();
-            Tracer::watch(&[
+            let mut args = vec![
                 "--netns",
                 &inode,
                 "--top",
@@ -71,7 +75,9 @@ mod lifecycle {
                 INTERVAL,
                 "--reconcile-every",
                 self.reconcile,
-            ])
+            ];
+            args.extend(filter);
+            Tracer::watch(&args)
         }
 
         /// Waits until a snapshot counts exactly the ends in `live` (every end the test
@@ -104,11 +110,17 @@ mod lifecycle {
             for _ in 0..hold {
                 let next = tracer.next_snapshots(1);
                 if let Err(miss) = check(&next) {
-                    panic!("{step}: matched at {:.1}s, then at {:.1}s:\n{miss}", seen.elapsed_s, next.elapsed_s);
+                    panic!(
+                        "{step}: matched at {:.1}s, then at {:.1}s:\n{miss}",
+                        seen.elapsed_s, next.elapsed_s
+                    );
                 }
             }
             tracer.assert_no_drift(step);
-            println!("    seen after {:.1?}, held for {hold} more snapshots, drift 0", started.elapsed());
+            println!(
+                "    seen after {:.1?}, held for {hold} more snapshots, drift 0",
+                started.elapsed()
+            );
         }
     }
 
@@ -358,6 +370,72 @@ mod lifecycle {
             run.settle(&tracer, "listener closed: the queued ones reset", &live);
 
             drop((accepted_client, accepted, queued));
+            run.settle(&tracer, "everything closed", &[]);
+        }
+    }
+
+    /// Entries of the tracepoint paths' `CONNECTING` map (tcptrace-ebpf/src/maps.rs), which
+    /// remembers who called `connect()` from `SYN_SENT` to `ESTABLISHED` when details are on
+    /// (`events`, `--pid`).
+    const CONNECTING_ENTRIES: usize = 16_384;
+
+    #[test]
+    #[ignore = "unfinished: on the host the held connects do not all complete within 30 s \
+                once the listener has room (cause not found yet); run with --ignored"]
+    fn more_handshakes_at_once_than_the_connecting_map_holds() {
+        // 1,000 beyond the map: enough to show an eviction, and with the test's other
+        // descriptors under this host's RLIMIT_NOFILE of 20,000 (which cannot be raised:
+        // no CAP_SYS_RESOURCE). The server ends wait in the accept queue, holding no
+        // descriptor. ADMITTED (65,536, under --pid) is out of one process's reach.
+        const HANDSHAKES: usize = CONNECTING_ENTRIES + 1_000;
+        println!(
+            "checks: under --pid, {HANDSHAKES} connects in SYN_SENT at once (more than the \
+             {CONNECTING_ENTRIES} the CONNECTING map holds) are not live, and each is live, \
+             attributed to this process, once its handshake completes"
+        );
+        // The limit as the tests raise it (soft to hard).
+        tcptrace_tests::init();
+        let (nofile, _) =
+            nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+                .expect("getrlimit(NOFILE)");
+        if nofile < u64::try_from(HANDSHAKES + 500).expect("fits") {
+            println!("  skipped: RLIMIT_NOFILE is {nofile}, {HANDSHAKES} sockets need more");
+            return;
+        }
+        let pid = std::process::id().to_string();
+        for reconcile in RECONCILE {
+            let run = Run::new(8, "ns-life-lru", reconcile);
+            run.ns.sysctl("net.core.somaxconn", "20000").expect("somaxconn");
+            let full = listen_unaccepted(&run.ns, run.listen, 0);
+            let filler = connect(&run.ns, run.from(2), run.listen, 1);
+            let tracer = run.watch_with(&["--pid", &pid]);
+            // Under --pid a queued server end belongs to no process: only clients count.
+            run.settle(&tracer, "one client, its server end filling the queue", &tuples(&filler));
+
+            let started = Instant::now();
+            let held =
+                start_connects(&run.ns, SocketAddr::new(run.from(3), 0), run.listen, HANDSHAKES);
+            println!("    {HANDSHAKES} connects started in {:.1?}", started.elapsed());
+            assert!(held.iter().all(|s| state_of(s) == tcp_state::SYN_SENT), "all in SYN_SENT");
+            run.settle(&tracer, "all of them held in SYN_SENT: not live", &tuples(&filler));
+
+            // A listener with room for all: the next retransmitted SYNs complete.
+            drop((filler, full));
+            let _room = listen_unaccepted(&run.ns, run.listen, 20_000);
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while !held.iter().all(|s| state_of(s) == tcp_state::ESTABLISHED) {
+                assert!(
+                    Instant::now() < deadline,
+                    "the held connects did not all complete; sockets by state: {:?}",
+                    tcptrace_tests::tally(&held, |s| state_of(*s))
+                );
+                thread::sleep(Duration::from_millis(100));
+            }
+            println!("    all established {:.1?} after the first SYN", started.elapsed());
+            let live: Vec<Tuple> = held.iter().map(|s| tuple_to(s, run.listen)).collect();
+            run.settle(&tracer, "every handshake completed: each client live", &live);
+
+            drop(held);
             run.settle(&tracer, "everything closed", &[]);
         }
     }
