@@ -12,15 +12,8 @@ use socket2::{Domain, SockAddr, Socket, Type};
 
 use crate::{Netns, Tuple, canonical};
 
-/// `TCP_SYN_SENT` and friends, as `tcpi_state` reports them (include/net/tcp_states.h).
-pub mod tcp_state {
-    pub const ESTABLISHED: u8 = 1;
-    pub const SYN_SENT: u8 = 2;
-    pub const FIN_WAIT1: u8 = 4;
-    pub const FIN_WAIT2: u8 = 5;
-    pub const CLOSE: u8 = 7;
-    pub const CLOSE_WAIT: u8 = 8;
-}
+/// The kernel's TCP states, as `tcpi_state` reports them (one definition, the wire crate's).
+pub use tcptrace_common::tcp_state;
 
 /// A listener made inside `ns` with `backlog`, which nobody accepts from: connections wait
 /// in its accept queue (established, so live) until the test accepts or closes it. A full

@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
 
-use crate::{ATTACH_WAIT, EventLine, INTERVAL, Snapshot, WAIT, attach_path, init, tracer_bin};
+use crate::{
+    ATTACH_WAIT, EventLine, INTERVAL, Netns, Snapshot, WAIT, attach_path, init, tracer_bin,
+};
 
 /// `watch` options for the tests that check drift: every row, frequent snapshots, and a
 /// reconciliation every 400 ms, so that a connection the hooks missed shows within a
@@ -71,13 +73,7 @@ impl Exit {
 /// Runs the tracer with `args` to completion (killed after `timeout`).
 #[must_use]
 pub fn run_to_exit(args: &[&str], timeout: Duration) -> Exit {
-    let mut child = Command::new(tracer_bin())
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("spawn {}: {e}", tracer_bin().display()));
+    let mut child = spawn_piped(args);
     let stdout = drain(child.stdout.take().expect("piped stdout"));
     let stderr = drain(child.stderr.take().expect("piped stderr"));
     let deadline = Instant::now() + timeout;
@@ -95,13 +91,7 @@ pub fn run_to_exit(args: &[&str], timeout: Duration) -> Exit {
 /// never sees `during` run (it is killed in the second case).
 #[must_use]
 pub fn run_to_exit_during(args: &[&str], timeout: Duration, during: impl FnOnce()) -> Exit {
-    let mut child = Command::new(tracer_bin())
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("spawn {}: {e}", tracer_bin().display()));
+    let mut child = spawn_piped(args);
     let stdout = drain(child.stdout.take().expect("piped stdout"));
     let (attached_tx, attached) = std::sync::mpsc::channel();
     let pipe = child.stderr.take().expect("piped stderr");
@@ -130,6 +120,17 @@ pub fn run_to_exit_during(args: &[&str], timeout: Duration, during: impl FnOnce(
         stdout: stdout.join().expect("stdout reader"),
         stderr: stderr.join().expect("stderr reader"),
     }
+}
+
+/// The tracer with `args`, stdout and stderr piped, no stdin.
+fn spawn_piped(args: &[&str]) -> Child {
+    Command::new(tracer_bin())
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {}: {e}", tracer_bin().display()))
 }
 
 /// The exit status of `child`, or `None` when it had to be killed at `deadline`.
@@ -476,6 +477,26 @@ impl Tracer<Snapshot> {
             None
         });
         found.unwrap_or_else(|failure| self.fail_with(what, &failure, &last_miss))
+    }
+
+    /// `watch` of one network namespace only (`--netns`, so that nothing else on the box
+    /// can move its counts or its drift), every row, reconciling every `reconcile_every`
+    /// (`0s`: never), with `extra` arguments.
+    #[must_use]
+    pub fn watch_netns(ns: &Netns, reconcile_every: &str, extra: &[&str]) -> Self {
+        let inode = ns.inode().to_string();
+        let mut args = vec![
+            "--netns",
+            &inode,
+            "--top",
+            "0",
+            "--interval",
+            INTERVAL,
+            "--reconcile-every",
+            reconcile_every,
+        ];
+        args.extend(extra);
+        Self::watch(&args)
     }
 
     /// `watch ARGS` with [`RECONCILE_OFTEN`].

@@ -21,9 +21,9 @@ mod lifecycle {
     use std::time::{Duration, Instant};
 
     use tcptrace_tests::{
-        Accepted, INTERVAL, Netns, Server, Snapshot, SnapshotExt, Tracer, Tuple, connect,
-        connect_fastopen, expected, listen_unaccepted, netstat, reset, serve_fastopen,
-        start_connect, start_connects, state_of, tcp_state, tuple_to, tuples, wait_state,
+        Accepted, Netns, Server, Snapshot, SnapshotExt, Tracer, Tuple, connect, connect_fastopen,
+        expected, listen_unaccepted, netstat, reset, serve_fastopen, start_connect, start_connects,
+        state_of, tcp_state, tuple_to, tuples, wait_state,
     };
 
     /// `--reconcile-every` for the two runs of every test: off, then often.
@@ -65,19 +65,7 @@ mod lifecycle {
         }
 
         fn watch_with(&self, filter: &[&str]) -> Tracer<Snapshot> {
-            let inode = self.ns.inode().to_string();
-            let mut args = vec![
-                "--netns",
-                &inode,
-                "--top",
-                "0",
-                "--interval",
-                INTERVAL,
-                "--reconcile-every",
-                self.reconcile,
-            ];
-            args.extend(filter);
-            Tracer::watch(&args)
+            Tracer::watch_netns(&self.ns, self.reconcile, filter)
         }
 
         /// Waits until a snapshot counts exactly the ends in `live` (every end the test

@@ -477,17 +477,7 @@ fn drift_stays_zero_after_churn() {
     let churned = Server::listen(&ns, at(listen, 21671), Accepted::Close);
     let held_server = Server::listen(&ns, at(listen, 21672), Accepted::Hold);
     // Only the test's namespace, so that a correction elsewhere on the box cannot count.
-    let inode = ns.inode().to_string();
-    let tracer = Tracer::watch(&[
-        "--netns",
-        &inode,
-        "--top",
-        "0",
-        "--interval",
-        INTERVAL,
-        "--reconcile-every",
-        "1s",
-    ]);
+    let tracer = Tracer::watch_netns(&ns, "1s", &[]);
     let held_clients = connect(&ns, v4(127, 76, 0, 2), at(listen, 21672), HELD);
     held_server.wait_accepted(HELD);
 
