@@ -13,6 +13,10 @@
 //! - `conn`: [`connect`] (clients bound to a chosen source address) and [`Tuple`] (a
 //!   connection as `ss` shows it);
 //! - `server`: [`Server`], listeners that accept every connection;
+//! - `handshake`: what sits between the moments a connection becomes and stops being live:
+//!   listeners nobody accepts from ([`listen_unaccepted`]), connects left in `SYN_SENT`
+//!   ([`start_connect`]), resets, TCP Fast Open, the kernel's state of a socket
+//!   ([`state_of`]) and its `/proc/net/netstat` counters ([`netstat`]);
 //! - `tracer`: [`Tracer`], the binary as a child process, its JSON lines parsed as they
 //!   arrive, and [`run_to_exit`];
 //! - `contract`: [`Snapshot`] and [`EventLine`], the output contract (from `tcptrace-json`),
@@ -25,6 +29,7 @@
 mod conn;
 mod contract;
 mod expect;
+mod handshake;
 mod netns;
 mod server;
 mod setup;
@@ -36,10 +41,14 @@ pub use contract::{
     RemoteEndpointRow, Snapshot, SnapshotExt,
 };
 pub use expect::{Expect, expected, tally};
+pub use handshake::{
+    connect_fastopen, listen_unaccepted, netstat, reset, serve_fastopen, start_connect,
+    start_connects, state_of, tcp_state, tuple_to, wait_state,
+};
 pub use netns::Netns;
 pub use server::{Accepted, Server};
 pub use setup::{ATTACH_WAIT, INTERVAL, WAIT, attach_path, init, tracer_bin};
-pub use tracer::{Exit, RECONCILE_OFTEN, Tracer, run_to_exit};
+pub use tracer::{Exit, RECONCILE_OFTEN, Tracer, run_to_exit, run_to_exit_during};
 
 #[cfg(test)]
 mod tests {

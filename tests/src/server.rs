@@ -88,6 +88,12 @@ impl Server {
         self.addr
     }
 
+    /// The listening socket (for options set after `listen()`, such as `TCP_FASTOPEN`).
+    #[must_use]
+    pub fn listener(&self) -> &TcpListener {
+        &self.listener
+    }
+
     /// Connections accepted so far (closed ones included).
     #[must_use]
     pub fn accepted(&self) -> usize {
@@ -138,6 +144,15 @@ impl Server {
             clients.iter().filter(|c| c.peer.port() == self.addr.port()).map(|c| c.local).collect();
         let closed = self.close_where(|t| peers.contains(&t.peer));
         assert_eq!(closed.len(), peers.len(), "{}: server ends of {clients:?}", self.addr);
+    }
+
+    /// Closes the listener and returns the server ends it accepted, still open: the
+    /// connections that outlive their listener.
+    #[must_use]
+    pub fn close_listener(self) -> Vec<TcpStream> {
+        let held = mem::take(&mut *self.lock());
+        drop(self);
+        held.into_iter().map(|(_, stream)| stream).collect()
     }
 
     fn lock(&self) -> MutexGuard<'_, Vec<(Tuple, TcpStream)>> {

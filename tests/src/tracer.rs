@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
 
-use crate::{ATTACH_WAIT, EventLine, INTERVAL, Snapshot, WAIT, attach_path, init, tracer_bin};
+use crate::{
+    ATTACH_WAIT, EventLine, INTERVAL, Netns, Snapshot, WAIT, attach_path, init, tracer_bin,
+};
 
 /// `watch` options for the tests that check drift: every row, frequent snapshots, and a
 /// reconciliation every 400 ms, so that a connection the hooks missed shows within a
@@ -71,31 +73,78 @@ impl Exit {
 /// Runs the tracer with `args` to completion (killed after `timeout`).
 #[must_use]
 pub fn run_to_exit(args: &[&str], timeout: Duration) -> Exit {
-    let mut child = Command::new(tracer_bin())
+    let mut child = spawn_piped(args);
+    let stdout = drain(child.stdout.take().expect("piped stdout"));
+    let stderr = drain(child.stderr.take().expect("piped stderr"));
+    let deadline = Instant::now() + timeout;
+    let status = wait_until(&mut child, deadline);
+    Exit {
+        status,
+        stdout: stdout.join().expect("stdout reader"),
+        stderr: stderr.join().expect("stderr reader"),
+    }
+}
+
+/// Runs the tracer with `args` to completion like [`run_to_exit`], calling `during` once
+/// it has said `tcptrace: attached` (so that what `during` does reaches the hooks, not the
+/// start-up sock_diag seed). A tracer that exits or does not attach within [`ATTACH_WAIT`]
+/// never sees `during` run (it is killed in the second case).
+#[must_use]
+pub fn run_to_exit_during(args: &[&str], timeout: Duration, during: impl FnOnce()) -> Exit {
+    let mut child = spawn_piped(args);
+    let stdout = drain(child.stdout.take().expect("piped stdout"));
+    let (attached_tx, attached) = std::sync::mpsc::channel();
+    let pipe = child.stderr.take().expect("piped stderr");
+    let stderr = thread::spawn(move || {
+        let mut text = String::new();
+        for line in BufReader::new(pipe).lines() {
+            let Ok(line) = line else { break };
+            if line.starts_with("tcptrace: attached") {
+                let _ = attached_tx.send(());
+            }
+            text.push_str(&line);
+            text.push('\n');
+        }
+        text
+    });
+    let deadline = Instant::now() + timeout;
+    // A tracer that exits first drops the sender: recv fails at once.
+    if attached.recv_timeout(ATTACH_WAIT).is_ok() {
+        during();
+    } else {
+        let _ = child.kill();
+    }
+    let status = wait_until(&mut child, deadline);
+    Exit {
+        status,
+        stdout: stdout.join().expect("stdout reader"),
+        stderr: stderr.join().expect("stderr reader"),
+    }
+}
+
+/// The tracer with `args`, stdout and stderr piped, no stdin.
+fn spawn_piped(args: &[&str]) -> Child {
+    Command::new(tracer_bin())
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .unwrap_or_else(|e| panic!("spawn {}: {e}", tracer_bin().display()));
-    let stdout = drain(child.stdout.take().expect("piped stdout"));
-    let stderr = drain(child.stderr.take().expect("piped stderr"));
-    let deadline = Instant::now() + timeout;
-    let status = loop {
+        .unwrap_or_else(|e| panic!("spawn {}: {e}", tracer_bin().display()))
+}
+
+/// The exit status of `child`, or `None` when it had to be killed at `deadline`.
+fn wait_until(child: &mut Child, deadline: Instant) -> Option<ExitStatus> {
+    loop {
         if let Some(status) = child.try_wait().expect("wait for the tracer") {
-            break Some(status);
+            return Some(status);
         }
         if Instant::now() >= deadline {
             let _ = child.kill();
             let _ = child.wait();
-            break None;
+            return None;
         }
         thread::sleep(Duration::from_millis(20));
-    };
-    Exit {
-        status,
-        stdout: stdout.join().expect("stdout reader"),
-        stderr: stderr.join().expect("stderr reader"),
     }
 }
 
@@ -393,11 +442,22 @@ impl Tracer<Snapshot> {
     pub fn wait_for(
         &self,
         what: &str,
+        check: impl FnMut(&Snapshot) -> Result<(), String>,
+    ) -> Snapshot {
+        self.wait_for_within(WAIT, what, check)
+    }
+
+    /// [`Tracer::wait_for`] with a bound of its own, for states that must hold within a
+    /// few snapshots of the step that made them (so a wrong count fails fast).
+    pub fn wait_for_within(
+        &self,
+        within: Duration,
+        what: &str,
         mut check: impl FnMut(&Snapshot) -> Result<(), String>,
     ) -> Snapshot {
         let mut next = self.shared.lock().items.len();
         let mut last_miss = String::from("(no snapshot printed since)");
-        let found = self.wait_output(WAIT, |out| {
+        let found = self.wait_output(within, |out| {
             while let Some(snapshot) = out.items.get(next) {
                 next += 1;
                 match check(snapshot) {
@@ -419,6 +479,26 @@ impl Tracer<Snapshot> {
         found.unwrap_or_else(|failure| self.fail_with(what, &failure, &last_miss))
     }
 
+    /// `watch` of one network namespace only (`--netns`, so that nothing else on the box
+    /// can move its counts or its drift), every row, reconciling every `reconcile_every`
+    /// (`0s`: never), with `extra` arguments.
+    #[must_use]
+    pub fn watch_netns(ns: &Netns, reconcile_every: &str, extra: &[&str]) -> Self {
+        let inode = ns.inode().to_string();
+        let mut args = vec![
+            "--netns",
+            &inode,
+            "--top",
+            "0",
+            "--interval",
+            INTERVAL,
+            "--reconcile-every",
+            reconcile_every,
+        ];
+        args.extend(extra);
+        Self::watch(&args)
+    }
+
     /// `watch ARGS` with [`RECONCILE_OFTEN`].
     #[must_use]
     pub fn watch_reconciling(args: &[&str]) -> Self {
@@ -432,6 +512,28 @@ impl Tracer<Snapshot> {
     #[must_use]
     pub fn max_drift(&self) -> u64 {
         self.shared.lock().items.iter().map(|s| s.drift).max().unwrap_or(0)
+    }
+
+    /// Panics unless no snapshot so far reported a correction: `drift` 0 on every one and
+    /// `drift_total` 0 on the newest (which also counts corrections between two snapshots).
+    /// With reconciliation on, a connection the hooks missed or invented fails here even
+    /// when the counts were corrected back in time for the test's own checks.
+    pub fn assert_no_drift(&self, step: &str) {
+        let (max, total, snapshots) = {
+            let out = self.shared.lock();
+            let max = out.items.iter().map(|s| s.drift).max().unwrap_or(0);
+            let total = out.items.last().map_or(0, |s| s.drift_total);
+            (max, total, out.items.len())
+        };
+        if max != 0 || total != 0 {
+            self.fail(
+                step,
+                &format!(
+                    "a reconciliation corrected the ledger: max drift {max}, drift_total {total} \
+                     over {snapshots} snapshots (the hooks missed or invented a connection)"
+                ),
+            );
+        }
     }
 
     /// Waits until the tracer prints `count` more snapshots; returns the last.

@@ -5,12 +5,22 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use serde_json::Value;
-use tcptrace_tests::{Accepted, Exit, Netns, Server, attach_path, connect, run_to_exit};
+use tcptrace_tests::{Accepted, Exit, Netns, Server, attach_path, connect, run_to_exit_during};
 
 const LISTEN: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 77, 0, 1));
 const PORT: u16 = 21771;
 
 fn run_check(expectations: &[&str], report: &std::path::Path) -> Exit {
+    run_check_during(expectations, report, || {})
+}
+
+/// `check` for 2 s, reconciling every 500 ms (so that a connection the hooks missed is seen
+/// twice and corrected, which fails `total drift<=0`), with `during` run once it attached.
+fn run_check_during(
+    expectations: &[&str],
+    report: &std::path::Path,
+    during: impl FnOnce(),
+) -> Exit {
     let attach = attach_path();
     let report = report.to_str().expect("UTF-8 path");
     let mut args = vec![
@@ -21,13 +31,15 @@ fn run_check(expectations: &[&str], report: &std::path::Path) -> Exit {
         "2s",
         "--interval",
         "250ms",
+        "--reconcile-every",
+        "500ms",
         "--report",
         report,
     ];
     for e in expectations {
         args.extend(["--expect", e]);
     }
-    run_to_exit(&args, Duration::from_mins(2))
+    run_to_exit_during(&args, Duration::from_mins(2), during)
 }
 
 fn report_of(path: &std::path::Path) -> Value {
@@ -60,13 +72,14 @@ fn check_judges_real_connections_and_exits_accordingly() {
     let server = Server::listen(&ns, SocketAddr::new(LISTEN, PORT), Accepted::Hold);
     let from = |d| IpAddr::V4(Ipv4Addr::new(127, 77, 0, d));
     let mut clients = connect(&ns, from(2), SocketAddr::new(LISTEN, PORT), 20);
-    clients.extend(connect(&ns, from(3), SocketAddr::new(LISTEN, PORT), 5));
-    server.wait_accepted(25);
+    server.wait_accepted(20);
     let dir = std::env::temp_dir().join(format!("tcptrace-check-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
 
     let holds = dir.join("holds.json");
-    let exit = run_check(
+    // 20 connections held before the check (its seed), 5 opened and 3 opened and closed
+    // while it runs (its hooks): the observed values must count all of them exactly.
+    let exit = run_check_during(
         &[
             "lport=21771 live>=25",
             "lport=21771 max_per_remote==20",
@@ -75,6 +88,13 @@ fn check_judges_real_connections_and_exits_accordingly() {
             "total drift<=0",
         ],
         &holds,
+        || {
+            clients.extend(connect(&ns, from(3), SocketAddr::new(LISTEN, PORT), 5));
+            let brief = connect(&ns, from(4), SocketAddr::new(LISTEN, PORT), 3);
+            server.wait_accepted(28);
+            drop(brief);
+            server.close_where(|t| t.peer.ip() == from(4));
+        },
     );
     assert_eq!(exit.code(), Some(0), "stdout:\n{}\nstderr:\n{}", exit.stdout, exit.stderr);
     let report = report_of(&holds);

@@ -287,6 +287,14 @@ fn scraped_metrics_match_the_connections_held() {
         held - 3.0
     );
 
+    // Reconciling every second since the start: a connection the hooks missed or invented
+    // would have been corrected by now, and counted in the cumulative counter.
+    let m = serve.scrape();
+    expect(&m, "tcptrace_drift_connections", 0.0)
+        .and_then(|()| expect(&m, "tcptrace_drift_corrections_total", 0.0))
+        .unwrap_or_else(|e| panic!("the hooks missed or invented a connection: {e}"));
+    println!("  drift 0 and no correction since the start (reconciling every 1 s)");
+
     let (status, body) = get(serve.addr, "/healthz").expect("GET /healthz");
     assert_eq!(status, 200, "{body}");
     assert!(body.starts_with(&format!("ok: attached via {backend}")), "{body}");
