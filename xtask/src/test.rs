@@ -109,6 +109,25 @@ pub fn test(args: &TestArgs) -> Result<ExitCode> {
             vm::matrix::KERNEL_FACING.join(", "),
         ),
     );
+    let (vm_rows, retries) = vm_tier(args, profile);
+    rows.extend(vm_rows);
+
+    let failed = rows.iter().any(|row| !row.verdict.is_ok());
+    say!(
+        "==== summary: {} after {:.0} s ====",
+        if failed { "FAILED" } else { "passed" },
+        started.elapsed().as_secs_f64()
+    );
+    print_rows(&rows);
+    for line in summary_lines(&rows, &retries) {
+        say!("{line}");
+    }
+    Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+}
+
+/// The VM tier's rows (every pair of the matrix) and the boots it retried.
+fn vm_tier(args: &TestArgs, profile: Profile) -> (Vec<Row>, Vec<String>) {
+    let mut rows = Vec::new();
     let mut retries = Vec::new();
     if args.skip_vm {
         for kernel in vm::matrix::KERNELS {
@@ -160,18 +179,7 @@ pub fn test(args: &TestArgs) -> Result<ExitCode> {
             }
         }
     }
-
-    let failed = rows.iter().any(|row| !row.verdict.is_ok());
-    say!(
-        "==== summary: {} after {:.0} s ====",
-        if failed { "FAILED" } else { "passed" },
-        started.elapsed().as_secs_f64()
-    );
-    print_rows(&rows);
-    for line in summary_lines(&rows, &retries) {
-        say!("{line}");
-    }
-    Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+    (rows, retries)
 }
 
 fn header(number: u32, tier: &str, what: &str) {

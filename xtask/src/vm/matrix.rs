@@ -131,17 +131,15 @@ pub struct MatrixReport {
 pub fn run(base: &VmArgs) -> MatrixReport {
     let legs = plan(&base.paths);
     let queue = Mutex::new(legs.iter().enumerate());
-    let done: Mutex<Vec<(usize, Vec<Row>, Vec<String>)>> = Mutex::new(Vec::new());
+    let done: Mutex<Vec<(usize, MatrixReport)>> = Mutex::new(Vec::new());
     thread::scope(|scope| {
         for _ in 0..SIDE_BY_SIDE.min(legs.len()) {
             scope.spawn(|| {
                 loop {
                     let next = queue.lock().unwrap_or_else(PoisonError::into_inner).next();
                     let Some((index, leg)) = next else { break };
-                    let (rows, retries) = run_leg(base, leg);
-                    done.lock()
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .push((index, rows, retries));
+                    let outcome = run_leg(base, leg);
+                    done.lock().unwrap_or_else(PoisonError::into_inner).push((index, outcome));
                 }
             });
         }
@@ -149,15 +147,15 @@ pub fn run(base: &VmArgs) -> MatrixReport {
     let mut done = done.into_inner().unwrap_or_else(PoisonError::into_inner);
     done.sort_by_key(|(index, ..)| *index);
     let mut report = MatrixReport { rows: Vec::new(), retries: Vec::new() };
-    for (_, rows, retries) in done {
-        report.rows.extend(rows);
-        report.retries.extend(retries);
+    for (_, leg) in done {
+        report.rows.extend(leg.rows);
+        report.retries.extend(leg.retries);
     }
     report.rows = in_matrix_order(report.rows, &base.paths);
     report
 }
 
-fn run_leg(base: &VmArgs, leg: &Leg) -> (Vec<Row>, Vec<String>) {
+fn run_leg(base: &VmArgs, leg: &Leg) -> MatrixReport {
     let args = VmArgs {
         paths: leg.paths.clone(),
         kernel_package: Some(leg.kernel.package.to_owned()),
@@ -169,7 +167,8 @@ fn run_leg(base: &VmArgs, leg: &Leg) -> (Vec<Row>, Vec<String>) {
     match super::run(&args) {
         Ok(report) => {
             let retries = retries_of(&report, leg);
-            (report.rows.into_iter().map(|row| marked(row, leg.suite)).collect(), retries)
+            let rows = report.rows.into_iter().map(|row| marked(row, leg.suite)).collect();
+            MatrixReport { rows, retries }
         }
         Err(error) => {
             say!("vm: {} could not run: {error:#}", leg.kernel.name);
@@ -186,7 +185,7 @@ fn run_leg(base: &VmArgs, leg: &Leg) -> (Vec<Row>, Vec<String>) {
                 })
                 .map(|row| marked(row, leg.suite))
                 .collect();
-            (rows, Vec::new())
+            MatrixReport { rows, retries: Vec::new() }
         }
     }
 }

@@ -59,9 +59,9 @@ pub struct VmArgs {
     #[arg(long, value_name = "N", default_value_t = 1)]
     pub smp: u32,
 
-    /// Keep this boot's initramfs and console under target/vm/runs/NAME, so that boots can
-    /// run side by side.
-    #[arg(skip)]
+    /// Keep this boot's initramfs and console under target/vm/runs/NAME instead of
+    /// target/vm, so that boots can run side by side (`cargo xtask test` names one a boot).
+    #[arg(long, value_name = "NAME")]
     pub run_dir: Option<String>,
 
     /// Run `tcptrace --help` instead of the tests: checks the kernel, the initramfs and the
@@ -148,18 +148,7 @@ pub fn run(args: &VmArgs) -> Result<VmReport> {
         anyhow::bail!("`cargo test -p tcptrace-tests --no-run` built no test executable");
     }
     if args.kernel_facing {
-        tests.retain(|t| matrix::KERNEL_FACING.contains(&t.name.as_str()));
-        for name in matrix::KERNEL_FACING {
-            if !tests.iter().any(|t| t.name == name) {
-                say!("vm: warning: the kernel-facing test executable {name} was not built");
-            }
-        }
-        if tests.is_empty() {
-            anyhow::bail!(
-                "none of the kernel-facing test executables ({}) was built",
-                matrix::KERNEL_FACING.join(", ")
-            );
-        }
+        tests = kernel_facing(tests)?;
     }
     for test in &tests {
         say!("vm: test executable {} = {}", test.name, test.path.display());
@@ -222,33 +211,16 @@ pub fn run(args: &VmArgs) -> Result<VmReport> {
         // A guest kernel that stops scheduling (a soft lockup under software emulation) is
         // the VM's failure, not a verdict on the path it interrupted: boot once more for
         // the paths without a result, and say so in the summary. A second hang fails them.
-        // A kernel that panics or never reaches /init is the emulator too (an `int3` Oops
-        // while it patches its text): retry it the same way.
-        let died = match (&console.panic, &console.kernel_release) {
-            (Some(panic), _) => Some(format!("the kernel panicked ({panic})")),
-            (None, None) if !console.timed_out => Some("/init never started".to_owned()),
-            _ => None,
-        };
-        let why = match (hung_in, died) {
-            (Some((path, hang)), _) => {
-                let path = path.unwrap_or_else(|| "-".into());
-                Some((
-                    format!("the first hung during {path}"),
-                    format!("hung during path {path} ({hang})"),
-                ))
-            }
-            (None, Some(died)) => Some((format!("the first boot: {died}"), died)),
-            (None, None) => None,
-        };
+        let why = retry_reason(&console, hung_in);
         match why {
-            Some((short, long)) if second_boot.is_none() && !pending.is_empty() => {
+            Some((note, said)) if second_boot.is_none() && !pending.is_empty() => {
                 say!(
-                    "vm{tag}: the guest kernel {long}; its console is above and in {}. Booting a \
+                    "vm{tag}: the guest kernel {said}; its console is above and in {}. Booting a \
                      fresh VM once for: {}",
                     log.display(),
                     pending.join(", ")
                 );
-                second_boot = Some(format!("second boot: {short}"));
+                second_boot = Some(format!("second boot: {note}"));
                 // Keep the first boot's console next to the second's.
                 let _ = std::fs::copy(&log, vm_dir.join("console-retried.log"));
             }
@@ -260,6 +232,47 @@ pub fn run(args: &VmArgs) -> Result<VmReport> {
     let label = format!("{release} (Debian {})", kernel.version);
     let rows = rows(args, &reports, &console, &release, &log);
     Ok(VmReport { kernel: label, rows, log, retried: second_boot.into_iter().collect() })
+}
+
+/// The test executables of [`matrix::KERNEL_FACING`] among `tests`; warns of each one
+/// that was not built.
+fn kernel_facing(mut tests: Vec<cargo::TestExe>) -> Result<Vec<cargo::TestExe>> {
+    tests.retain(|t| matrix::KERNEL_FACING.contains(&t.name.as_str()));
+    for name in matrix::KERNEL_FACING {
+        if !tests.iter().any(|t| t.name == name) {
+            say!("vm: warning: the kernel-facing test executable {name} was not built");
+        }
+    }
+    if tests.is_empty() {
+        anyhow::bail!(
+            "none of the kernel-facing test executables ({}) was built",
+            matrix::KERNEL_FACING.join(", ")
+        );
+    }
+    Ok(tests)
+}
+
+/// Why a boot gave no result for reasons of the emulator, not of tcptrace: a hang (a soft
+/// lockup, with the path it interrupted), a panic (an `int3` Oops while the kernel patches
+/// its text), or a kernel that never reached /init. As (a note for the summary, what the
+/// log says). A timeout is not one: a test that runs too long is the test's.
+fn retry_reason(
+    console: &qemu::Console,
+    hung_in: Option<(Option<String>, String)>,
+) -> Option<(String, String)> {
+    if let Some((path, hang)) = hung_in {
+        let path = path.unwrap_or_else(|| "-".into());
+        return Some((
+            format!("the first hung during {path}"),
+            format!("hung during path {path} ({hang})"),
+        ));
+    }
+    let died = match (&console.panic, &console.kernel_release) {
+        (Some(panic), _) => format!("panicked ({panic})"),
+        (None, None) if !console.timed_out => "never started /init".to_owned(),
+        _ => return None,
+    };
+    Some((format!("the first {died}"), died))
 }
 
 /// One row per requested path, from the boot that gave it a result.
