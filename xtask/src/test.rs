@@ -132,9 +132,9 @@ fn vm_tier(args: &TestArgs, profile: Profile) -> (Vec<Row>, Vec<String>) {
     if args.skip_vm {
         for kernel in vm::matrix::KERNELS {
             rows.extend(
-                AttachPath::VM_DEFAULT.iter().map(|p| {
-                    skipped(&format!("vm {}", kernel.name), "vm", p.as_str(), "--skip-vm")
-                }),
+                AttachPath::VM_DEFAULT
+                    .iter()
+                    .map(|p| skipped(&kernel.label(), "vm", p.as_str(), "--skip-vm")),
             );
         }
     } else {
@@ -157,7 +157,7 @@ fn vm_tier(args: &TestArgs, profile: Profile) -> (Vec<Row>, Vec<String>) {
                 say!("vm: the VM tier could not run: {error:#}");
                 for kernel in vm::matrix::KERNELS {
                     rows.extend(args.vm_paths.iter().map(|p| Row {
-                        kernel: format!("vm {} (not booted)", kernel.name),
+                        kernel: kernel.label(),
                         tier: "vm",
                         what: p.to_string(),
                         verdict: Verdict::Failed(format!("{error:#}")),
@@ -170,12 +170,7 @@ fn vm_tier(args: &TestArgs, profile: Profile) -> (Vec<Row>, Vec<String>) {
         // Every pair of the matrix is in the summary, also those --vm-paths left out.
         for kernel in vm::matrix::KERNELS {
             for path in AttachPath::VM_DEFAULT.iter().filter(|p| !args.vm_paths.contains(p)) {
-                rows.push(skipped(
-                    &format!("vm {}", kernel.name),
-                    "vm",
-                    path.as_str(),
-                    "not in --vm-paths",
-                ));
+                rows.push(skipped(&kernel.label(), "vm", path.as_str(), "not in --vm-paths"));
             }
         }
     }
