@@ -21,12 +21,8 @@ pub enum Path {
 pub enum Hook {
     /// fentry on a kernel function (BTF trampoline).
     Fentry(&'static str),
-    /// fexit on a kernel function.
-    Fexit(&'static str),
     /// kprobe on a kernel function.
     Kprobe(&'static str),
-    /// kretprobe on a kernel function.
-    Kretprobe(&'static str),
     /// BTF-typed raw tracepoint.
     TpBtf(&'static str),
     /// Classic tracepoint through tracefs: (category, name).
@@ -64,8 +60,8 @@ pub struct PathInfo {
     pub request: &'static str,
     pub programs: &'static [Program],
     pub needs: &'static [Need],
-    /// The oldest kernel (major, minor) it loads on: fentry reads `inet_csk_accept`'s
-    /// return value with `bpf_get_func_ret` (5.17); the rest need the ring buffer (5.8).
+    /// The oldest kernel (major, minor) it loads on: every path needs the ring buffer
+    /// (5.8), which is newer than trampolines (5.5) and the state tracepoint (4.16).
     pub min_kernel: (u16, u16),
 }
 
@@ -79,35 +75,15 @@ pub const PATHS: [PathInfo; 4] = [
         path: Path::Fentry,
         name: "fentry",
         request: "fentry",
-        programs: &[
-            program("fentry_tcp_connect", Hook::Fentry("tcp_connect")),
-            program("fexit_inet_csk_accept", Hook::Fexit("inet_csk_accept")),
-            program(
-                "fexit_inet_csk_complete_hashdance",
-                Hook::Fexit("inet_csk_complete_hashdance"),
-            ),
-            program("fentry_tcp_close", Hook::Fentry("tcp_close")),
-            program("fentry_tcp_done", Hook::Fentry("tcp_done")),
-            program("fentry_tcp_disconnect", Hook::Fentry("tcp_disconnect")),
-        ],
+        programs: &[program("fentry_tcp_set_state", Hook::Fentry("tcp_set_state"))],
         needs: &[Need::Btf, Need::FunctionTracing],
-        min_kernel: (5, 17),
+        min_kernel: (5, 8),
     },
     PathInfo {
         path: Path::Kprobe,
         name: "kprobe",
         request: "kprobe",
-        programs: &[
-            program("kprobe_tcp_connect", Hook::Kprobe("tcp_connect")),
-            program("kretprobe_inet_csk_accept", Hook::Kretprobe("inet_csk_accept")),
-            program(
-                "kretprobe_inet_csk_complete_hashdance",
-                Hook::Kretprobe("inet_csk_complete_hashdance"),
-            ),
-            program("kprobe_tcp_close", Hook::Kprobe("tcp_close")),
-            program("kprobe_tcp_done", Hook::Kprobe("tcp_done")),
-            program("kprobe_tcp_disconnect", Hook::Kprobe("tcp_disconnect")),
-        ],
+        programs: &[program("kprobe_tcp_set_state", Hook::Kprobe("tcp_set_state"))],
         needs: &[Need::Btf, Need::Kprobes],
         min_kernel: (5, 8),
     },
@@ -151,12 +127,12 @@ pub const REQUESTS: [Request; 6] = [
     },
     Request {
         name: "fentry",
-        help: "fentry/fexit (BTF trampolines; cheapest; Linux 5.17+ with function tracing allowed)",
+        help: "fentry on tcp_set_state (a BTF trampoline; needs function tracing allowed)",
         paths: &[Path::Fentry],
     },
     Request {
         name: "kprobe",
-        help: "kprobe/kretprobe (needs CONFIG_KPROBES)",
+        help: "kprobe on tcp_set_state (needs CONFIG_KPROBES)",
         paths: &[Path::Kprobe],
     },
     Request {
@@ -193,14 +169,6 @@ impl Path {
     #[must_use]
     pub fn from_name(name: &str) -> Option<Self> {
         PATHS.iter().find(|p| p.name == name).map(|p| p.path)
-    }
-
-    /// Whether the path's own hook sees a connect fail for want of a port (the state
-    /// tracepoint does: `SYN_SENT` -> `CLOSE` with no local port); the others need the
-    /// `syscalls:` tracepoints on `connect()`.
-    #[must_use]
-    pub fn sees_failed_connects(self) -> bool {
-        matches!(self, Self::TpBtf | Self::Tracepoint)
     }
 }
 

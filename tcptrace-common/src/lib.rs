@@ -8,25 +8,22 @@ pub mod attach;
 
 /// Kind of a connection event, as carried in [`Event::kind`].
 pub mod kind {
-    /// A client connection: `tcp_connect` (SYN sent) on the fentry/kprobe paths,
-    /// `SYN_SENT -> ESTABLISHED` on the tracepoint path.
+    /// A client connection: `SYN_SENT -> ESTABLISHED` (its SYN-ACK came).
     pub const CONNECT: u8 = 1;
-    /// A server connection: `inet_csk_accept` returned it on the fentry/kprobe paths,
-    /// `SYN_RECV -> ESTABLISHED` on the tracepoint path.
+    /// A server connection: `SYN_RECV -> ESTABLISHED` (its final ACK came), or under
+    /// `--pid`, `accept()` returning it in a matching process.
     pub const ACCEPT: u8 = 2;
-    /// A server-side handshake completed (fentry/kprobe paths only, from
-    /// `inet_csk_complete_hashdance`): the connection is live from here, as `ss` and the
-    /// tracepoint path count it, even while it waits in the accept queue or when the
-    /// `accept()` that takes it began before tcptrace attached (and so is never seen by
-    /// the fexit/kretprobe). Counted by the ledger; `tcptrace events` shows the accept.
+    /// A server-side handshake completed, seen apart from its accept. The fentry and
+    /// kprobe paths sent it from `inet_csk_complete_hashdance` until they hooked the state
+    /// change like the others (December 2026); no program sends it now. The ledger still
+    /// reads it, and `tcptrace_events_total{kind="established"}` stays in the metrics (at
+    /// 0) so that a dashboard built on it keeps working.
     pub const ESTABLISHED: u8 = 4;
     /// A `connect()` failed with `EADDRNOTAVAIL`: no local port was left toward that
-    /// destination (the ephemeral range is exhausted). `tcp_connect` never runs for it, so
-    /// it comes from the `syscalls:sys_exit_connect` tracepoint, on every path. Only the
-    /// remote address and port are known.
+    /// destination (the ephemeral range is exhausted), seen as `SYN_SENT -> CLOSE` with no
+    /// local port. Only the remote address and port are known.
     pub const CONNECT_FAILED: u8 = 5;
-    /// The connection stopped being live: `tcp_close` on the fentry/kprobe paths,
-    /// `ESTABLISHED|CLOSE_WAIT -> FIN_WAIT1|LAST_ACK|CLOSE` on the tracepoint path.
+    /// The connection stopped being live: `ESTABLISHED|CLOSE_WAIT -> FIN_WAIT1|LAST_ACK|CLOSE`.
     pub const CLOSE: u8 = 3;
 }
 
@@ -149,35 +146,12 @@ pub struct TracepointOffsets {
     pub daddr_v6: u32,
 }
 
-/// Where the failed-connect programs find things: the syscall tracepoints' record layout
-/// (from their tracefs `format` files) and the path from the current task to its network
-/// namespace (from BTF).
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct ConnectOffsets {
-    /// `sys_enter_connect`: the user pointer to the `struct sockaddr`.
-    pub uservaddr: u32,
-    /// `sys_exit_connect`: the return value.
-    pub ret: u32,
-    /// `task_struct.nsproxy`, `nsproxy.net_ns`; 0 when BTF is missing.
-    pub task_nsproxy: u32,
-    pub nsproxy_net_ns: u32,
-    /// Where `connect()`'s second argument (the `struct sockaddr` pointer) is in the
-    /// task's saved registers (`struct pt_regs`, from BTF; x86-64 only), for the
-    /// `sys_exit_connect` program that needs no entry hook. 0: use the pair of programs.
-    pub regs_uservaddr: u32,
-}
-
-/// `-EADDRNOTAVAIL` as `connect()` returns it.
-pub const EADDRNOTAVAIL: i64 = -99;
-
 /// Everything userspace tells the programs at load time, in the one global `CONFIG`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Config {
     pub sock: SockOffsets,
     pub tracepoint: TracepointOffsets,
-    pub connect: ConnectOffsets,
     pub cgroup: CgroupOffsets,
     /// Which connections to report; the rest are only counted (`FILTERED`).
     pub filter: Filter,
@@ -210,6 +184,8 @@ pub struct AcceptOffsets {
     pub file_private_data: u32,
     /// `struct socket` -> `sk`
     pub socket_sk: u32,
+    /// `syscalls:sys_exit_accept4` (from its tracefs format): the return value.
+    pub ret: u32,
     /// 1 when the offsets above were filled from BTF.
     pub valid: u32,
 }

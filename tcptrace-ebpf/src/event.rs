@@ -1,16 +1,15 @@
-//! Building an event and sending it to the ring, and the three ways a hook on a TCP
-//! function reports a socket (open, close, abort), shared by the fentry and kprobe paths
-//! and by the accepts under `--pid`.
+//! Building an event and sending it to the ring: from a state change (`state`), or from a
+//! socket the current task holds (the accepts under `--pid`).
 
 use aya_ebpf::helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, generated as raw};
 use core::mem::MaybeUninit;
 
-use tcptrace_common::{AF_INET, AF_INET6, Config, Event, kind};
+use tcptrace_common::{AF_INET, AF_INET6, Config, Event};
 
 use crate::{
     filter::{Owner, admit},
     maps::{EVENTS, LOST, config},
-    read::{is_live, netns_of, read, read_bits, read_into},
+    read::{netns_of, read, read_into},
 };
 
 /// Builds an event in `slot`: which socket and who ran the hook (when, and its `comm`,
@@ -81,6 +80,7 @@ pub(crate) fn submit(ev: &Event) {
     }
 }
 
+/// An event for a socket that the current task holds (the accept under `--pid`).
 #[inline(always)]
 pub(crate) fn emit_from_sock(kind: u8, sk: *const u8) {
     if sk.is_null() {
@@ -89,39 +89,7 @@ pub(crate) fn emit_from_sock(kind: u8, sk: *const u8) {
     let cfg = config();
     let mut slot = MaybeUninit::uninit();
     let ev = new_event(&mut slot, kind, sk, cfg);
-    // The server-side handshake completes in softirq: no process owns the socket until
-    // accept() takes it (and then the accept event carries the owner).
-    let owner = if kind == kind::ESTABLISHED { Owner::Unknown } else { Owner::Current };
-    if fill_tuple_from_sock(ev, sk, cfg) && admit(ev, sk, owner, cfg) {
+    if fill_tuple_from_sock(ev, sk, cfg) && admit(ev, sk, Owner::Current, cfg) {
         submit(ev);
-    }
-}
-
-/// `tcp_close` runs when the application closes the socket. Listeners have no peer and are
-/// skipped by `fill_tuple_from_sock`; every other state is reported (a failed connect is in
-/// CLOSE by now, and was counted at `tcp_connect`), and the ledger ignores closes of
-/// sockets it no longer counts. A connection whose end `emit_abort` reported is reported
-/// again here: harmless unless its 4-tuple was reused by a new connection in between.
-#[inline(always)]
-pub(crate) fn emit_close(sk: *const u8) {
-    emit_from_sock(kind::CLOSE, sk);
-}
-
-/// `tcp_done` and `tcp_disconnect` end a connection that the application still holds: a
-/// reset or a timeout (`tcp_done`), `connect(AF_UNSPEC)`, or a listener closing with the
-/// connection still in its accept queue (`tcp_disconnect`, then the kernel frees it
-/// without `tcp_close`). A close is emitted only if the connection was live until now and
-/// `tcp_close` has not begun (it sets `sk_shutdown` to `SHUTDOWN_MASK` first, and with
-/// `SO_LINGER` 0 calls `tcp_disconnect` itself); their other calls come after the
-/// application's close, which was reported then.
-#[inline(always)]
-pub(crate) fn emit_abort(sk: *const u8) {
-    if sk.is_null() {
-        return;
-    }
-    let cfg = config();
-    const SHUTDOWN_MASK: u32 = 3;
-    if is_live(sk, cfg) && read_bits(sk, cfg.sock.shutdown) != SHUTDOWN_MASK {
-        emit_close(sk);
     }
 }

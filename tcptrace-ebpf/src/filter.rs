@@ -116,7 +116,9 @@ fn any_cgroup(sk: *const u8, cfg: &Config) -> bool {
     false
 }
 
-/// `sk->sk_cgrp_data.cgroup->kn->id`, 0 when unknown.
+/// `sk->sk_cgrp_data.cgroup->kn->id`, 0 when unknown. Before Linux 5.15 the pointer's
+/// low bits set mean the word holds net_cls/net_prio data instead, and the kernel then
+/// takes the root cgroup: unknown here.
 #[inline(always)]
 fn cgroup_of(sk: *const u8, cfg: &Config) -> u64 {
     let c = cfg.cgroup;
@@ -124,7 +126,7 @@ fn cgroup_of(sk: *const u8, cfg: &Config) -> u64 {
         return 0;
     }
     let cgroup: u64 = read(sk, c.sock_cgroup);
-    if cgroup == 0 {
+    if cgroup == 0 || cgroup & 3 != 0 {
         return 0;
     }
     let kn: u64 = read(cgroup as *const u8, c.cgroup_kn);

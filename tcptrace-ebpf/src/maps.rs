@@ -27,7 +27,7 @@ pub(crate) static ADMITTED: LruHashMap<u64, u8> = LruHashMap::with_max_entries(6
 
 /// Who called `connect()`, per socket, from `CLOSE -> SYN_SENT` (which runs in the
 /// caller's context) until `SYN_SENT -> ESTABLISHED` (which often runs in softirq context,
-/// on whatever task the CPU was running). Tracepoint paths only; LRU so a socket whose
+/// on whatever task the CPU was running), with `details` on. LRU so a socket whose
 /// connect never resolves cannot leak an entry.
 #[map]
 pub(crate) static CONNECTING: LruHashMap<u64, Connector> = LruHashMap::with_max_entries(16384, 0);
@@ -39,11 +39,6 @@ pub(crate) struct Connector {
     pub(crate) pid: u32,
     pub(crate) comm: [u8; 16],
 }
-
-/// The `struct sockaddr` a thread passed to `connect()`, from syscall entry to exit
-/// (kernels without BTF only).
-#[map]
-pub(crate) static CONNECT_ADDRS: LruHashMap<u64, u64> = LruHashMap::with_max_entries(16384, 0);
 
 /// Filled in by userspace at load time.
 #[unsafe(no_mangle)]

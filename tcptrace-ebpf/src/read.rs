@@ -1,8 +1,8 @@
 //! Reading kernel memory: `struct sock` fields at the offsets in `CONFIG`, and the
-//! namespace of a socket or of the current task. Every program reads through these, so
+//! namespace of a socket. Every program reads through these, so
 //! a failed read is zero everywhere, never an error to handle.
 
-use aya_ebpf::helpers::{bpf_get_current_task, generated as raw};
+use aya_ebpf::helpers::generated as raw;
 use core::mem::MaybeUninit;
 
 use tcptrace_common::{BitField, Config, IPPROTO_TCP, tcp_state};
@@ -49,29 +49,10 @@ pub(crate) fn is_live(sk: *const u8, cfg: &Config) -> bool {
 /// Inode of the socket's network namespace: `sk->__sk_common.skc_net.net->ns.inum`.
 #[inline(always)]
 pub(crate) fn netns_of(sk: *const u8, cfg: &Config) -> u32 {
-    // A failed connect has no socket; its namespace comes from the task instead.
     if cfg.sock.valid == 0 || sk.is_null() {
         return 0;
     }
     let net: u64 = read(sk, cfg.sock.net);
-    if net == 0 {
-        return 0;
-    }
-    read(net as *const u8, cfg.sock.net_inum)
-}
-
-/// Inode of the current task's network namespace: `current->nsproxy->net_ns->ns.inum`.
-#[inline(always)]
-pub(crate) fn current_netns(cfg: &Config) -> u32 {
-    if cfg.connect.task_nsproxy == 0 || cfg.sock.valid == 0 {
-        return 0;
-    }
-    let task = unsafe { bpf_get_current_task() } as *const u8;
-    let nsproxy: u64 = read(task, cfg.connect.task_nsproxy);
-    if nsproxy == 0 {
-        return 0;
-    }
-    let net: u64 = read(nsproxy as *const u8, cfg.connect.nsproxy_net_ns);
     if net == 0 {
         return 0;
     }

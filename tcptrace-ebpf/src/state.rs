@@ -1,6 +1,7 @@
-//! The third set, the `sock:inet_sock_set_state` tracepoint (BTF-typed `tp_btf` or
-//! classic): connect, accept, close and failed connects derived from state transitions,
-//! and the connecting task carried from `SYN_SENT` to `ESTABLISHED`.
+//! The state changes every path counts: connect, accept, close and failed connects
+//! derived from TCP state transitions, and the connecting task carried from `SYN_SENT` to
+//! `ESTABLISHED`; with the `sock:inet_sock_set_state` tracepoint (BTF-typed `tp_btf` or
+//! classic). The fentry and kprobe programs on `tcp_set_state` call `on_state_change` too.
 
 use aya_ebpf::{
     EbpfContext,
@@ -20,19 +21,22 @@ use crate::{
 };
 
 /// Maps a state transition to the event it means, or 0 for transitions that change
-/// nothing about liveness. Live = handshake completed and not yet closed locally, i.e. the
-/// `ss` states ESTABLISHED and CLOSE_WAIT.
+/// nothing about liveness: the one rule of what "live" is. Live = handshake completed and
+/// not yet closed locally, i.e. the `ss` states ESTABLISHED and CLOSE_WAIT. So a connect is
+/// live from its SYN-ACK, not its SYN; a `shutdown(SHUT_WR)` (`FIN_WAIT1`) ends it; a
+/// server connection is live from its final ACK however its child was made (SYN cookie,
+/// Fast Open) and whether or not `accept()` ever takes it; one reset before `accept()`
+/// goes `ESTABLISHED -> CLOSE` and is never opened again.
 ///
 /// A connect whose port allocation fails (`EADDRNOTAVAIL`: the ephemeral range ran out)
 /// goes `SYN_SENT` -> `CLOSE` before it has a local port: `tcp_v4_connect` and
 /// `tcp_v6_connect` enter `SYN_SENT`, then `inet_hash_connect` finds no port and they
 /// `goto failure`, which closes the socket. The callers check the local port before they
 /// build the event: a `SYN_SENT` -> `CLOSE` with a port is a connect that got its port and
-/// failed later (refused, timed out, reset), not the range running out. Only the
-/// tracepoint paths run this, and that is how they count failed connects: watching
-/// `connect()` return instead takes a syscall tracepoint, which sends every system call
-/// of every task on the box through the kernel's slow syscall path (about 35 ns more
-/// each, measured here).
+/// failed later (refused, timed out, reset), not the range running out. Every path counts
+/// failed connects this way: watching `connect()` return instead takes a syscall
+/// tracepoint, which sends every system call of every task on the box through the
+/// kernel's slow syscall path (about 35 ns more each, measured here).
 #[inline(always)]
 fn kind_of_transition(old: u8, new: u8) -> u8 {
     if old == tcp_state::SYN_SENT && new == tcp_state::CLOSE {
@@ -102,24 +106,23 @@ fn attribute_connect(ev: &mut Event, cfg: &Config) -> Owner {
     Owner::Unknown
 }
 
-/// match-proto:v6.1:include/trace/events/sock.h:TRACE_EVENT(inet_sock_set_state, const struct sock *sk, const int oldstate, const int newstate)
-#[btf_tracepoint(function = "inet_sock_set_state")]
-pub fn tp_btf_inet_sock_set_state(ctx: BtfTracePointContext) -> i32 {
-    let sk: *const u8 = ctx.arg(0);
-    // The kernel passes `int`s; every TCP state fits the low byte (`skc_state` is a u8).
-    let (old, new) = (ctx.arg::<u32>(1) as u8, ctx.arg::<u32>(2) as u8);
-    let cfg = config();
+/// One TCP state change, whichever hook saw it: the tracepoint in `tcp_set_state` (tp_btf
+/// and classic), or `tcp_set_state` itself (fentry and kprobe). Every path counts the same
+/// transitions, so every path agrees with `ss` on when a connection starts and stops
+/// being live.
+#[inline(always)]
+pub(crate) fn on_state_change(sk: *const u8, old: u8, new: u8, cfg: &Config) {
     // Most transitions change nothing we count: decided from the two states alone,
-    // before any read of the socket.
+    // before any further read of the socket.
     let kind = kind_of_transition(old, new);
     if (kind == 0 && !tracks_connecting(old, new, cfg)) || sk.is_null() {
-        return 0;
+        return;
     }
     if !is_tcp(sk, cfg) || track_connecting(sk as u64, old, new, cfg) || kind == 0 {
-        return 0;
+        return;
     }
     if kind == kind::CONNECT_FAILED && read::<u16>(sk, cfg.sock.sport) != 0 {
-        return 0; // it had a port: see `kind_of_transition`
+        return; // it had a port: see `kind_of_transition`
     }
     let mut slot = MaybeUninit::uninit();
     let ev = new_event(&mut slot, kind, sk, cfg);
@@ -129,6 +132,14 @@ pub fn tp_btf_inet_sock_set_state(ctx: BtfTracePointContext) -> i32 {
             submit(ev);
         }
     }
+}
+
+/// match-proto:v6.1:include/trace/events/sock.h:TRACE_EVENT(inet_sock_set_state, const struct sock *sk, const int oldstate, const int newstate)
+#[btf_tracepoint(function = "inet_sock_set_state")]
+pub fn tp_btf_inet_sock_set_state(ctx: BtfTracePointContext) -> i32 {
+    // The kernel passes `int`s; every TCP state fits the low byte (`skc_state` is a u8).
+    let (old, new) = (ctx.arg::<u32>(1) as u8, ctx.arg::<u32>(2) as u8);
+    on_state_change(ctx.arg(0), old, new, config());
     0
 }
 

@@ -169,30 +169,20 @@ impl KernelBtf {
         })
     }
 
-    /// `sk->sk_cgrp_data.cgroup->kn->id`: a socket's cgroup v2 id (the shape since Linux
-    /// 5.15, when `sock_cgroup_data` became a plain pointer).
+    /// `sk->sk_cgrp_data.cgroup->kn->id`: a socket's cgroup v2 id. Since Linux 5.15
+    /// `sock_cgroup_data` is a plain pointer; before, the same 8 bytes are the union member
+    /// `val`, the pointer itself unless its low bits flag net_cls/net_prio data (see
+    /// `cgroup_of` in tcptrace-ebpf).
     pub fn cgroup_offsets(&self) -> Result<CgroupOffsets, BtfError> {
+        let sock_cgroup = self
+            .byte_offset("sock", "sk_cgrp_data.cgroup")
+            .or_else(|_| self.byte_offset("sock", "sk_cgrp_data.val"))?;
         Ok(CgroupOffsets {
-            sock_cgroup: self.byte_offset("sock", "sk_cgrp_data.cgroup")?,
+            sock_cgroup,
             cgroup_kn: self.byte_offset("cgroup", "kn")?,
             kn_id: self.byte_offset("kernfs_node", "id")?,
             valid: 1,
         })
-    }
-
-    /// `current->nsproxy->net_ns`, for events that have no socket (failed connects).
-    pub fn task_netns_offsets(&self) -> Result<(u32, u32), BtfError> {
-        Ok((self.byte_offset("task_struct", "nsproxy")?, self.byte_offset("nsproxy", "net_ns")?))
-    }
-
-    /// Where `connect()`'s second argument is in `struct pt_regs`: the `si` register on
-    /// x86-64 (the syscall ABI passes it there, and the kernel saves it at entry).
-    pub fn connect_uservaddr_in_regs(&self) -> Result<u32, BtfError> {
-        if cfg!(target_arch = "x86_64") {
-            self.byte_offset("pt_regs", "si")
-        } else {
-            Err(BtfError::NoField("pt_regs layout tcptrace knows (x86-64 only)".into()))
-        }
     }
 
     /// `current->files->fdt->fd[n]->private_data->sk`: the socket behind a file descriptor
@@ -205,6 +195,7 @@ impl KernelBtf {
             fdt_fd: self.byte_offset("fdtable", "fd")?,
             file_private_data: self.byte_offset("file", "private_data")?,
             socket_sk: self.byte_offset("socket", "sk")?,
+            ret: 0, // from tracefs, by the caller
             valid: 1,
         })
     }
@@ -455,8 +446,6 @@ mod tests {
         let btf = KernelBtf { btf };
         let _ = btf.sock_offsets();
         let _ = btf.cgroup_offsets();
-        let _ = btf.task_netns_offsets();
-        let _ = btf.connect_uservaddr_in_regs();
         let _ = btf.accept_offsets();
     }
 

@@ -6,10 +6,9 @@
 //! ([`probe`]), attaches the path's programs, and reports every path it passed over with
 //! the kernel's reason.
 //!
-//! Besides a path's own programs, the fentry and kprobe paths take
-//! `syscalls:sys_exit_connect` for failed connects (and `sys_enter_connect` where the
-//! registers cannot be read at exit), and under `--pid` every path takes
-//! `syscalls:sys_exit_accept[4]`.
+//! Every path hooks the TCP state change (the tracepoint, or `tcp_set_state` itself), so
+//! every path counts the same thing. Besides a path's own programs, under `--pid` every
+//! path takes `syscalls:sys_exit_accept[4]`.
 
 pub mod btf;
 pub mod probe;
@@ -20,11 +19,11 @@ use std::fmt::{self, Write as _};
 use aya::{
     Btf, Ebpf, EbpfLoader,
     maps::{MapData, PerCpuArray, RingBuf},
-    programs::{BtfTracePoint, FEntry, FExit, KProbe, ProgramError, TracePoint},
+    programs::{BtfTracePoint, FEntry, KProbe, ProgramError, TracePoint},
 };
 pub use tcptrace_common::attach::{PATHS, Path, PathInfo, Request};
 use tcptrace_common::{
-    CONFIG_GLOBAL, Config, ConnectOffsets, EVENTS_MAP, FILTERED_MAP, Filter, LOST_MAP, attach::Hook,
+    CONFIG_GLOBAL, Config, EVENTS_MAP, FILTERED_MAP, Filter, LOST_MAP, attach::Hook,
 };
 
 use self::probe::Probes;
@@ -53,9 +52,7 @@ pub fn paths_table() -> String {
             .iter()
             .map(|p| match p.hook {
                 Hook::Fentry(f) => format!("fentry `{f}`"),
-                Hook::Fexit(f) => format!("fexit `{f}`"),
                 Hook::Kprobe(f) => format!("kprobe `{f}`"),
-                Hook::Kretprobe(f) => format!("kretprobe `{f}`"),
                 Hook::TpBtf(t) => format!("tp_btf `{t}`"),
                 Hook::Tracepoint(c, t) => format!("tracepoint `{c}:{t}`"),
             })
@@ -194,13 +191,6 @@ impl Tracer {
                 "{e}; fentry, kprobe and tp_btf need it, network namespace ids will read 0"
             )),
         }
-        // Failed connects come from syscall tracepoints on the fentry and kprobe paths;
-        // without them tcptrace still counts, it only cannot say when the ephemeral range
-        // ran out. (The tracepoint paths see them as a state change.)
-        let connect_failures = connect_offsets(&probes);
-        if let Ok(offsets) = connect_failures {
-            config.connect = offsets;
-        }
         config.filter = opts.filter;
         config.details = u32::from(opts.details || opts.filter.n_pids > 0);
         if opts.filter.n_netns > 0 && config.sock.valid == 0 {
@@ -214,21 +204,21 @@ impl Tracer {
             config.cgroup = offsets.map_err(|e| AttachError::FilterNeedsBtf("--cgroup", e))?;
         }
         // Under --pid accepts are seen where accept() returns, in the accepting process
-        // (see sys_exit_accept4 in tcptrace-ebpf), and the other accept hooks stay quiet:
-        // so only with the syscall tracepoints at hand (and the offset of their `ret`,
-        // read with the connect ones). Without them the fentry and kprobe paths keep their
-        // accept hooks, and the tracepoint paths' server connections are found by
-        // reconciling.
-        let accept_offsets = if opts.filter.n_pids == 0 {
+        // (see sys_exit_accept4 in tcptrace-ebpf): the state change runs in softirq, on
+        // whatever task the CPU was running. Without the syscall tracepoints the server
+        // connections of the selected processes are found by reconciling.
+        let accept_offsets: Result<_, String> = if opts.filter.n_pids == 0 {
             Err("no --pid".into())
-        } else if connect_failures.is_err() {
-            Err("no syscalls:sys_exit_accept4 tracepoint (CONFIG_FTRACE_SYSCALLS)".into())
         } else {
             probes.syscall_tracepoint("sys_exit_accept4").ok().and_then(|()| {
-                probes
-                    .kernel_btf()
-                    .map_err(ToString::to_string)
-                    .and_then(|btf| btf.accept_offsets().map_err(|e| e.to_string()))
+                let ret = probes
+                    .tracefs()
+                    .map_err(ToString::to_string)?
+                    .accept_syscall_ret()
+                    .map_err(|e| e.to_string())?;
+                let btf = probes.kernel_btf().map_err(ToString::to_string)?;
+                let offsets = btf.accept_offsets().map_err(|e| e.to_string())?;
+                Ok(tcptrace_common::AcceptOffsets { ret, ..offsets })
             })
         };
         if let Ok(offsets) = accept_offsets {
@@ -241,16 +231,6 @@ impl Tracer {
             match try_path(path, config, opts.ring_bytes, &probes) {
                 Ok(mut ebpf) => {
                     log::debug!("{} attached after {:?}", path.name(), t0.elapsed());
-                    let failures = match &connect_failures {
-                        _ if path.sees_failed_connects() => Ok(()),
-                        Ok(offsets) => {
-                            attach_connect_failures(&mut ebpf, path, offsets).map_err(|e| chain(&e))
-                        }
-                        Err(e) => Err(e.clone()),
-                    };
-                    if let Err(e) = failures {
-                        notes.push(format!("failed connects (EADDRNOTAVAIL) are not counted: {e}"));
-                    }
                     if opts.filter.n_pids > 0 {
                         let attached = accept_offsets
                             .clone()
@@ -320,10 +300,8 @@ fn try_path(
         return Err(PathError::NoBtf);
     }
     // fentry and tp_btf attach by BTF type; kprobe takes only its offsets from BTF.
-    let loads_by_btf = info
-        .programs
-        .iter()
-        .any(|p| matches!(p.hook, Hook::Fentry(_) | Hook::Fexit(_) | Hook::TpBtf(_)));
+    let loads_by_btf =
+        info.programs.iter().any(|p| matches!(p.hook, Hook::Fentry(_) | Hook::TpBtf(_)));
     let btf = if loads_by_btf { Some(probes.aya_btf().ok_or(PathError::NoBtf)?) } else { None };
     if path == Path::Tracepoint {
         let tracefs = probes.tracefs().map_err(|e| PathError::NoTracefs(e.to_string()))?;
@@ -361,12 +339,7 @@ fn attach_programs(
                 p.load(function, btf()?)?;
                 p.attach()?;
             }
-            Hook::Fexit(function) => {
-                let p: &mut FExit = prog(ebpf, name)?;
-                p.load(function, btf()?)?;
-                p.attach()?;
-            }
-            Hook::Kprobe(function) | Hook::Kretprobe(function) => {
+            Hook::Kprobe(function) => {
                 let p: &mut KProbe = prog(ebpf, name)?;
                 p.load()?;
                 p.attach(function, 0)?;
@@ -384,39 +357,6 @@ fn attach_programs(
         }
     }
     Ok(())
-}
-
-/// Where the failed-connect programs read the syscall records and the task's namespace.
-fn connect_offsets(probes: &Probes) -> Result<ConnectOffsets, String> {
-    let tracefs = probes.tracefs().map_err(ToString::to_string)?;
-    let (uservaddr, ret) = tracefs.connect_syscall_offsets().map_err(|e| e.to_string())?;
-    let btf = probes.kernel_btf().ok();
-    let (task_nsproxy, nsproxy_net_ns) =
-        btf.and_then(|b| b.task_netns_offsets().ok()).unwrap_or((0, 0));
-    let regs_uservaddr = btf.and_then(|b| b.connect_uservaddr_in_regs().ok()).unwrap_or(0);
-    Ok(ConnectOffsets { uservaddr, ret, task_nsproxy, nsproxy_net_ns, regs_uservaddr })
-}
-
-/// `connect()` returning, for failed connects on the fentry and kprobe paths: one program
-/// that reads the destination from the task's registers (BTF, Linux 5.15+), or else a
-/// pair that saves it at entry in a map (an insert and a delete per `connect()`). The
-/// kprobe path, there for older kernels, always takes the pair: so the pair is what it
-/// runs, and is tested, wherever it runs.
-fn attach_connect_failures(
-    ebpf: &mut Ebpf,
-    path: Path,
-    offsets: &ConnectOffsets,
-) -> Result<(), ProgramError> {
-    if offsets.regs_uservaddr != 0 && path != Path::Kprobe {
-        match attach_syscall_tracepoint(ebpf, "sys_exit_connect", "sys_exit_connect") {
-            Ok(()) => return Ok(()),
-            Err(e) => {
-                log::debug!("sys_exit_connect with registers: {}; saving at entry", chain(&e));
-            }
-        }
-    }
-    attach_syscall_tracepoint(ebpf, "sys_enter_connect", "sys_enter_connect")?;
-    attach_syscall_tracepoint(ebpf, "sys_exit_connect_saved", "sys_exit_connect")
 }
 
 /// `accept()` returning, for `--pid` (on every path: see `accept_offsets` above).

@@ -60,12 +60,10 @@ impl Tracefs {
         parse_format(&self.format(EVENT)?)
     }
 
-    /// Offsets of `uservaddr` in `syscalls:sys_enter_connect` and of `ret` in
-    /// `syscalls:sys_exit_connect` (needs CONFIG_FTRACE_SYSCALLS).
-    pub fn connect_syscall_offsets(&self) -> Result<(u32, u32), TracefsError> {
-        let enter = self.format("events/syscalls/sys_enter_connect")?;
-        let exit = self.format("events/syscalls/sys_exit_connect")?;
-        Ok((field_offset(&enter, "uservaddr")?, field_offset(&exit, "ret")?))
+    /// The offset of `ret` in `syscalls:sys_exit_accept4` (needs CONFIG_FTRACE_SYSCALLS),
+    /// which `sys_exit_accept` shares.
+    pub fn accept_syscall_ret(&self) -> Result<u32, TracefsError> {
+        field_offset(&self.format("events/syscalls/sys_exit_accept4")?, "ret")
     }
 
     fn format(&self, event: &str) -> Result<String, TracefsError> {
