@@ -174,7 +174,7 @@ fn vm_tier(args: &TestArgs, profile: Profile) -> (Vec<Row>, Vec<String>) {
             }
         }
     }
-    (rows, retries)
+    (vm::matrix::in_matrix_order(rows, &AttachPath::VM_DEFAULT), retries)
 }
 
 fn header(number: u32, tier: &str, what: &str) {

@@ -216,7 +216,7 @@ fn marked(mut row: Row, suite: Suite) -> Row {
 }
 
 /// The rows by kernel (oldest first), then path in `paths` order.
-fn in_matrix_order(rows: Vec<Row>, paths: &[AttachPath]) -> Vec<Row> {
+pub fn in_matrix_order(rows: Vec<Row>, paths: &[AttachPath]) -> Vec<Row> {
     let mut keyed: Vec<(usize, usize, Row)> = rows
         .into_iter()
         .map(|row| {
