@@ -41,7 +41,7 @@ Start with `cargo xtask setup`, then `cargo xtask run` to watch live connections
 cargo xtask setup                     install what is missing (apt, rust-src, bpf-linker)\n  \
 cargo xtask run                       build in release mode and run `tcptrace` (its default view)\n  \
 cargo xtask run -- --help             pass arguments to tcptrace\n  \
-cargo xtask test                      unit + live + soak (host kernel) + VM (Debian 6.1 kernel) tiers\n  \
+cargo xtask test                      unit + live + soak (host kernel) + VM (Debian 5.10, 6.1, 6.12) tiers\n  \
 cargo xtask vm-test --paths fentry    only the fentry path, in the VM\n  \
 cargo xtask dist                      release binary, completions, man pages, unit in target/dist"
 )]
@@ -82,7 +82,7 @@ CAP_PERFMON."
         args: Vec<OsString>,
     },
 
-    /// Set up, then run the unit, live (host kernel), soak (host kernel) and VM (Debian 6.1 kernel) tiers.
+    /// Set up, then run the unit, live (host kernel), soak (host kernel) and VM (Debian 5.10, 6.1 and 6.12 kernels) tiers.
     #[command(
         long_about = "Set up (see `cargo xtask setup --help`), then run four test tiers and \
 print a summary of which tiers and attach paths ran on which kernel:\n\n  \
@@ -96,8 +96,11 @@ build of tcptrace: `tcptrace serve` under a changing population, churn, ring ove
 namespaces that come and go, scraped every second; fails on RSS or drift that grows without \
 a cause, on serve not answering or dying, and on a count left behind (about 2 minutes here; \
 see `cargo xtask bench --help`). Needs root.\n  \
-vm    `cargo xtask vm-test`: boots Debian's 6.1 kernel under QEMU and runs the live tests once \
-per attach path: fentry, kprobe, tp-btf, tracepoint-classic.\n\n\
+vm    `cargo xtask vm-test` on three stock Debian kernels (5.10, 6.1, 6.12) under QEMU, two VMs \
+with one vCPU each side by side, on each kernel once per attach path: fentry, kprobe, tp-btf, tracepoint-classic. \
+The full suite runs on 6.1's fentry and kprobe; every other pair runs the kernel-facing test \
+executables (`vm::matrix::KERNEL_FACING`). A boot that hangs, panics or never reaches /init is \
+booted once more, and the summary counts it.\n\n\
 Exits non-zero if any tier failed. This is what CI runs (.ci/run)."
     )]
     Test(test::TestArgs),

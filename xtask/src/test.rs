@@ -96,35 +96,21 @@ pub fn test(args: &TestArgs) -> Result<ExitCode> {
         rows.push(soak_tier(&host, profile));
     }
 
-    header(4, "vm", "Debian 6.1 under QEMU: the live tests, once per attach path");
-    let mut vm_kernel = None;
-    if args.skip_vm {
-        rows.extend(args.vm_paths.iter().map(|p| skipped("vm", "vm", p.as_str(), "--skip-vm")));
-    } else {
-        let vm_args = VmArgs {
-            paths: args.vm_paths.clone(),
-            timeout: args.vm_timeout,
-            release: args.release,
-            ..VmArgs::default()
-        };
-        match vm::run(&vm_args) {
-            Ok(report) => {
-                vm_kernel = Some(report.kernel);
-                rows.extend(report.rows);
-            }
-            Err(error) => {
-                say!("vm: the VM tier could not run: {error:#}");
-                rows.extend(args.vm_paths.iter().map(|p| Row {
-                    kernel: "vm (not booted)".into(),
-                    tier: "vm",
-                    what: p.to_string(),
-                    verdict: Verdict::Failed(format!("{error:#}")),
-                    counts: None,
-                    took: None,
-                }));
-            }
-        }
-    }
+    header(
+        4,
+        "vm",
+        &format!(
+            "{} under QEMU, {} side by side: every attach path on each; the full suite on {} \
+             of {}, the kernel-facing tests ({}) on the rest",
+            vm::matrix::KERNELS.map(|k| k.name).join(", "),
+            vm::matrix::SIDE_BY_SIDE,
+            AttachPath::list(&vm::matrix::FULL_SUITE_PATHS, " and "),
+            vm::matrix::FULL_SUITE_KERNEL,
+            vm::matrix::KERNEL_FACING.join(", "),
+        ),
+    );
+    let (vm_rows, retries) = vm_tier(args, profile);
+    rows.extend(vm_rows);
 
     let failed = rows.iter().any(|row| !row.verdict.is_ok());
     say!(
@@ -133,10 +119,62 @@ pub fn test(args: &TestArgs) -> Result<ExitCode> {
         started.elapsed().as_secs_f64()
     );
     print_rows(&rows);
-    for line in summary_lines(&rows, vm_kernel.as_deref()) {
+    for line in summary_lines(&rows, &retries) {
         say!("{line}");
     }
     Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+}
+
+/// The VM tier's rows (every pair of the matrix) and the boots it retried.
+fn vm_tier(args: &TestArgs, profile: Profile) -> (Vec<Row>, Vec<String>) {
+    let mut rows = Vec::new();
+    let mut retries = Vec::new();
+    if args.skip_vm {
+        for kernel in vm::matrix::KERNELS {
+            rows.extend(
+                AttachPath::VM_DEFAULT
+                    .iter()
+                    .map(|p| skipped(&kernel.label(), "vm", p.as_str(), "--skip-vm")),
+            );
+        }
+    } else {
+        let vm_args = VmArgs {
+            paths: args.vm_paths.clone(),
+            timeout: args.vm_timeout,
+            release: args.release,
+            ..VmArgs::default()
+        };
+        // Build once before the VMs start side by side, so that they do not wait on each
+        // other's cargo (and a broken build is one failure, not one a kernel).
+        let built = cargo::build_tcptrace(profile).and_then(|_| cargo::build_live_tests(profile));
+        match built {
+            Ok(_) => {
+                let report = vm::matrix::run(&vm_args);
+                rows.extend(report.rows);
+                retries = report.retries;
+            }
+            Err(error) => {
+                say!("vm: the VM tier could not run: {error:#}");
+                for kernel in vm::matrix::KERNELS {
+                    rows.extend(args.vm_paths.iter().map(|p| Row {
+                        kernel: kernel.label(),
+                        tier: "vm",
+                        what: p.to_string(),
+                        verdict: Verdict::Failed(format!("{error:#}")),
+                        counts: None,
+                        took: None,
+                    }));
+                }
+            }
+        }
+        // Every pair of the matrix is in the summary, also those --vm-paths left out.
+        for kernel in vm::matrix::KERNELS {
+            for path in AttachPath::VM_DEFAULT.iter().filter(|p| !args.vm_paths.contains(p)) {
+                rows.push(skipped(&kernel.label(), "vm", path.as_str(), "not in --vm-paths"));
+            }
+        }
+    }
+    (vm::matrix::in_matrix_order(rows, &AttachPath::VM_DEFAULT), retries)
 }
 
 fn header(number: u32, tier: &str, what: &str) {
@@ -334,10 +372,11 @@ fn parse_attached_via(stderr: &str) -> Option<String> {
     AttachPath::printed(name).map(|p| p.to_string())
 }
 
-/// The two lines that end the run:
+/// The lines that end the run: the host's, one a VM kernel, and the VM boots retried:
 /// `host 6.18.44: unit passed; live auto(tp-btf) passed; live tracepoint-classic passed`
-/// `vm 6.1.0-50-cloud-amd64 (Debian 6.1.176-1): fentry passed, kprobe passed, …`
-fn summary_lines(rows: &[Row], vm_kernel: Option<&str>) -> Vec<String> {
+/// `vm 6.1.0-50-cloud-amd64: fentry passed, kprobe passed, tp-btf (kernel-facing) passed, …`
+/// `vm boots retried: 0`
+fn summary_lines(rows: &[Row], retries: &[String]) -> Vec<String> {
     let mut lines = Vec::new();
     let host: Vec<&Row> = rows.iter().filter(|r| r.tier != "vm").collect();
     if let Some(first) = host.first() {
@@ -353,12 +392,26 @@ fn summary_lines(rows: &[Row], vm_kernel: Option<&str>) -> Vec<String> {
             .collect();
         lines.push(format!("{}: {}", first.kernel, parts.join("; ")));
     }
-    let vm: Vec<&Row> = rows.iter().filter(|r| r.tier == "vm").collect();
-    if let Some(first) = vm.first() {
-        let kernel = vm_kernel.map_or_else(|| first.kernel.clone(), |k| format!("vm {k}"));
-        let parts: Vec<String> =
-            vm.iter().map(|r| format!("{} {}", r.what, r.verdict.word())).collect();
+    let mut kernels: Vec<&str> = Vec::new();
+    for row in rows.iter().filter(|r| r.tier == "vm") {
+        if !kernels.contains(&row.kernel.as_str()) {
+            kernels.push(&row.kernel);
+        }
+    }
+    for kernel in &kernels {
+        let parts: Vec<String> = rows
+            .iter()
+            .filter(|r| r.tier == "vm" && r.kernel == *kernel)
+            .map(|r| match &r.verdict {
+                Verdict::Skipped(why) => format!("{} skipped ({why})", r.what),
+                verdict => format!("{} {}", r.what, verdict.word()),
+            })
+            .collect();
         lines.push(format!("{kernel}: {}", parts.join(", ")));
+    }
+    if !kernels.is_empty() {
+        lines.push(format!("vm boots retried: {}", retries.len()));
+        lines.extend(retries.iter().map(|why| format!("  retried: {why}")));
     }
     lines
 }
@@ -393,14 +446,31 @@ mod tests {
             row("host 6.18.44", "unit", "-", Verdict::Passed),
             row("host 6.18.44", "live", "auto(tp-btf)", Verdict::Passed),
             row("host 6.18.44", "live", "tracepoint-classic", Verdict::Failed("x".into())),
+            row(
+                "vm 5.10.0-32-cloud-amd64",
+                "vm",
+                "fentry (kernel-facing)",
+                Verdict::Failed("x".into()),
+            ),
             row("vm 6.1.0-50-cloud-amd64", "vm", "fentry", Verdict::Passed),
-            row("vm 6.1.0-50-cloud-amd64", "vm", "kprobe", Verdict::Skipped("y".into())),
+            row(
+                "vm 6.1.0-50-cloud-amd64",
+                "vm",
+                "kprobe",
+                Verdict::Skipped("not in --vm-paths".into()),
+            ),
         ];
         assert_eq!(
-            summary_lines(&rows, Some("6.1.0-50-cloud-amd64 (Debian 6.1.176-1)")),
+            summary_lines(
+                &rows,
+                &["6.12 (Debian 13 (6.12)): second boot: /init never started".into()]
+            ),
             [
                 "host 6.18.44: unit passed; live auto(tp-btf) passed; live tracepoint-classic failed",
-                "vm 6.1.0-50-cloud-amd64 (Debian 6.1.176-1): fentry passed, kprobe skipped",
+                "vm 5.10.0-32-cloud-amd64: fentry (kernel-facing) failed",
+                "vm 6.1.0-50-cloud-amd64: fentry passed, kprobe skipped (not in --vm-paths)",
+                "vm boots retried: 1",
+                "  retried: 6.12 (Debian 13 (6.12)): second boot: /init never started",
             ]
         );
     }

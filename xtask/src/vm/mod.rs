@@ -4,6 +4,7 @@
 mod cpio;
 pub mod initramfs;
 mod kernel;
+pub mod matrix;
 mod qemu;
 
 pub use qemu::marker;
@@ -47,6 +48,22 @@ pub struct VmArgs {
     #[arg(long)]
     pub release: bool,
 
+    /// Run only the kernel-facing test executables (see `vm::matrix::KERNEL_FACING`), as
+    /// `cargo xtask test` does on every (kernel, path) pair but 6.1's fentry and kprobe.
+    #[arg(long)]
+    pub kernel_facing: bool,
+
+    /// Virtual CPUs of the VM. Under software emulation two vCPUs now and then sit in a soft
+    /// lockup at `asm_exc_int3` while the kernel patches its text (tracepoints switched on
+    /// or off); `cargo xtask test` boots its VMs with one each, two side by side.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub smp: u32,
+
+    /// Keep this boot's initramfs and console under target/vm/runs/NAME instead of
+    /// target/vm, so that boots can run side by side (`cargo xtask test` names one a boot).
+    #[arg(long, value_name = "NAME")]
+    pub run_dir: Option<String>,
+
     /// Run `tcptrace --help` instead of the tests: checks the kernel, the initramfs and the
     /// console plumbing in about ten seconds.
     #[arg(long)]
@@ -68,6 +85,9 @@ impl Default for VmArgs {
             timeout: DEFAULT_TIMEOUT_S,
             kernel_package: None,
             release: false,
+            kernel_facing: false,
+            smp: 1,
+            run_dir: None,
             smoke: false,
             test_args: Vec::new(),
             bench: None,
@@ -94,6 +114,8 @@ pub struct VmReport {
     pub rows: Vec<Row>,
     /// The console of the boot that gave the last results.
     pub log: PathBuf,
+    /// Why a boot was retried, one entry per retry (at most one).
+    pub retried: Vec<String>,
 }
 
 impl VmReport {
@@ -109,17 +131,24 @@ impl VmReport {
 /// failures before the boot (download, build); a failed path is a row, not an error.
 pub fn run(args: &VmArgs) -> Result<VmReport> {
     let target = cargo::target_dir()?;
-    let vm_dir = target.join("vm");
+    let kernels_dir = target.join("vm");
+    let vm_dir = args
+        .run_dir
+        .as_ref()
+        .map_or_else(|| kernels_dir.clone(), |name| kernels_dir.join("runs").join(name));
     std::fs::create_dir_all(&vm_dir)?;
     say!("vm: step 1/4: the kernel");
-    let kernel = kernel::fetch(&vm_dir, args.kernel_package.as_deref())?;
+    let kernel = kernel::fetch(&kernels_dir, args.kernel_package.as_deref())?;
     say!("vm: step 2/4: building tcptrace and the test executables");
     let profile = if args.release { Profile::Release } else { Profile::Debug };
     let tcptrace = cargo::build_tcptrace(profile)?;
     let runs_tests = !args.smoke && args.bench.is_none();
-    let tests = if runs_tests { cargo::build_live_tests(profile)? } else { Vec::new() };
+    let mut tests = if runs_tests { cargo::build_live_tests(profile)? } else { Vec::new() };
     if runs_tests && tests.is_empty() {
         anyhow::bail!("`cargo test -p tcptrace-tests --no-run` built no test executable");
+    }
+    if args.kernel_facing {
+        tests = kernel_facing(tests)?;
     }
     for test in &tests {
         say!("vm: test executable {} = {}", test.name, test.path.display());
@@ -143,8 +172,9 @@ pub fn run(args: &VmArgs) -> Result<VmReport> {
     };
     let mut pending: Vec<&str> = args.paths.iter().map(|p| p.as_str()).collect();
     let mut reports: BTreeMap<&str, (qemu::PathReport, Option<String>)> = BTreeMap::new();
-    // Set when the first boot hung: why the second one ran.
+    // Set when the first boot hung or died: why the second one ran.
     let mut second_boot: Option<String> = None;
+    let tag = if args.run_dir.is_some() { format!("[{}]", kernel.release) } else { String::new() };
     let mut console;
     loop {
         say!(
@@ -160,6 +190,8 @@ pub fn run(args: &VmArgs) -> Result<VmReport> {
             append: boot_args(&pending),
             timeout: Duration::from_secs(args.timeout),
             log: &log,
+            smp: args.smp,
+            tag: tag.clone(),
         })?;
         if let Some(started) = console.init_started {
             say!("vm: /init started {:.1} s after QEMU did", started.as_secs_f64());
@@ -179,18 +211,18 @@ pub fn run(args: &VmArgs) -> Result<VmReport> {
         // A guest kernel that stops scheduling (a soft lockup under software emulation) is
         // the VM's failure, not a verdict on the path it interrupted: boot once more for
         // the paths without a result, and say so in the summary. A second hang fails them.
-        match hung_in {
-            Some((path, hang)) if second_boot.is_none() && !pending.is_empty() => {
-                let path = path.unwrap_or_else(|| "-".into());
+        let why = retry_reason(&console, hung_in);
+        match why {
+            Some((note, said)) if second_boot.is_none() && !pending.is_empty() => {
                 say!(
-                    "vm: the guest kernel hung during path {path} ({hang}); its stack traces are \
-                     above and in {}. Booting a fresh VM once for: {}",
+                    "vm{tag}: the guest kernel {said}; its console is above and in {}. Booting a \
+                     fresh VM once for: {}",
                     log.display(),
                     pending.join(", ")
                 );
-                second_boot = Some(format!("second boot: the first hung during {path}"));
+                second_boot = Some(format!("second boot: {note}"));
                 // Keep the first boot's console next to the second's.
-                let _ = std::fs::copy(&log, vm_dir.join("console-hung.log"));
+                let _ = std::fs::copy(&log, vm_dir.join("console-retried.log"));
             }
             _ => break,
         }
@@ -199,7 +231,48 @@ pub fn run(args: &VmArgs) -> Result<VmReport> {
     let release = console.kernel_release.clone().unwrap_or_else(|| kernel.release.clone());
     let label = format!("{release} (Debian {})", kernel.version);
     let rows = rows(args, &reports, &console, &release, &log);
-    Ok(VmReport { kernel: label, rows, log })
+    Ok(VmReport { kernel: label, rows, log, retried: second_boot.into_iter().collect() })
+}
+
+/// The test executables of [`matrix::KERNEL_FACING`] among `tests`; warns of each one
+/// that was not built.
+fn kernel_facing(mut tests: Vec<cargo::TestExe>) -> Result<Vec<cargo::TestExe>> {
+    tests.retain(|t| matrix::KERNEL_FACING.contains(&t.name.as_str()));
+    for name in matrix::KERNEL_FACING {
+        if !tests.iter().any(|t| t.name == name) {
+            say!("vm: warning: the kernel-facing test executable {name} was not built");
+        }
+    }
+    if tests.is_empty() {
+        anyhow::bail!(
+            "none of the kernel-facing test executables ({}) was built",
+            matrix::KERNEL_FACING.join(", ")
+        );
+    }
+    Ok(tests)
+}
+
+/// Why a boot gave no result for reasons of the emulator, not of tcptrace: a hang (a soft
+/// lockup, with the path it interrupted), a panic (an `int3` Oops while the kernel patches
+/// its text), or a kernel that never reached /init. As (a note for the summary, what the
+/// log says). A timeout is not one: a test that runs too long is the test's.
+fn retry_reason(
+    console: &qemu::Console,
+    hung_in: Option<(Option<String>, String)>,
+) -> Option<(String, String)> {
+    if let Some((path, hang)) = hung_in {
+        let path = path.unwrap_or_else(|| "-".into());
+        return Some((
+            format!("the first hung during {path}"),
+            format!("hung during path {path} ({hang})"),
+        ));
+    }
+    let died = match (&console.panic, &console.kernel_release) {
+        (Some(panic), _) => format!("panicked ({panic})"),
+        (None, None) if !console.timed_out => "never started /init".to_owned(),
+        _ => return None,
+    };
+    Some((format!("the first {died}"), died))
 }
 
 /// One row per requested path, from the boot that gave it a result.

@@ -22,6 +22,11 @@ pub struct Boot<'a> {
     pub append: String,
     pub timeout: Duration,
     pub log: &'a Path,
+    /// Virtual CPUs. One removes the TCG `int3` soft lockups of two (see [`super::VmArgs`]).
+    pub smp: u32,
+    /// Put after `vm` on each console line on stderr (`vm[5.10.0-32-cloud-amd64]: ...`) when
+    /// VMs run side by side; empty otherwise.
+    pub tag: String,
 }
 
 /// Boots, streams the console (prefixed `vm: `) to stderr and to `boot.log`, and returns
@@ -29,7 +34,7 @@ pub struct Boot<'a> {
 pub fn boot(boot: &Boot<'_>) -> Result<Console> {
     let mut qemu = Command::new("qemu-system-x86_64");
     // Nested KVM is broken on the project's machines: TCG only (see ../shared/PLATFORM.md).
-    qemu.args(["-accel", "tcg", "-cpu", "max", "-m", "2048", "-smp", "2"])
+    qemu.args(["-accel", "tcg", "-cpu", "max", "-m", "2048", "-smp", &boot.smp.to_string()])
         // No network card: the tests use loopback only, and its boot ROM costs time.
         .args(["-nographic", "-no-reboot", "-nic", "none", "-kernel"])
         .arg(boot.vmlinuz)
@@ -78,7 +83,7 @@ pub fn boot(boot: &Boot<'_>) -> Result<Console> {
         }
         match received.recv_timeout(left) {
             Ok((source, line)) => {
-                eprintln!("{source}: {line}");
+                eprintln!("{source}{}: {line}", boot.tag);
                 writeln!(log, "{source}: {line}")?;
                 if source == "vm" {
                     console.feed(&line, started.elapsed());
