@@ -163,6 +163,23 @@ pub fn sysctl_u64(name: &str) -> Option<u64> {
     sysctl(name)?.first().copied()
 }
 
+/// The object sizes of the slab caches `names` (`/proc/slabinfo`, root only), in the order
+/// asked; `None` for a cache that is not there (merged into another, or no slabinfo).
+#[must_use]
+pub fn slab_object_sizes(names: &[&str]) -> Vec<Option<u64>> {
+    let text = fs::read_to_string("/proc/slabinfo").unwrap_or_default();
+    names.iter().map(|name| slab_object_size(&text, name)).collect()
+}
+
+/// `name active_objs num_objs objsize ...`: the objsize of the line of cache `name`.
+#[must_use]
+pub fn slab_object_size(slabinfo: &str, name: &str) -> Option<u64> {
+    let mut words = slabinfo.lines().map(str::split_whitespace).find_map(|mut words| {
+        (words.next() == Some(name)).then_some(words)
+    })?;
+    words.nth(2)?.parse().ok()
+}
+
 // ---- a network namespace ----
 
 /// The `TCP:` line of the calling thread's namespace's `sockstat`.
@@ -279,6 +296,16 @@ mod tests {
         assert_eq!(sockstat_field(v4, "TCP:", "tw"), Some(18_350));
         assert_eq!(sockstat_field(v4, "TCP6:", "inuse"), None);
         assert!(tcp_sockstat().is_some());
+    }
+
+    #[test]
+    fn finds_slab_object_sizes() {
+        let text = "slabinfo - version: 2.1\n\
+                    TCPv6                 91    143   2496   13    8 : tunables 0 0 0\n\
+                    TCP                   92    143   2368   13    8 : tunables 0 0 0\n";
+        assert_eq!(slab_object_size(text, "TCP"), Some(2368));
+        assert_eq!(slab_object_size(text, "TCPv6"), Some(2496));
+        assert_eq!(slab_object_size(text, "filp"), None);
     }
 
     #[test]
