@@ -59,6 +59,28 @@ struct ListenerLabels {
     port: String,
 }
 
+/// A listener's labels and one of its limits (`fds`, `file_max`, `memory`,
+/// `accept_queue`: four at most).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ListenerLimitLabels {
+    netns: String,
+    addr: String,
+    port: String,
+    limit: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct NetnsLabels {
+    netns: String,
+}
+
+/// A namespace and one of `capacity::LIMIT_COUNTERS`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct NetnsCounterLabels {
+    netns: String,
+    counter: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct DestinationLabels {
     netns: String,
@@ -219,6 +241,8 @@ pub fn render(snapshot: &Snapshot, events: EventCounts, health: &Health, top_k: 
 
     local_ports(r, &snapshot.local_ports, top_k);
     listeners(r, &snapshot.listeners, top_k);
+    listener_limits(r, &snapshot.listeners, top_k);
+    netns_limits(r, &snapshot.limits, top_k);
     destinations(r, &snapshot.destinations, top_k);
 
     let mut text = String::new();
@@ -280,6 +304,143 @@ fn listeners(r: &mut Registry, rows: &[ListenerRow], top_k: usize) {
         "listener_reuseport_sockets",
         "Listening sockets sharing a top-K listener's address and port (SO_REUSEPORT)",
         sockets,
+    );
+}
+
+/// The top-K listeners' limits (see `capacity::ListenerLimits`): these do not add up
+/// across listeners, so there is no `other` series.
+fn listener_limits(r: &mut Registry, rows: &[ListenerRow], top_k: usize) {
+    let queue = Family::<ListenerLabels, Gauge>::default();
+    let backlog = Family::<ListenerLabels, Gauge>::default();
+    let drops = Family::<ListenerLabels, Counter>::default();
+    let fds = Family::<ListenerLabels, Gauge>::default();
+    let fd_limit = Family::<ListenerLabels, Gauge>::default();
+    let headroom = Family::<ListenerLimitLabels, Gauge>::default();
+    let binding = Family::<ListenerLimitLabels, Gauge>::default();
+    for row in rows.iter().take(top_k) {
+        let Some(limits) = &row.limits else { continue };
+        let labels = ListenerLabels::of(row);
+        queue.get_or_create(&labels).set(int(limits.accept_queue));
+        backlog.get_or_create(&labels).set(int(limits.backlog));
+        if let Some(n) = limits.drops {
+            drops.get_or_create(&labels).inc_by(n);
+        }
+        if let (Some(open), Some(max)) = (limits.fds, limits.fd_limit) {
+            fds.get_or_create(&labels).set(int(open));
+            fd_limit.get_or_create(&labels).set(int(max));
+        }
+        let with = |limit: &str| ListenerLimitLabels {
+            netns: labels.netns.clone(),
+            addr: labels.addr.clone(),
+            port: labels.port.clone(),
+            limit: limit.to_owned(),
+        };
+        for h in &limits.headroom {
+            headroom.get_or_create(&with(h.name.as_str())).set(int(h.headroom));
+        }
+        if let Some(name) = limits.binding {
+            binding.get_or_create(&with(name.as_str())).set(1);
+        }
+    }
+    r.register(
+        "listener_accept_queue",
+        "Connections waiting for accept() on a top-K listener (ss -lnt Recv-Q, summed over \
+         its SO_REUSEPORT group)",
+        queue,
+    );
+    r.register(
+        "listener_backlog",
+        "A top-K listener's backlog (ss -lnt Send-Q, summed over its group); each socket's \
+         queue holds at most backlog + 1",
+        backlog,
+    );
+    r.register(
+        "listener_drops",
+        "SYNs and third ACKs a top-K listener's sockets dropped since they were made (full \
+         accept or SYN queue; ss -ltm d)",
+        drops,
+    );
+    r.register(
+        "listener_process_fds",
+        "Open fds of the process holding a top-K listener with the least room under its soft \
+         RLIMIT_NOFILE",
+        fds,
+    );
+    r.register(
+        "listener_process_fd_limit",
+        "That process's soft RLIMIT_NOFILE",
+        fd_limit,
+    );
+    r.register(
+        "listener_headroom_connections",
+        "Connections a top-K listener can still take before each limit (fds, file_max, \
+         memory, accept_queue) stops it",
+        headroom,
+    );
+    r.register(
+        "listener_binding_limit",
+        "1 for the limit that stops a top-K listener first",
+        binding,
+    );
+}
+
+/// The kernel's caps of the first `top_k` namespaces by inode (the initial namespace is
+/// the lowest), and their counters of a limit hit.
+fn netns_limits(r: &mut Registry, rows: &[tcptrace_json::limits::NetnsLimits], top_k: usize) {
+    if let Some(first) = rows.first() {
+        for (name, help, value) in [
+            ("files_allocated", "File handles allocated on the box (fs/file-nr)", first.files),
+            ("files_max", "fs/file-max", first.file_max),
+            ("memory_available_bytes", "MemAvailable of /proc/meminfo", first.mem_available),
+        ] {
+            if let Some(v) = value {
+                gauge(r, name, help, int(v));
+            }
+        }
+    }
+    let families: [(&str, &str, fn(&tcptrace_json::limits::NetnsLimits) -> Option<u64>); 11] = [
+        ("netns_tcp_mem_pages", "Pages TCP buffers hold (sockstat TCP mem)", |l| l.tcp_mem_pages),
+        ("netns_tcp_mem_pressure_pages", "net.ipv4.tcp_mem pressure", |l| l.tcp_mem.map(|m| m[1])),
+        ("netns_tcp_mem_max_pages", "net.ipv4.tcp_mem max", |l| l.tcp_mem.map(|m| m[2])),
+        ("netns_orphans", "Orphaned TCP sockets (sockstat orphan)", |l| l.orphans),
+        ("netns_max_orphans", "net.ipv4.tcp_max_orphans", |l| l.max_orphans),
+        ("netns_time_wait", "TIME_WAIT sockets (sockstat tw)", |l| l.time_wait),
+        ("netns_max_tw_buckets", "net.ipv4.tcp_max_tw_buckets", |l| l.max_tw_buckets),
+        ("netns_conntrack", "nf_conntrack_count, where nf_conntrack is loaded", |l| l.conntrack),
+        ("netns_conntrack_max", "nf_conntrack_max", |l| l.conntrack_max),
+        (
+            "netns_kernel_bytes_per_connection",
+            "Kernel memory one accepted connection costs (slab objects + mean buffers)",
+            |l| l.bytes_per_connection,
+        ),
+        (
+            "netns_memory_connections",
+            "Connections that fit in MemAvailable at that cost",
+            |l| l.memory_connections,
+        ),
+    ];
+    for (name, help, value) in families {
+        let family = Family::<NetnsLabels, Gauge>::default();
+        for row in rows.iter().take(top_k) {
+            if let Some(v) = value(row) {
+                family.get_or_create(&NetnsLabels { netns: row.netns.to_string() }).set(int(v));
+            }
+        }
+        r.register(name, help, family);
+    }
+    let counters = Family::<NetnsCounterLabels, Counter>::default();
+    for row in rows.iter().take(top_k) {
+        for c in &row.counters {
+            let labels = NetnsCounterLabels { netns: row.netns.to_string(), counter: c.name.clone() };
+            counters.get_or_create(&labels).inc_by(c.total);
+        }
+    }
+    r.register(
+        "netns_limit_hits",
+        "TcpExt counters of a limit hit (ListenOverflows, ListenDrops, TCPReqQFullDrop, \
+         TCPReqQFullDoCookies, SyncookiesSent, TCPMemoryPressures, TCPAbortOnMemory, \
+         TCPTimeWaitOverflow), as nstat reads them",
+        counters,
     );
 }
 
@@ -454,6 +615,20 @@ mod tests {
             .map(|(_, v)| v.parse::<u64>().unwrap())
             .sum();
         assert_eq!(sum.to_string(), m["tcptrace_live_connections"]);
+    }
+
+    #[test]
+    fn listener_limits_are_series_of_the_top_k() {
+        let s = crate::view::columns::tests::full_snapshot();
+        let m = samples(&render(&s, EventCounts::default(), &Health::default(), 5));
+        let at = r#"{netns="4026531840",addr="0.0.0.0",port="22""#;
+        assert_eq!(m[&format!("tcptrace_listener_accept_queue{at}}}")], "129");
+        assert_eq!(m[&format!("tcptrace_listener_backlog{at}}}")], "128");
+        assert_eq!(m[&format!("tcptrace_listener_drops_total{at}}}")], "17");
+        assert_eq!(m[&format!("tcptrace_listener_process_fds{at}}}")], "300");
+        assert_eq!(m[&format!("tcptrace_listener_binding_limit{at},limit=\"fds\"}}")], "1");
+        // The second listener has no limits (an old row): no series.
+        assert!(!m.keys().any(|k| k.starts_with("tcptrace_listener_backlog{netns=\"4026532001\"")));
     }
 
     #[test]
