@@ -101,7 +101,8 @@ pub struct NetnsLimits {
     pub tcp_mem: Option<[u64; 3]>,
     /// `tcp_mem_pages` is at or past the pressure threshold.
     pub memory_pressure: bool,
-    /// sockstat `orphan` against `net.ipv4.tcp_max_orphans`. The kernel counts an orphan
+    /// sockstat `orphan` against `net.ipv4.tcp_max_orphans` (box-wide, as is `tcp_mem`:
+    /// only the initial namespace has either in `/proc/sys`). The kernel counts an orphan
     /// that retransmits as several against this cap (`tcp_out_of_resources` shifts it), so
     /// the cap can bind earlier than these numbers say.
     pub orphans: Option<u64>,

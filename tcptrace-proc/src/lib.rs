@@ -99,6 +99,19 @@ pub fn open_fds(pid: Pid) -> Option<u64> {
     Some(fs::read_dir(format!("{}/fd", pid.dir())).ok()?.count() as u64)
 }
 
+/// How many of a process's open fds have a number below `limit`: `accept()` needs a free
+/// fd number below the soft `RLIMIT_NOFILE`, so these are the ones that use up the limit
+/// (an fd inherited above it, from a parent with a higher limit, takes no place under it).
+#[must_use]
+pub fn open_fds_below(pid: Pid, limit: u64) -> Option<u64> {
+    let fds = fs::read_dir(format!("{}/fd", pid.dir())).ok()?;
+    let below = fds
+        .filter_map(Result::ok)
+        .filter(|fd| fd.file_name().to_str().and_then(|n| n.parse::<u64>().ok()).is_some_and(|n| n < limit))
+        .count();
+    Some(below as u64)
+}
+
 /// A process's soft `RLIMIT_NOFILE` (`Max open files` of `/proc/PID/limits`): the most fds
 /// it may hold; `accept()` fails with `EMFILE` past it. `None` for "unlimited" or unknown.
 #[must_use]

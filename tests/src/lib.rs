@@ -25,6 +25,7 @@
 mod conn;
 mod contract;
 mod expect;
+pub mod limits;
 mod netns;
 mod server;
 mod setup;

@@ -39,8 +39,6 @@ pub const LIMIT_COUNTERS: [&str; 8] = [
 pub(super) struct NetnsReadings {
     somaxconn: Option<u64>,
     sockstat: Option<TcpSockstat>,
-    tcp_mem: Option<[u64; 3]>,
-    max_orphans: Option<u64>,
     max_tw_buckets: Option<u64>,
     conntrack: Option<u64>,
     conntrack_max: Option<u64>,
@@ -53,15 +51,11 @@ impl NetnsReadings {
         self.counters.clone()
     }
 
-    /// Reads the calling thread's namespace: 9 small `/proc` files.
+    /// Reads the calling thread's namespace: 6 small `/proc` files.
     pub(super) fn read() -> Self {
-        let tcp_mem = tcptrace_proc::sysctl("net/ipv4/tcp_mem")
-            .and_then(|v| <[u64; 3]>::try_from(v.as_slice()).ok());
         Self {
             somaxconn: tcptrace_proc::sysctl_u64("net/core/somaxconn"),
             sockstat: tcptrace_proc::tcp_sockstat(),
-            tcp_mem,
-            max_orphans: tcptrace_proc::sysctl_u64("net/ipv4/tcp_max_orphans"),
             max_tw_buckets: tcptrace_proc::sysctl_u64("net/ipv4/tcp_max_tw_buckets"),
             conntrack: tcptrace_proc::sysctl_u64("net/netfilter/nf_conntrack_count"),
             conntrack_max: tcptrace_proc::sysctl_u64("net/netfilter/nf_conntrack_max"),
@@ -79,6 +73,10 @@ const CONNECTION_SLABS: [&str; 5] = ["TCP", "TCPv6", "sock_inode_cache", "filp",
 pub(super) struct BoxReadings {
     files: Option<FileTable>,
     mem_available: Option<u64>,
+    /// `net.ipv4.tcp_mem` and `tcp_max_orphans` are the box's: only the initial namespace
+    /// has them in `/proc/sys` (read here in the tracer's, which should be that one).
+    tcp_mem: Option<[u64; 3]>,
+    max_orphans: Option<u64>,
     /// Slab bytes of one IPv4 connection (IPv6's socket object is a little larger; the
     /// IPv4 one is taken, as most connections are).
     slab_bytes: Option<u64>,
@@ -96,6 +94,9 @@ impl BoxReadings {
         Self {
             files: tcptrace_proc::file_table(),
             mem_available: tcptrace_proc::mem_available(),
+            tcp_mem: tcptrace_proc::sysctl("net/ipv4/tcp_mem")
+                .and_then(|v| <[u64; 3]>::try_from(v.as_slice()).ok()),
+            max_orphans: tcptrace_proc::sysctl_u64("net/ipv4/tcp_max_orphans"),
             slab_bytes,
         }
     }
@@ -139,12 +140,12 @@ pub(super) fn netns_limits(
         files: on_box.files.map(|f| f.allocated),
         file_max: on_box.files.map(|f| f.max),
         tcp_mem_pages: sockstat.map(|s| s.mem_pages),
-        tcp_mem: readings.tcp_mem,
+        tcp_mem: on_box.tcp_mem,
         memory_pressure: sockstat
-            .zip(readings.tcp_mem)
+            .zip(on_box.tcp_mem)
             .is_some_and(|(s, [_, pressure, _])| s.mem_pages >= pressure),
         orphans: sockstat.map(|s| s.orphan),
-        max_orphans: readings.max_orphans,
+        max_orphans: on_box.max_orphans,
         time_wait: sockstat.map(|s| s.tw),
         max_tw_buckets: readings.max_tw_buckets,
         conntrack: readings.conntrack,
@@ -156,7 +157,7 @@ pub(super) fn netns_limits(
     }
 }
 
-/// A process's open fds and its soft `RLIMIT_NOFILE`.
+/// A process's open fds below its soft `RLIMIT_NOFILE`, and that limit.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) struct Fds {
     pub(super) open: u64,
@@ -172,7 +173,8 @@ impl FdReadings {
     pub(super) fn of(&mut self, pid: u32) -> Option<Fds> {
         *self.0.entry(pid).or_insert_with(|| {
             let pid = Pid::Id(pid);
-            Some(Fds { open: tcptrace_proc::open_fds(pid)?, limit: tcptrace_proc::nofile_soft(pid)? })
+            let limit = tcptrace_proc::nofile_soft(pid)?;
+            Some(Fds { open: tcptrace_proc::open_fds_below(pid, limit)?, limit })
         })
     }
 }
@@ -313,6 +315,7 @@ mod tests {
             files: Some(FileTable { allocated: 1000, max: 1003 }),
             mem_available: Some(4_000_000),
             slab_bytes: Some(3_000),
+            ..BoxReadings::default()
         };
         let live = TcpSocket {
             state: crate::sockdiag::tcp_state::ESTABLISHED,
