@@ -107,7 +107,9 @@ pub fn open_fds_below(pid: Pid, limit: u64) -> Option<u64> {
     let fds = fs::read_dir(format!("{}/fd", pid.dir())).ok()?;
     let below = fds
         .filter_map(Result::ok)
-        .filter(|fd| fd.file_name().to_str().and_then(|n| n.parse::<u64>().ok()).is_some_and(|n| n < limit))
+        .filter(|fd| {
+            fd.file_name().to_str().and_then(|n| n.parse::<u64>().ok()).is_some_and(|n| n < limit)
+        })
         .count();
     Some(below as u64)
 }
@@ -187,9 +189,10 @@ pub fn slab_object_sizes(names: &[&str]) -> Vec<Option<u64>> {
 /// `name active_objs num_objs objsize ...`: the objsize of the line of cache `name`.
 #[must_use]
 pub fn slab_object_size(slabinfo: &str, name: &str) -> Option<u64> {
-    let mut words = slabinfo.lines().map(str::split_whitespace).find_map(|mut words| {
-        (words.next() == Some(name)).then_some(words)
-    })?;
+    let mut words = slabinfo
+        .lines()
+        .map(str::split_whitespace)
+        .find_map(|mut words| (words.next() == Some(name)).then_some(words))?;
     words.nth(2)?.parse().ok()
 }
 

@@ -98,7 +98,9 @@ impl LimitedServer {
             .expect("a soft limit");
         let fds = fs::read_dir(format!("/proc/{}/fd", self.pid())).expect("fds");
         let below = fds
-            .map(|fd| fd.expect("fd").file_name().to_string_lossy().parse::<u64>().expect("fd number"))
+            .map(|fd| {
+                fd.expect("fd").file_name().to_string_lossy().parse::<u64>().expect("fd number")
+            })
             .filter(|&n| n < soft)
             .count();
         (below as u64, soft)

@@ -15,8 +15,7 @@ use tcptrace_json::limits::LimitName;
 use tcptrace_tests::limits::{LimitedServer, ss_listener, tcp_ext};
 use tcptrace_tests::{INTERVAL, ListenerRow, Netns, Snapshot, Tracer, WAIT};
 
-const BACKLOG_SERVER: SocketAddr =
-    SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, 91, 0, 1)), 22191);
+const BACKLOG_SERVER: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, 91, 0, 1)), 22191);
 const FD_SERVER: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, 91, 0, 1)), 22192);
 const BACKLOG: u32 = 4;
 const CLIENTS: usize = 12;
@@ -67,7 +66,10 @@ fn a_full_backlog_shows_its_queue_drops_and_the_namespace_caps() {
     let ss = ss_listener(&ns, BACKLOG_SERVER).expect("ss shows the listener");
     let (drops, overflows) = (tcp_ext(&ns, "ListenDrops"), tcp_ext(&ns, "ListenOverflows"));
     println!("  ss: {ss:?}; nstat: ListenDrops {drops}, ListenOverflows {overflows}");
-    assert_eq!((ss.recv_q, ss.send_q, ss.drops), (u64::from(BACKLOG) + 1, u64::from(BACKLOG), timed_out));
+    assert_eq!(
+        (ss.recv_q, ss.send_q, ss.drops),
+        (u64::from(BACKLOG) + 1, u64::from(BACKLOG), timed_out)
+    );
     assert_eq!((drops, overflows), (timed_out, timed_out));
 
     let read = |name: &str| ns.read_sysctl(name).expect("sysctl");
@@ -83,7 +85,10 @@ fn a_full_backlog_shows_its_queue_drops_and_the_namespace_caps() {
         let row = listener_row(s, &ns, BACKLOG_SERVER).ok_or("no listener row")?;
         let l = row.limits.as_ref().ok_or("no limits")?;
         let box_row = s.limits.iter().find(|b| b.netns == ns.inode()).ok_or("no netns limits")?;
-        if l.accept_queue == ss.recv_q && l.drops == Some(ss.drops) && box_row.counters.iter().any(|c| c.name == "ListenDrops" && c.total == drops) {
+        if l.accept_queue == ss.recv_q
+            && l.drops == Some(ss.drops)
+            && box_row.counters.iter().any(|c| c.name == "ListenDrops" && c.total == drops)
+        {
             Ok(())
         } else {
             Err(format!("{l:?} / {box_row:?}"))
@@ -96,8 +101,15 @@ fn a_full_backlog_shows_its_queue_drops_and_the_namespace_caps() {
     assert_eq!(l.somaxconn, Some(somaxconn));
     assert!(!l.backlog_clamped, "backlog {BACKLOG} is below somaxconn {somaxconn}");
     let queue = l.headroom.iter().find(|h| h.name == LimitName::AcceptQueue).expect("queue limit");
-    assert_eq!((queue.value, queue.limit, queue.headroom), (u64::from(BACKLOG) + 1, u64::from(BACKLOG) + 1, 0));
-    assert_eq!(l.binding, Some(LimitName::AcceptQueue), "a test thread holds it, with fds to spare");
+    assert_eq!(
+        (queue.value, queue.limit, queue.headroom),
+        (u64::from(BACKLOG) + 1, u64::from(BACKLOG) + 1, 0)
+    );
+    assert_eq!(
+        l.binding,
+        Some(LimitName::AcceptQueue),
+        "a test thread holds it, with fds to spare"
+    );
     assert_eq!(l.binding_headroom, Some(0));
 
     let b = snapshot.limits.iter().find(|b| b.netns == ns.inode()).unwrap();
@@ -107,7 +119,10 @@ fn a_full_backlog_shows_its_queue_drops_and_the_namespace_caps() {
     assert_eq!(b.max_orphans, Some(max_orphans));
     assert_eq!(b.file_max, Some(file_max));
     let counter = |name: &str| b.counters.iter().find(|c| c.name == name).map(|c| c.total);
-    assert_eq!((counter("ListenDrops"), counter("ListenOverflows")), (Some(drops), Some(overflows)));
+    assert_eq!(
+        (counter("ListenDrops"), counter("ListenOverflows")),
+        (Some(drops), Some(overflows))
+    );
     assert!(b.bytes_per_connection.is_some_and(|n| n > 1000), "slab objects alone are > 1 KB");
     drop((clients, listener));
 }
@@ -143,7 +158,11 @@ fn a_server_out_of_fds_is_bound_by_its_fds() {
         if let Some(done) = settled() {
             break done;
         }
-        assert!(std::time::Instant::now() < deadline, "the server never ran out: {:?}", server.fds());
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the server never ran out: {:?}",
+            server.fds()
+        );
         std::thread::sleep(Duration::from_millis(50));
     };
     println!("  server pid {}: {open} of {soft} fds; ss {ss:?}", server.pid());

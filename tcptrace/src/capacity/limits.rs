@@ -226,7 +226,8 @@ pub(super) fn listener_limits(
         backlog,
         min_backlog: queues.iter().map(|q| u64::from(q.backlog)).min().unwrap_or(0),
         somaxconn,
-        backlog_clamped: somaxconn.is_some_and(|max| queues.iter().any(|q| u64::from(q.backlog) == max)),
+        backlog_clamped: somaxconn
+            .is_some_and(|max| queues.iter().any(|q| u64::from(q.backlog) == max)),
         drops,
         fds: tightest.map(|(_, f)| f.open),
         fd_limit: tightest.map(|(_, f)| f.limit),
@@ -303,7 +304,10 @@ mod tests {
         let fds = [(10, Fds { open: 10, limit: 1000 }), (11, Fds { open: 990, limit: 1000 })];
         let l = listener_limits(&listener(&[(3, 8), (9, 8)]), &fds, None);
         // 9 + 0 places left: the second socket is already one past its backlog.
-        assert_eq!(l.headroom.iter().find(|h| h.name == LimitName::AcceptQueue).unwrap().headroom, 6);
+        assert_eq!(
+            l.headroom.iter().find(|h| h.name == LimitName::AcceptQueue).unwrap().headroom,
+            6
+        );
         assert_eq!((l.accept_queue, l.backlog, l.min_backlog, l.drops), (12, 16, 8, Some(4)));
         assert_eq!((l.fd_pid, l.binding_headroom), (Some(11), Some(6)));
     }
@@ -322,7 +326,8 @@ mod tests {
             memory: Some(crate::sockdiag::SkMemInfo { buffer_bytes: 1_000, drops: 0 }),
             ..listener_socket()
         };
-        let row = netns_limits(1, &readings, &on_box, &[live, listener_socket()], None, Duration::ZERO);
+        let row =
+            netns_limits(1, &readings, &on_box, &[live, listener_socket()], None, Duration::ZERO);
         assert_eq!((row.bytes_per_connection, row.memory_connections), (Some(4_000), Some(1_000)));
         let l = listener_limits(&listener(&[(0, 16)]), &[], Some((&readings, &row)));
         assert!(l.backlog_clamped, "backlog 16 = somaxconn 16");
@@ -335,8 +340,10 @@ mod tests {
 
     #[test]
     fn counters_turn_into_rates_from_the_last_refresh() {
-        let mut readings = NetnsReadings::default();
-        readings.counters = vec![Some(10), None, Some(0), None, None, None, None, Some(7)];
+        let readings = NetnsReadings {
+            counters: vec![Some(10), None, Some(0), None, None, None, None, Some(7)],
+            ..NetnsReadings::default()
+        };
         let before = vec![Some(4), None, Some(0), None, None, None, None, Some(7)];
         let row = netns_limits(
             1,
@@ -350,14 +357,22 @@ mod tests {
             row.counters.iter().map(|c| (c.name.as_str(), c.total, c.rate)).collect();
         assert_eq!(
             got,
-            [("ListenOverflows", 10, 3.0), ("TCPReqQFullDrop", 0, 0.0), ("TCPTimeWaitOverflow", 7, 0.0)]
+            [
+                ("ListenOverflows", 10, 3.0),
+                ("TCPReqQFullDrop", 0, 0.0),
+                ("TCPTimeWaitOverflow", 7, 0.0)
+            ]
         );
         assert_eq!((row.bytes_per_connection, row.memory_connections), (None, None));
     }
 
     fn listener_socket() -> TcpSocket {
         TcpSocket {
-            conn: crate::conn::Conn::new(1, "127.0.0.1:8080".parse().unwrap(), "0.0.0.0:0".parse().unwrap()),
+            conn: crate::conn::Conn::new(
+                1,
+                "127.0.0.1:8080".parse().unwrap(),
+                "0.0.0.0:0".parse().unwrap(),
+            ),
             state: crate::sockdiag::tcp_state::LISTEN,
             inode: 1,
             cgroup: 0,

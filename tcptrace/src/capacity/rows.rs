@@ -9,10 +9,10 @@ use std::time::{Duration, Instant};
 use crate::conn::{NETNS_UNKNOWN, counted_in};
 
 use super::{
-    NetnsLimits,
-    limits::{Fds, FdReadings, NetnsReadings, listener_limits},
     DEFAULT_RANGE, DestKey, DestinationRow, EphemeralRange, FAILED_KEEP, ListenerRow, LocalKey,
-    NetnsDump, NetnsRow, Tracker, sides::Listeners,
+    NetnsDump, NetnsLimits, NetnsRow, Tracker,
+    limits::{FdReadings, Fds, NetnsReadings, listener_limits},
+    sides::Listeners,
 };
 
 /// `ports_in_use` as a percentage of `range`.

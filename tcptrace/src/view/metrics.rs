@@ -366,11 +366,7 @@ fn listener_limits(r: &mut Registry, rows: &[ListenerRow], top_k: usize) {
          RLIMIT_NOFILE",
         fds,
     );
-    r.register(
-        "listener_process_fd_limit",
-        "That process's soft RLIMIT_NOFILE",
-        fd_limit,
-    );
+    r.register("listener_process_fd_limit", "That process's soft RLIMIT_NOFILE", fd_limit);
     r.register(
         "listener_headroom_connections",
         "Connections a top-K listener can still take before each limit (fds, file_max, \
@@ -383,6 +379,9 @@ fn listener_limits(r: &mut Registry, rows: &[ListenerRow], top_k: usize) {
         binding,
     );
 }
+
+/// One reading of a namespace's limits row, for a gauge family.
+type NetnsReading = fn(&tcptrace_json::limits::NetnsLimits) -> Option<u64>;
 
 /// The kernel's caps of the first `top_k` namespaces by inode (the initial namespace is
 /// the lowest), and their counters of a limit hit.
@@ -398,7 +397,7 @@ fn netns_limits(r: &mut Registry, rows: &[tcptrace_json::limits::NetnsLimits], t
             }
         }
     }
-    let families: [(&str, &str, fn(&tcptrace_json::limits::NetnsLimits) -> Option<u64>); 11] = [
+    let families: [(&str, &str, NetnsReading); 11] = [
         ("netns_tcp_mem_pages", "Pages TCP buffers hold (sockstat TCP mem)", |l| l.tcp_mem_pages),
         ("netns_tcp_mem_pressure_pages", "net.ipv4.tcp_mem pressure", |l| l.tcp_mem.map(|m| m[1])),
         ("netns_tcp_mem_max_pages", "net.ipv4.tcp_mem max", |l| l.tcp_mem.map(|m| m[2])),
@@ -413,11 +412,9 @@ fn netns_limits(r: &mut Registry, rows: &[tcptrace_json::limits::NetnsLimits], t
             "Kernel memory one accepted connection costs (slab objects + mean buffers)",
             |l| l.bytes_per_connection,
         ),
-        (
-            "netns_memory_connections",
-            "Connections that fit in MemAvailable at that cost",
-            |l| l.memory_connections,
-        ),
+        ("netns_memory_connections", "Connections that fit in MemAvailable at that cost", |l| {
+            l.memory_connections
+        }),
     ];
     for (name, help, value) in families {
         let family = Family::<NetnsLabels, Gauge>::default();
@@ -431,7 +428,8 @@ fn netns_limits(r: &mut Registry, rows: &[tcptrace_json::limits::NetnsLimits], t
     let counters = Family::<NetnsCounterLabels, Counter>::default();
     for row in rows.iter().take(top_k) {
         for c in &row.counters {
-            let labels = NetnsCounterLabels { netns: row.netns.to_string(), counter: c.name.clone() };
+            let labels =
+                NetnsCounterLabels { netns: row.netns.to_string(), counter: c.name.clone() };
             counters.get_or_create(&labels).inc_by(c.total);
         }
     }
