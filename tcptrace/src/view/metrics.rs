@@ -547,7 +547,11 @@ mod tests {
     fn totals_are_exact_and_rows_beyond_the_top_k_go_to_other() {
         let mut s = sample();
         s.listeners = vec![listener(8080, 3), listener(443, 2), listener(22, 1)];
+        for l in &mut s.listeners {
+            l.limits = Some(every_limit());
+        }
         s.destinations = vec![destination(5432, 5, 10), destination(6379, 1, 10)];
+        s.limits = vec![netns_limits(7), netns_limits(8)];
         let events = EventCounts { connect: 4, accept: 3, close: 1, ..EventCounts::default() };
         let health =
             Health { skipped: vec![("reconciliation", 2), ("capacity_refresh", 0)], over_cap: 6 };
@@ -593,9 +597,69 @@ mod tests {
         assert_eq!(m[&format!("tcptrace_destination_ports_in_use{other_d}")], "1");
         assert!(text.ends_with("# EOF\n"), "{text}");
 
+        let binding = r#"tcptrace_listener_binding_limit{netns="7",addr="127.0.0.1",port="8080",limit="fds"}"#;
+        assert_eq!(m[binding], "1");
+        assert_eq!(m["tcptrace_netns_max_tw_buckets{netns=\"7\"}"], "777");
+        assert!(!m.contains_key("tcptrace_netns_max_tw_buckets{netns=\"8\"}"), "K = 1");
+
         // Every kind has more rows than K = 1, so this is the README's bound, reached:
-        // 10 per-row metrics × K, 3 `other` series, 17 series that are always there.
-        assert_eq!(m.len(), 10 + 3 + 17, "the README's 10 × K + 20");
+        // 10 per-row metrics × K, 3 `other` series, 17 series that are always there; per
+        // listener 10 limit series, per namespace 19, and 3 box-wide ones.
+        assert_eq!(m.len(), 10 + 3 + 17 + 10 + 19 + 3, "the README's 39 × K + 23");
+    }
+
+    /// A listener's limits with every reading there.
+    fn every_limit() -> crate::capacity::ListenerLimits {
+        use crate::capacity::{Headroom, LimitName};
+        let h = |name, headroom| Headroom { name, value: 1, limit: 2, headroom };
+        crate::capacity::ListenerLimits {
+            accept_queue: 1,
+            backlog: 16,
+            min_backlog: 16,
+            somaxconn: Some(4096),
+            backlog_clamped: false,
+            drops: Some(3),
+            fds: Some(10),
+            fd_limit: Some(20),
+            fd_pid: Some(42),
+            headroom: vec![
+                h(LimitName::Fds, 10),
+                h(LimitName::AcceptQueue, 16),
+                h(LimitName::FileMax, 100),
+                h(LimitName::Memory, 1000),
+            ],
+            binding: Some(LimitName::Fds),
+            binding_headroom: Some(10),
+        }
+    }
+
+    /// A namespace's limits with every reading there.
+    fn netns_limits(netns: u32) -> crate::capacity::NetnsLimits {
+        crate::capacity::NetnsLimits {
+            netns,
+            files: Some(1),
+            file_max: Some(2),
+            tcp_mem_pages: Some(3),
+            tcp_mem: Some([4, 5, 6]),
+            memory_pressure: false,
+            orphans: Some(0),
+            max_orphans: Some(7),
+            time_wait: Some(0),
+            max_tw_buckets: Some(777),
+            conntrack: Some(0),
+            conntrack_max: Some(8),
+            mem_available: Some(9),
+            bytes_per_connection: Some(10),
+            memory_connections: Some(0),
+            counters: crate::capacity::LIMIT_COUNTERS
+                .iter()
+                .map(|&name| tcptrace_json::limits::CounterRate {
+                    name: name.to_owned(),
+                    total: 1,
+                    rate: 0.0,
+                })
+                .collect(),
+        }
     }
 
     #[test]
