@@ -65,9 +65,11 @@ pub struct ListenerLimits {
     /// SYN queue, or a child socket that could not be made. `None` if the kernel sent no
     /// meminfo.
     pub drops: Option<u64>,
-    /// Open fds of the holding process with the least room under its soft
-    /// `RLIMIT_NOFILE` (`/proc/PID/fd`, `/proc/PID/limits`), and that pid; `None` when no
-    /// holder is known (a pid scan not done yet, or a process we may not look into).
+    /// Open fds numbered below the soft `RLIMIT_NOFILE` (`/proc/PID/fd`,
+    /// `/proc/PID/limits`: `accept()` needs a free number below it, and an fd inherited
+    /// above it takes no place) of the holding process with the least room, that limit and
+    /// that pid; `None` when no holder is known (a pid scan not done yet, or a process we
+    /// may not look into).
     pub fds: Option<u64>,
     pub fd_limit: Option<u64>,
     pub fd_pid: Option<u32>,
