@@ -13,6 +13,7 @@
 //!
 //! Addresses serialize as their text (`"127.0.0.1"`, `"::1"`).
 
+pub mod limits;
 pub mod load;
 pub mod metrics;
 
@@ -55,6 +56,9 @@ pub struct Snapshot {
     pub listeners: Vec<ListenerRow>,
     /// Per client-side destination: ephemeral ports in use and headroom.
     pub destinations: Vec<DestinationRow>,
+    /// The kernel's caps per network namespace that holds a listener or a connection.
+    #[serde(default)]
+    pub limits: Vec<limits::NetnsLimits>,
 }
 
 #[expect(clippy::trivially_copy_pass_by_ref, reason = "serde's serialize_with passes a reference")]
@@ -119,6 +123,9 @@ pub struct ListenerRow {
     /// beside the refreshes; on a box with a hundred thousand open files its pids show
     /// from the refresh after the one that started it (the first snapshot has none).
     pub pids: Vec<u32>,
+    /// What caps its connections, and which limit binds first (see [`limits`]).
+    #[serde(default)]
+    pub limits: Option<limits::ListenerLimits>,
 }
 
 /// The local ports one destination holds, against the ephemeral range they come from.
@@ -204,7 +211,7 @@ mod tests {
 
     #[test]
     fn a_watch_line_keeps_its_key_order_and_reads_back() {
-        let line = r#"{"elapsed_s":1.0,"backend":"tp_btf","events":9,"lost":2,"drift":1,"drift_total":3,"unreconciled_netns":0,"filtered":0,"live":1,"local_ports":[{"port":80,"live":1,"remote_addrs":1}],"remote_endpoints":[{"addr":"::1","port":80,"live":1,"local_ports":1}],"listeners":[],"destinations":[{"netns":7,"laddr":"127.0.0.2","raddr":"127.0.0.1","rport":80,"ports_in_use":1,"shared_ports":0,"range":28232,"use_pct":0.0035,"connect_rate":1.0,"exhaustion_s":null,"failed_connects":0}]}"#;
+        let line = r#"{"elapsed_s":1.0,"backend":"tp_btf","events":9,"lost":2,"drift":1,"drift_total":3,"unreconciled_netns":0,"filtered":0,"live":1,"local_ports":[{"port":80,"live":1,"remote_addrs":1}],"remote_endpoints":[{"addr":"::1","port":80,"live":1,"local_ports":1}],"listeners":[],"destinations":[{"netns":7,"laddr":"127.0.0.2","raddr":"127.0.0.1","rport":80,"ports_in_use":1,"shared_ports":0,"range":28232,"use_pct":0.0035,"connect_rate":1.0,"exhaustion_s":null,"failed_connects":0}],"limits":[]}"#;
         let snapshot: Snapshot = serde_json::from_str(line).unwrap();
         assert_eq!(serde_json::to_string(&snapshot).unwrap(), line);
         assert_eq!(snapshot.remote_endpoints[0].addr, "::1".parse::<IpAddr>().unwrap());

@@ -30,6 +30,7 @@ mod conn;
 mod contract;
 mod expect;
 mod handshake;
+pub mod limits;
 mod netns;
 mod server;
 mod setup;

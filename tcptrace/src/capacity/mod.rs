@@ -19,8 +19,10 @@
 //! - `sides`: a dump split into server side (per listener) and client side;
 //! - `rows`: the rows, with rates and growth, and the top-N cut;
 //! - `range`: the ephemeral range of a namespace;
-//! - `pids`: which processes hold each listener.
+//! - `pids`: which processes hold each listener;
+//! - `limits`: every limit that caps a listener, and the one that binds first.
 
+mod limits;
 mod pids;
 mod range;
 mod rows;
@@ -35,11 +37,14 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+pub use limits::LIMIT_COUNTERS;
 pub use range::{DEFAULT_RANGE, EphemeralRange, RangeError};
 pub use rows::{exhaustion_s, rate, use_pct};
+pub use tcptrace_json::limits::{Headroom, LimitName, ListenerLimits, NetnsLimits};
 pub use tcptrace_json::{DestinationRow, ListenerRow};
 
 use self::{
+    limits::{BoxReadings, NetnsReadings},
     pids::{PID_SCAN_WAIT, PidCache},
     rows::{namespace_rows, top_by},
     sides::{PortSet, Sides},
@@ -74,6 +79,8 @@ pub struct Capacity {
     pub shared_local_ports: u64,
     /// Every namespace that was dumped and holds a connection, by inode.
     pub namespaces: Vec<NetnsRow>,
+    /// The kernel's caps in every namespace that holds a socket, by inode.
+    pub limits: Vec<NetnsLimits>,
     /// Namespaces that could not be read, ranges that could not be read (the kernel
     /// default is assumed then), and an incomplete pid scan: one line each.
     pub skipped: Vec<String>,
@@ -159,6 +166,8 @@ pub struct Tracker {
     last_cost: Option<RefreshCost>,
     /// The run's `--port`, `--pid`, ... filter: rows count only the sockets that pass it.
     filter: Filter,
+    /// Each namespace's [`LIMIT_COUNTERS`] at the last refresh, for their rates.
+    last_counters: HashMap<u32, Vec<Option<u64>>>,
 }
 
 /// A refresh may use at most 1 / `REFRESH_COST_RATIO` of a core: one that took 300 ms
@@ -207,6 +216,8 @@ pub struct Dump {
     took: Duration,
     /// The run's filter, with what `--pid` processes held just before the walk.
     selection: Selection,
+    /// The box-wide limits, read once per walk.
+    on_box: BoxReadings,
 }
 
 impl Dump {
@@ -225,7 +236,7 @@ pub fn dump(filter: &Filter) -> Result<Dump, sockdiag::Error> {
     // Taken before the dump, as for the ledger's seed.
     let selection = Selection::now(filter);
     let found = sockdiag::in_every_netns(|netns| {
-        let sockets = sockdiag::dump(netns, &dumped_states())?;
+        let sockets = sockdiag::dump_with_memory(netns, &dumped_states())?;
         // The range matters only where a connection is: reading /proc/sys/net in each of
         // thousands of namespaces is slow (each leaves an entry in the kernel's lookup
         // cache that every such read compares against), so empty ones are not asked.
@@ -233,8 +244,11 @@ pub fn dump(filter: &Filter) -> Result<Dump, sockdiag::Error> {
             .iter()
             .any(|s| s.state != tcp_state::LISTEN)
             .then(|| EphemeralRange::read().map_err(|e| Chain(&e).to_string()));
-        Ok(NetnsDump { netns, sockets, range })
+        // Only where a socket is, for the same reason.
+        let readings = (!sockets.is_empty()).then(NetnsReadings::read);
+        Ok(NetnsDump { netns, sockets, range, readings })
     })?;
+    let on_box = BoxReadings::read();
     let at = Instant::now();
     let took = at.saturating_duration_since(started);
     let namespaces: Vec<NetnsDump> = found.results.into_iter().map(|(_, dump)| dump).collect();
@@ -242,7 +256,7 @@ pub fn dump(filter: &Filter) -> Result<Dump, sockdiag::Error> {
         "capacity dump: {} sockets in {took:?}",
         namespaces.iter().map(|d| d.sockets.len()).sum::<usize>(),
     );
-    Ok(Dump { namespaces, skipped: found.skipped, at, took, selection })
+    Ok(Dump { namespaces, skipped: found.skipped, at, took, selection, on_box })
 }
 
 /// One namespace's part of a refresh.
@@ -252,6 +266,8 @@ struct NetnsDump {
     sockets: Vec<TcpSocket>,
     /// `None` where no connection needed it (listeners only, or nothing).
     range: Option<Result<EphemeralRange, String>>,
+    /// `None` where the namespace holds no socket.
+    readings: Option<NetnsReadings>,
 }
 
 impl Tracker {
@@ -274,6 +290,7 @@ impl Tracker {
             note: None,
             last_cost: None,
             filter,
+            last_counters: HashMap::new(),
         }
     }
 
@@ -342,7 +359,11 @@ impl Tracker {
     /// 300 ms with 180,000 live ones (`cargo bench -p tcptrace --bench sock_diag -- scale`;
     /// see [`Tracker::last_refresh_cost`]). A refresh that scans
     /// `/proc/*/fd` for the listeners' pids (the first one, then see [`ListenerRow::pids`])
-    /// adds about 10 µs per open file on the box.
+    /// adds about 10 µs per open file on the box. The limits ([`ListenerLimits`],
+    /// [`NetnsLimits`]) add, measured at 10,002 sockets: 48 to 69 µs per namespace with a
+    /// socket, 147 to 319 µs for the box (`/proc/slabinfo` most of it), and 1.8 to 2.4 ms for
+    /// a holding process with 5,007 fds (about 0.4 µs an fd, its `/proc/PID/fd` listing);
+    /// the dump's `SKMEMINFO` is within its noise.
     ///
     /// The cost grows with the sockets on the box (seconds at 2,000,000), so a refresh
     /// that comes sooner than [`REFRESH_COST_RATIO`] times the last one's cost after it
@@ -454,7 +475,7 @@ impl Tracker {
         }
         let pids = std::mem::take(&mut self.pids.by_inode);
         let passes = |s: &TcpSocket| dump.passes(s);
-        let mut capacity = self.tally(&dump.namespaces, &passes, &pids, dump.at, top);
+        let mut capacity = self.tally(&dump.namespaces, &dump.on_box, &passes, &pids, dump.at, top);
         self.pids.by_inode = pids;
         skipped.append(&mut capacity.skipped);
         capacity.skipped = skipped;
@@ -467,6 +488,7 @@ impl Tracker {
     fn tally(
         &mut self,
         dumps: &[NetnsDump],
+        on_box: &BoxReadings,
         passes: &dyn Fn(&TcpSocket) -> bool,
         pids: &HashMap<u32, Vec<u32>>,
         now: Instant,
@@ -475,11 +497,12 @@ impl Tracker {
         let sides = Sides::of(dumps, passes);
         let over = now.saturating_duration_since(self.counting_since);
         self.counting_since = now;
+        let limits = self.netns_limits(dumps, on_box, over);
         let mut skipped = Vec::new();
         let mut namespaces = namespace_rows(dumps, &sides.local_uses, &mut skipped);
         let ranges: HashMap<u32, u32> = namespaces.iter().map(|r| (r.netns, r.range)).collect();
 
-        let mut listeners = self.listener_rows(sides.listeners, pids, over);
+        let mut listeners = self.listener_rows(sides.listeners, pids, &limits, over);
         let mut destinations =
             self.destination_rows(sides.in_use, &sides.shared, &ranges, now, over);
         top_by(&mut listeners, top, |a, b| {
@@ -491,12 +514,36 @@ impl Tracker {
             b.use_pct.total_cmp(&a.use_pct).then_with(|| key(a).cmp(&key(b)))
         });
         namespaces.sort_unstable_by_key(|r| r.netns);
+        let mut limits: Vec<NetnsLimits> = limits.into_values().map(|(_, row)| row).collect();
+        limits.sort_unstable_by_key(|r| r.netns);
         Capacity {
             listeners,
             destinations,
             shared_local_ports: namespaces.iter().map(|r| r.shared_local_ports).sum(),
             namespaces,
+            limits,
             skipped,
         }
+    }
+
+    /// Every namespace's limits row, with its readings for the listeners' rows; remembers
+    /// the counters for the next refresh's rates.
+    fn netns_limits<'d>(
+        &mut self,
+        dumps: &'d [NetnsDump],
+        on_box: &BoxReadings,
+        over: Duration,
+    ) -> HashMap<u32, (&'d NetnsReadings, NetnsLimits)> {
+        let rows: HashMap<u32, (&NetnsReadings, NetnsLimits)> = dumps
+            .iter()
+            .filter_map(|d| Some((d, d.readings.as_ref()?)))
+            .map(|(d, readings)| {
+                let before = self.last_counters.get(&d.netns);
+                let row = limits::netns_limits(d.netns, readings, on_box, &d.sockets, before, over);
+                (d.netns, (readings, row))
+            })
+            .collect();
+        self.last_counters = rows.iter().map(|(&netns, (r, _))| (netns, r.counters())).collect();
+        rows
     }
 }

@@ -10,7 +10,9 @@ use crate::conn::{NETNS_UNKNOWN, counted_in};
 
 use super::{
     DEFAULT_RANGE, DestKey, DestinationRow, EphemeralRange, FAILED_KEEP, ListenerRow, LocalKey,
-    NetnsDump, NetnsRow, Tracker, sides::Listeners,
+    NetnsDump, NetnsLimits, NetnsRow, Tracker,
+    limits::{FdReadings, Fds, NetnsReadings, listener_limits},
+    sides::Listeners,
 };
 
 /// `ports_in_use` as a percentage of `range`.
@@ -44,8 +46,10 @@ impl Tracker {
         &mut self,
         listeners: Listeners,
         pids: &HashMap<u32, Vec<u32>>,
+        limits: &HashMap<u32, (&NetnsReadings, NetnsLimits)>,
         over: Duration,
     ) -> Vec<ListenerRow> {
+        let mut fds = FdReadings::default();
         let mut accepts = vec![0; listeners.rows.len()];
         let mut closes = vec![0; listeners.rows.len()];
         for (counts, per_listener) in
@@ -71,6 +75,10 @@ impl Tracker {
                     l.inodes.iter().filter_map(|i| pids.get(i)).flatten().copied().collect();
                 holders.sort_unstable();
                 holders.dedup();
+                let holder_fds: Vec<(u32, Fds)> =
+                    holders.iter().filter_map(|&pid| Some((pid, fds.of(pid)?))).collect();
+                let netns_limits = limits.get(&netns).map(|(r, l)| (*r, l));
+                let limits = listener_limits(&l, &holder_fds, netns_limits);
                 ListenerRow {
                     netns,
                     addr,
@@ -83,6 +91,7 @@ impl Tracker {
                     close_rate: rate(closes[i], over),
                     reuseport_sockets: l.inodes.len() as u64,
                     pids: holders,
+                    limits: Some(limits),
                 }
             })
             .collect();

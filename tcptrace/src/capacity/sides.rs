@@ -113,6 +113,17 @@ pub(super) struct Listener {
     /// Whether a socket of the group passes the filter itself; a listener that does not
     /// has a row only for the connections that do (under `--rport` or `--addr`, say).
     pub(super) passes: bool,
+    /// Per socket of the group: accept queue now, backlog, drops (if the kernel sent
+    /// meminfo).
+    pub(super) queues: Vec<Queue>,
+}
+
+/// One LISTEN socket's accept queue (see [`crate::sockdiag::TcpSocket::rqueue`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Queue {
+    pub(super) waiting: u32,
+    pub(super) backlog: u32,
+    pub(super) drops: Option<u32>,
 }
 
 impl Listeners {
@@ -126,12 +137,18 @@ impl Listeners {
                 live: 0,
                 per_remote: HashMap::new(),
                 passes: false,
+                queues: Vec::new(),
             });
             self.rows.len() - 1
         });
         self.any_netns.entry((ip, port)).or_insert(i);
         self.rows[i].inodes.push(socket.inode);
         self.rows[i].passes |= passes;
+        self.rows[i].queues.push(Queue {
+            waiting: socket.rqueue,
+            backlog: socket.wqueue,
+            drops: socket.memory.map(|m| m.drops),
+        });
         self.ports.insert(port);
     }
 

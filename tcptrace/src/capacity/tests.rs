@@ -69,7 +69,15 @@ fn sa(s: &str) -> SocketAddr {
 }
 
 fn sock(netns: u32, state: u8, local: &str, remote: &str, inode: u32) -> TcpSocket {
-    TcpSocket { conn: Conn::new(netns, sa(local), sa(remote)), state, inode, cgroup: 0 }
+    TcpSocket {
+        conn: Conn::new(netns, sa(local), sa(remote)),
+        state,
+        inode,
+        cgroup: 0,
+        rqueue: 0,
+        wqueue: 0,
+        memory: None,
+    }
 }
 
 fn event(kind: EventKind, netns: u32, local: &str, remote: &str) -> Event {
@@ -101,10 +109,18 @@ fn rows_count_only_what_passes_the_filter() {
         sock(7, ESTABLISHED, "10.0.0.1:50001", "10.0.0.9:80", 0),
     ];
     sockets.sort_unstable_by_key(|s| s.conn);
-    let dumps = [NetnsDump { netns: 7, sockets, range: Some(Ok(range(50_000, 50_099))) }];
+    let dumps =
+        [NetnsDump { netns: 7, sockets, range: Some(Ok(range(50_000, 50_099))), readings: None }];
     let rows = |filter: Filter| {
         let passes = |s: &TcpSocket| filter.matches_socket(&s.conn, s.cgroup, || false);
-        let c = Tracker::default().tally(&dumps, &passes, &HashMap::new(), Instant::now(), 0);
+        let c = Tracker::default().tally(
+            &dumps,
+            &BoxReadings::default(),
+            &passes,
+            &HashMap::new(),
+            Instant::now(),
+            0,
+        );
         let listeners: Vec<(u16, u64)> = c.listeners.iter().map(|l| (l.port, l.live)).collect();
         let destinations: Vec<(u16, u64)> =
             c.destinations.iter().map(|d| (d.rport, d.ports_in_use)).collect();
@@ -158,8 +174,8 @@ fn tally_splits_server_and_client_sides() {
     sockets.sort_unstable_by_key(|s| s.conn);
     let other = vec![sock(8, ESTABLISHED, "10.0.0.1:50000", "10.0.0.9:443", 0)];
     let dumps = [
-        NetnsDump { netns: NS, sockets, range: Some(Ok(range(50_000, 50_099))) },
-        NetnsDump { netns: 8, sockets: other, range: Some(Err("gone".into())) },
+        NetnsDump { netns: NS, sockets, range: Some(Ok(range(50_000, 50_099))), readings: None },
+        NetnsDump { netns: 8, sockets: other, range: Some(Err("gone".into())), readings: None },
     ];
     let mut t = Tracker::default();
     let t0 = t.counting_since;
@@ -174,7 +190,8 @@ fn tally_splits_server_and_client_sides() {
         t.on_event(&event(EventKind::Connect, NS, "10.0.0.1:50000", "10.0.0.9:443"));
     }
     let pids = HashMap::from([(11, vec![100]), (12, vec![100, 101]), (14, vec![102])]);
-    let c = t.tally(&dumps, &|_| true, &pids, t0 + Duration::from_secs(2), 0);
+    let c =
+        t.tally(&dumps, &BoxReadings::default(), &|_| true, &pids, t0 + Duration::from_secs(2), 0);
 
     let by_port = |port| c.listeners.iter().find(|l| l.port == port).unwrap();
     let l = by_port(8080);
@@ -220,8 +237,10 @@ fn tally_splits_server_and_client_sides() {
         (0..12)
             .map(|i| sock(NS, TIME_WAIT, &format!("10.0.0.1:{}", 50_010 + i), "10.0.0.9:443", 0)),
     );
-    let dumps = [NetnsDump { netns: NS, sockets, range: Some(Ok(range(50_000, 50_099))) }];
-    let c = t.tally(&dumps, &|_| true, &pids, t0 + Duration::from_secs(4), 0);
+    let dumps =
+        [NetnsDump { netns: NS, sockets, range: Some(Ok(range(50_000, 50_099))), readings: None }];
+    let c =
+        t.tally(&dumps, &BoxReadings::default(), &|_| true, &pids, t0 + Duration::from_secs(4), 0);
     let l = c.listeners.iter().find(|l| l.port == 8080).unwrap();
     assert_eq!((l.port, l.live, l.peak_live, l.accept_rate, l.close_rate), (8080, 1, 4, 0.0, 0.0));
     let d = &c.destinations[0];
@@ -230,7 +249,8 @@ fn tally_splits_server_and_client_sides() {
     assert_eq!(d.exhaustion_s, Some(14.0));
 
     // Top 1 of each; no growth since, no estimate.
-    let c = t.tally(&dumps, &|_| true, &pids, t0 + Duration::from_secs(6), 1);
+    let c =
+        t.tally(&dumps, &BoxReadings::default(), &|_| true, &pids, t0 + Duration::from_secs(6), 1);
     assert_eq!((c.listeners.len(), c.destinations.len()), (1, 1));
     assert_eq!((c.listeners[0].port, c.listeners[0].live), (9090, 2));
     assert_eq!((c.destinations[0].rport, c.destinations[0].exhaustion_s), (443, None));
@@ -249,6 +269,7 @@ fn failed_connects_stay_in_their_namespace_are_capped_and_forgotten() {
                 vec![]
             },
             range: Some(Ok(range(50_000, 50_099))),
+            readings: None,
         })
     };
     let failed = |t: &Tracker, netns| {
@@ -259,7 +280,7 @@ fn failed_connects_stay_in_their_namespace_are_capped_and_forgotten() {
     for _ in 0..3 {
         t.on_event(&event(EventKind::ConnectFailed, 7, "0.0.0.0:0", "10.0.0.9:443"));
     }
-    let c = t.tally(&dumps(true), &|_| true, &HashMap::new(), t0, 0);
+    let c = t.tally(&dumps(true), &BoxReadings::default(), &|_| true, &HashMap::new(), t0, 0);
     let row = |netns| c.destinations.iter().find(|d| d.netns == netns).unwrap().failed_connects;
     assert_eq!((row(7), row(8)), (3, 0), "a failure in one namespace is not another's");
 
@@ -274,9 +295,9 @@ fn failed_connects_stay_in_their_namespace_are_capped_and_forgotten() {
 
     // Held by a row: kept however old; held by none and old: forgotten.
     let later = t0 + FAILED_KEEP + Duration::from_secs(1);
-    t.tally(&dumps(true), &|_| true, &HashMap::new(), later, 0);
+    t.tally(&dumps(true), &BoxReadings::default(), &|_| true, &HashMap::new(), later, 0);
     assert_eq!((failed(&t, 7), t.failed.len()), (Some(3), 1), "only the one a row holds");
-    t.tally(&dumps(false), &|_| true, &HashMap::new(), later, 0);
+    t.tally(&dumps(false), &BoxReadings::default(), &|_| true, &HashMap::new(), later, 0);
     assert_eq!(failed(&t, 7), None);
 }
 

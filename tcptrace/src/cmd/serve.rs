@@ -99,7 +99,12 @@ skipped_passes_total{pass}, events_over_cap_total, local_ports, local_port_live_
 listeners, listener_live_connections / listener_remote_addresses /
 listener_reuseport_sockets{netns,addr,port}, destinations, destination_ports_in_use /
 destination_ephemeral_range_ports / destination_headroom_ports /
-destination_port_use_ratio / destination_failed_connects_total{netns,laddr,raddr,rport}.
+destination_port_use_ratio / destination_failed_connects_total{netns,laddr,raddr,rport};
+limits (README, Limits): listener_accept_queue / listener_backlog / listener_drops_total /
+listener_process_fds / listener_process_fd_limit{netns,addr,port},
+listener_headroom_connections / listener_binding_limit{netns,addr,port,limit},
+files_allocated, files_max, memory_available_bytes, netns_*{netns} (tcp_mem, orphans,
+TIME_WAIT, conntrack, memory per connection), netns_limit_hits_total{netns,counter}.
 Per-row series exist for the top K rows only; the `other` series (every label \"other\")
 sums the rest, so totals stay exact and the number of series stays bounded.
 

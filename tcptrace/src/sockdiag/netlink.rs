@@ -96,10 +96,11 @@ impl DiagSocket {
         &mut self,
         family: u8,
         states: &StateFlags,
+        extensions: ExtensionFlags,
         sink: &mut dyn FnMut(&InetResponseHeader, &[u8]),
     ) -> Result<(), DumpError> {
         let seq = NEXT_SEQ.fetch_add(1, Ordering::Relaxed);
-        let request = dump_request(family, states, seq);
+        let request = dump_request(family, states, extensions, seq);
         self.socket.send(&request, 0).map_err(DumpError::Send)?;
         loop {
             let len = loop {
@@ -127,8 +128,9 @@ impl DiagSocket {
     }
 }
 
-/// `SOCK_DIAG_BY_FAMILY` dump request for TCP sockets of `family` in `states`.
-fn dump_request(family: u8, states: &StateFlags, seq: u32) -> Vec<u8> {
+/// `SOCK_DIAG_BY_FAMILY` dump request for TCP sockets of `family` in `states`, with the
+/// attributes `extensions` asks for.
+fn dump_request(family: u8, states: &StateFlags, extensions: ExtensionFlags, seq: u32) -> Vec<u8> {
     let mut header = NetlinkHeader::default();
     header.flags = NLM_F_REQUEST | NLM_F_DUMP;
     header.sequence_number = seq;
@@ -138,7 +140,7 @@ fn dump_request(family: u8, states: &StateFlags, seq: u32) -> Vec<u8> {
         SockDiagMessage::InetRequest(InetRequest {
             family,
             protocol: IPPROTO_TCP,
-            extensions: ExtensionFlags::empty(),
+            extensions,
             states: states.clone(),
             socket_id,
         })
@@ -220,20 +222,45 @@ fn parse_datagram(
 /// `INET_DIAG_CGROUP_ID` (attribute 21, a u64) from the attributes of one sock_diag
 /// record; 0 when absent (kernels before 5.9, or without `CONFIG_SOCK_CGROUP_DATA`).
 #[must_use]
-pub(super) fn cgroup_id_attr(mut attrs: &[u8]) -> u64 {
+pub(super) fn cgroup_id_attr(attrs: &[u8]) -> u64 {
     const INET_DIAG_CGROUP_ID: u16 = 21;
+    attr(attrs, INET_DIAG_CGROUP_ID)
+        .and_then(|value| value.get(..8))
+        .map_or(0, |v| u64::from_ne_bytes(v.try_into().expect("8 bytes")))
+}
+
+/// `INET_DIAG_SKMEMINFO` (attribute 7: `u32 meminfo[SK_MEMINFO_VARS]`, what `ss -m` shows),
+/// sent for full sockets when the request asked for it; `None` for timewait and request
+/// sockets, or an older kernel's shorter array than the fields read here.
+#[must_use]
+pub(super) fn sk_meminfo_attr(attrs: &[u8]) -> Option<super::SkMemInfo> {
+    const INET_DIAG_SKMEMINFO: u16 = 7;
+    // SK_MEMINFO_RMEM_ALLOC 0, RCVBUF 1, WMEM_ALLOC 2, SNDBUF 3, FWD_ALLOC 4,
+    // WMEM_QUEUED 5, OPTMEM 6, BACKLOG 7, DROPS 8 (include/uapi/linux/sock_diag.h, 4.7+).
+    let value = attr(attrs, INET_DIAG_SKMEMINFO)?;
+    let field = |i: usize| {
+        value.get(i * 4..i * 4 + 4).map(|b| u32::from_ne_bytes(b.try_into().expect("4 bytes")))
+    };
+    Some(super::SkMemInfo {
+        buffer_bytes: field(0)?.saturating_add(field(4)?).saturating_add(field(5)?),
+        drops: field(8)?,
+    })
+}
+
+/// The value of the first netlink attribute of `kind` among `attrs`.
+fn attr(mut attrs: &[u8], kind: u16) -> Option<&[u8]> {
     while attrs.len() >= 4 {
         let len = usize::from(u16::from_ne_bytes([attrs[0], attrs[1]]));
-        let kind = u16::from_ne_bytes([attrs[2], attrs[3]]) & 0x3fff;
+        let this = u16::from_ne_bytes([attrs[2], attrs[3]]) & 0x3fff;
         if len < 4 || len > attrs.len() {
             break;
         }
-        if kind == INET_DIAG_CGROUP_ID && len >= 12 {
-            return u64::from_ne_bytes(attrs[4..12].try_into().expect("8 bytes"));
+        if this == kind {
+            return Some(&attrs[4..len]);
         }
         attrs = attrs.get(len.next_multiple_of(4)..).unwrap_or_default();
     }
-    0
+    None
 }
 
 #[cfg(test)]
@@ -328,7 +355,7 @@ mod tests {
 
     #[test]
     fn request_asks_the_kernel_for_live_tcp_states_only() {
-        let request = dump_request(AF_INET6, &states::live(), 77);
+        let request = dump_request(AF_INET6, &states::live(), ExtensionFlags::empty(), 77);
         let nl = NetlinkBuffer::new_checked(&request[..]).unwrap();
         assert_eq!(nl.message_type(), SOCK_DIAG_BY_FAMILY);
         assert_eq!(nl.flags(), NLM_F_REQUEST | NLM_F_DUMP);

@@ -96,12 +96,7 @@ pub fn time_wait_sockets() -> Option<u64> {
     sockstat_field(&fs::read_to_string("/proc/thread-self/net/sockstat").ok()?, "TCP:", "tw")
 }
 
-/// The number after `field` on the `key` line of a sockstat file.
-fn sockstat_field(text: &str, key: &str, field: &str) -> Option<u64> {
-    let mut words = text.lines().find(|line| line.starts_with(key))?.split_whitespace();
-    words.find(|&word| word == field)?;
-    words.next()?.parse().ok()
-}
+use tcptrace_proc::sockstat_field;
 
 #[cfg(test)]
 mod tests {

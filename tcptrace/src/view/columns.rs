@@ -85,7 +85,13 @@ fn rate(per_s: f64) -> String {
     format!("{per_s:.0}/s")
 }
 
-pub(super) const LISTENERS: [Column<ListenerRow>; 10] = [
+/// A listener's binding limit and its headroom, "-" without limits (an old row).
+fn binding(r: &ListenerRow) -> Option<(&'static str, u64)> {
+    let l = r.limits.as_ref()?;
+    Some((l.binding?.as_str(), l.binding_headroom?))
+}
+
+pub(super) const LISTENERS: [Column<ListenerRow>; 13] = [
     Head::text("LISTENER").cells(
         |r| SocketAddr::new(r.addr, r.port).to_string(),
         |a, b| (a.addr, a.port, a.netns).cmp(&(b.addr, b.port, b.netns)),
@@ -98,6 +104,32 @@ pub(super) const LISTENERS: [Column<ListenerRow>; 10] = [
     count!("REUSEPORT", reuseport_sockets),
     rate!("ACCEPTS", accept_rate),
     rate!("CLOSES", close_rate, top_only),
+    // Accept queue now of its limit (backlog + 1 per socket of the group).
+    Head::number("QUEUE").cells(
+        |r| {
+            r.limits.as_ref().map_or_else(
+                || "-".to_owned(),
+                |l| format!("{}/{}", l.accept_queue, l.backlog + r.reuseport_sockets),
+            )
+        },
+        |a, b| {
+            let q = |r: &ListenerRow| r.limits.as_ref().map(|l| l.accept_queue);
+            q(a).cmp(&q(b))
+        },
+    ),
+    Head::text("LIMIT").cells(
+        |r| binding(r).map_or_else(|| "-".to_owned(), |(name, _)| name.to_owned()),
+        |a, b| binding(a).map(|l| l.0).cmp(&binding(b).map(|l| l.0)),
+    ),
+    // The fewest connections first: sorting by headroom puts the listener closest to a
+    // limit on top.
+    Head::number("HEADROOM").cells(
+        |r| binding(r).map_or_else(|| "-".to_owned(), |(_, headroom)| headroom.to_string()),
+        |a, b| {
+            let h = |r: &ListenerRow| binding(r).map_or(u64::MAX, |b| b.1);
+            h(b).cmp(&h(a))
+        },
+    ),
     Head::text("PIDS").top_only().cells(
         |r| r.pids.iter().map(u32::to_string).collect::<Vec<_>>().join(","),
         |a, b| a.pids.cmp(&b.pids),
@@ -179,6 +211,7 @@ pub(crate) mod tests {
             close_rate: 0.0,
             reuseport_sockets: 1,
             pids: vec![],
+            limits: None,
         }
     }
 
@@ -213,6 +246,20 @@ pub(crate) mod tests {
                 accept_rate: 12.6,
                 close_rate: 0.4,
                 pids: vec![4711, 815],
+                limits: Some(crate::capacity::ListenerLimits {
+                    accept_queue: 129,
+                    backlog: 128,
+                    min_backlog: 128,
+                    somaxconn: Some(4096),
+                    backlog_clamped: false,
+                    drops: Some(17),
+                    fds: Some(300),
+                    fd_limit: Some(300),
+                    fd_pid: Some(4711),
+                    headroom: Vec::new(),
+                    binding: Some(crate::capacity::LimitName::Fds),
+                    binding_headroom: Some(0),
+                }),
                 ..listener("0.0.0.0", 22, 7)
             },
             ListenerRow {

@@ -33,6 +33,7 @@ mod tests {
             "remote_endpoints",
             "listeners",
             "destinations",
+            "limits",
         ];
         let positions: Vec<usize> =
             keys.iter().map(|k| line.find(&format!("\"{k}\":")).unwrap()).collect();
@@ -83,6 +84,7 @@ mod tests {
             live: 0,
             local_ports: Vec::new(),
             remote_endpoints: Vec::new(),
+            limits: Vec::new(),
             listeners: Vec::new(),
             destinations: Vec::new(),
         };

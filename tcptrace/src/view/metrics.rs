@@ -59,6 +59,28 @@ struct ListenerLabels {
     port: String,
 }
 
+/// A listener's labels and one of its limits (`fds`, `file_max`, `memory`,
+/// `accept_queue`: four at most).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ListenerLimitLabels {
+    netns: String,
+    addr: String,
+    port: String,
+    limit: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct NetnsLabels {
+    netns: String,
+}
+
+/// A namespace and one of `capacity::LIMIT_COUNTERS`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct NetnsCounterLabels {
+    netns: String,
+    counter: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct DestinationLabels {
     netns: String,
@@ -219,6 +241,8 @@ pub fn render(snapshot: &Snapshot, events: EventCounts, health: &Health, top_k: 
 
     local_ports(r, &snapshot.local_ports, top_k);
     listeners(r, &snapshot.listeners, top_k);
+    listener_limits(r, &snapshot.listeners, top_k);
+    netns_limits(r, &snapshot.limits, top_k);
     destinations(r, &snapshot.destinations, top_k);
 
     let mut text = String::new();
@@ -280,6 +304,141 @@ fn listeners(r: &mut Registry, rows: &[ListenerRow], top_k: usize) {
         "listener_reuseport_sockets",
         "Listening sockets sharing a top-K listener's address and port (SO_REUSEPORT)",
         sockets,
+    );
+}
+
+/// The top-K listeners' limits (see `capacity::ListenerLimits`): these do not add up
+/// across listeners, so there is no `other` series.
+fn listener_limits(r: &mut Registry, rows: &[ListenerRow], top_k: usize) {
+    let queue = Family::<ListenerLabels, Gauge>::default();
+    let backlog = Family::<ListenerLabels, Gauge>::default();
+    let drops = Family::<ListenerLabels, Counter>::default();
+    let fds = Family::<ListenerLabels, Gauge>::default();
+    let fd_limit = Family::<ListenerLabels, Gauge>::default();
+    let headroom = Family::<ListenerLimitLabels, Gauge>::default();
+    let binding = Family::<ListenerLimitLabels, Gauge>::default();
+    for row in rows.iter().take(top_k) {
+        let Some(limits) = &row.limits else { continue };
+        let labels = ListenerLabels::of(row);
+        queue.get_or_create(&labels).set(int(limits.accept_queue));
+        backlog.get_or_create(&labels).set(int(limits.backlog));
+        if let Some(n) = limits.drops {
+            drops.get_or_create(&labels).inc_by(n);
+        }
+        if let (Some(open), Some(max)) = (limits.fds, limits.fd_limit) {
+            fds.get_or_create(&labels).set(int(open));
+            fd_limit.get_or_create(&labels).set(int(max));
+        }
+        let with = |limit: &str| ListenerLimitLabels {
+            netns: labels.netns.clone(),
+            addr: labels.addr.clone(),
+            port: labels.port.clone(),
+            limit: limit.to_owned(),
+        };
+        for h in &limits.headroom {
+            headroom.get_or_create(&with(h.name.as_str())).set(int(h.headroom));
+        }
+        if let Some(name) = limits.binding {
+            binding.get_or_create(&with(name.as_str())).set(1);
+        }
+    }
+    r.register(
+        "listener_accept_queue",
+        "Connections waiting for accept() on a top-K listener (ss -lnt Recv-Q, summed over \
+         its SO_REUSEPORT group)",
+        queue,
+    );
+    r.register(
+        "listener_backlog",
+        "A top-K listener's backlog (ss -lnt Send-Q, summed over its group); each socket's \
+         queue holds at most backlog + 1",
+        backlog,
+    );
+    r.register(
+        "listener_drops",
+        "SYNs and third ACKs a top-K listener's sockets dropped since they were made (full \
+         accept or SYN queue; ss -ltm d)",
+        drops,
+    );
+    r.register(
+        "listener_process_fds",
+        "Open fds of the process holding a top-K listener with the least room under its soft \
+         RLIMIT_NOFILE",
+        fds,
+    );
+    r.register("listener_process_fd_limit", "That process's soft RLIMIT_NOFILE", fd_limit);
+    r.register(
+        "listener_headroom_connections",
+        "Connections a top-K listener can still take before each limit (fds, file_max, \
+         memory, accept_queue) stops it",
+        headroom,
+    );
+    r.register(
+        "listener_binding_limit",
+        "1 for the limit that stops a top-K listener first",
+        binding,
+    );
+}
+
+/// One reading of a namespace's limits row, for a gauge family.
+type NetnsReading = fn(&tcptrace_json::limits::NetnsLimits) -> Option<u64>;
+
+/// The kernel's caps of the first `top_k` namespaces by inode (the initial namespace is
+/// the lowest), and their counters of a limit hit.
+fn netns_limits(r: &mut Registry, rows: &[tcptrace_json::limits::NetnsLimits], top_k: usize) {
+    if let Some(first) = rows.first() {
+        for (name, help, value) in [
+            ("files_allocated", "File handles allocated on the box (fs/file-nr)", first.files),
+            ("files_max", "fs/file-max", first.file_max),
+            ("memory_available_bytes", "MemAvailable of /proc/meminfo", first.mem_available),
+        ] {
+            if let Some(v) = value {
+                gauge(r, name, help, int(v));
+            }
+        }
+    }
+    let families: [(&str, &str, NetnsReading); 11] = [
+        ("netns_tcp_mem_pages", "Pages TCP buffers hold (sockstat TCP mem)", |l| l.tcp_mem_pages),
+        ("netns_tcp_mem_pressure_pages", "net.ipv4.tcp_mem pressure", |l| l.tcp_mem.map(|m| m[1])),
+        ("netns_tcp_mem_max_pages", "net.ipv4.tcp_mem max", |l| l.tcp_mem.map(|m| m[2])),
+        ("netns_orphans", "Orphaned TCP sockets (sockstat orphan)", |l| l.orphans),
+        ("netns_max_orphans", "net.ipv4.tcp_max_orphans", |l| l.max_orphans),
+        ("netns_time_wait", "TIME_WAIT sockets (sockstat tw)", |l| l.time_wait),
+        ("netns_max_tw_buckets", "net.ipv4.tcp_max_tw_buckets", |l| l.max_tw_buckets),
+        ("netns_conntrack", "nf_conntrack_count, where nf_conntrack is loaded", |l| l.conntrack),
+        ("netns_conntrack_max", "nf_conntrack_max", |l| l.conntrack_max),
+        (
+            "netns_kernel_bytes_per_connection",
+            "Kernel memory one accepted connection costs (slab objects + mean buffers)",
+            |l| l.bytes_per_connection,
+        ),
+        ("netns_memory_connections", "Connections that fit in MemAvailable at that cost", |l| {
+            l.memory_connections
+        }),
+    ];
+    for (name, help, value) in families {
+        let family = Family::<NetnsLabels, Gauge>::default();
+        for row in rows.iter().take(top_k) {
+            if let Some(v) = value(row) {
+                family.get_or_create(&NetnsLabels { netns: row.netns.to_string() }).set(int(v));
+            }
+        }
+        r.register(name, help, family);
+    }
+    let counters = Family::<NetnsCounterLabels, Counter>::default();
+    for row in rows.iter().take(top_k) {
+        for c in &row.counters {
+            let labels =
+                NetnsCounterLabels { netns: row.netns.to_string(), counter: c.name.clone() };
+            counters.get_or_create(&labels).inc_by(c.total);
+        }
+    }
+    r.register(
+        "netns_limit_hits",
+        "TcpExt counters of a limit hit (ListenOverflows, ListenDrops, TCPReqQFullDrop, \
+         TCPReqQFullDoCookies, SyncookiesSent, TCPMemoryPressures, TCPAbortOnMemory, \
+         TCPTimeWaitOverflow), as nstat reads them",
+        counters,
     );
 }
 
@@ -388,7 +547,11 @@ mod tests {
     fn totals_are_exact_and_rows_beyond_the_top_k_go_to_other() {
         let mut s = sample();
         s.listeners = vec![listener(8080, 3), listener(443, 2), listener(22, 1)];
+        for l in &mut s.listeners {
+            l.limits = Some(every_limit());
+        }
         s.destinations = vec![destination(5432, 5, 10), destination(6379, 1, 10)];
+        s.limits = vec![netns_limits(7), netns_limits(8)];
         let events = EventCounts { connect: 4, accept: 3, close: 1, ..EventCounts::default() };
         let health =
             Health { skipped: vec![("reconciliation", 2), ("capacity_refresh", 0)], over_cap: 6 };
@@ -434,9 +597,69 @@ mod tests {
         assert_eq!(m[&format!("tcptrace_destination_ports_in_use{other_d}")], "1");
         assert!(text.ends_with("# EOF\n"), "{text}");
 
+        let binding = r#"tcptrace_listener_binding_limit{netns="7",addr="127.0.0.1",port="8080",limit="fds"}"#;
+        assert_eq!(m[binding], "1");
+        assert_eq!(m["tcptrace_netns_max_tw_buckets{netns=\"7\"}"], "777");
+        assert!(!m.contains_key("tcptrace_netns_max_tw_buckets{netns=\"8\"}"), "K = 1");
+
         // Every kind has more rows than K = 1, so this is the README's bound, reached:
-        // 10 per-row metrics × K, 3 `other` series, 17 series that are always there.
-        assert_eq!(m.len(), 10 + 3 + 17, "the README's 10 × K + 20");
+        // 10 per-row metrics × K, 3 `other` series, 17 series that are always there; per
+        // listener 10 limit series, per namespace 19, and 3 box-wide ones.
+        assert_eq!(m.len(), 10 + 3 + 17 + 10 + 19 + 3, "the README's 39 × K + 23");
+    }
+
+    /// A listener's limits with every reading there.
+    fn every_limit() -> crate::capacity::ListenerLimits {
+        use crate::capacity::{Headroom, LimitName};
+        let h = |name, headroom| Headroom { name, value: 1, limit: 2, headroom };
+        crate::capacity::ListenerLimits {
+            accept_queue: 1,
+            backlog: 16,
+            min_backlog: 16,
+            somaxconn: Some(4096),
+            backlog_clamped: false,
+            drops: Some(3),
+            fds: Some(10),
+            fd_limit: Some(20),
+            fd_pid: Some(42),
+            headroom: vec![
+                h(LimitName::Fds, 10),
+                h(LimitName::AcceptQueue, 16),
+                h(LimitName::FileMax, 100),
+                h(LimitName::Memory, 1000),
+            ],
+            binding: Some(LimitName::Fds),
+            binding_headroom: Some(10),
+        }
+    }
+
+    /// A namespace's limits with every reading there.
+    fn netns_limits(netns: u32) -> crate::capacity::NetnsLimits {
+        crate::capacity::NetnsLimits {
+            netns,
+            files: Some(1),
+            file_max: Some(2),
+            tcp_mem_pages: Some(3),
+            tcp_mem: Some([4, 5, 6]),
+            memory_pressure: false,
+            orphans: Some(0),
+            max_orphans: Some(7),
+            time_wait: Some(0),
+            max_tw_buckets: Some(777),
+            conntrack: Some(0),
+            conntrack_max: Some(8),
+            mem_available: Some(9),
+            bytes_per_connection: Some(10),
+            memory_connections: Some(0),
+            counters: crate::capacity::LIMIT_COUNTERS
+                .iter()
+                .map(|&name| tcptrace_json::limits::CounterRate {
+                    name: name.to_owned(),
+                    total: 1,
+                    rate: 0.0,
+                })
+                .collect(),
+        }
     }
 
     #[test]
@@ -454,6 +677,20 @@ mod tests {
             .map(|(_, v)| v.parse::<u64>().unwrap())
             .sum();
         assert_eq!(sum.to_string(), m["tcptrace_live_connections"]);
+    }
+
+    #[test]
+    fn listener_limits_are_series_of_the_top_k() {
+        let s = crate::view::columns::tests::full_snapshot();
+        let m = samples(&render(&s, EventCounts::default(), &Health::default(), 5));
+        let at = r#"{netns="4026531840",addr="0.0.0.0",port="22""#;
+        assert_eq!(m[&format!("tcptrace_listener_accept_queue{at}}}")], "129");
+        assert_eq!(m[&format!("tcptrace_listener_backlog{at}}}")], "128");
+        assert_eq!(m[&format!("tcptrace_listener_drops_total{at}}}")], "17");
+        assert_eq!(m[&format!("tcptrace_listener_process_fds{at}}}")], "300");
+        assert_eq!(m[&format!("tcptrace_listener_binding_limit{at},limit=\"fds\"}}")], "1");
+        // The second listener has no limits (an old row): no series.
+        assert!(!m.keys().any(|k| k.starts_with("tcptrace_listener_backlog{netns=\"4026532001\"")));
     }
 
     #[test]

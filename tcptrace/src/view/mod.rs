@@ -59,6 +59,7 @@ pub fn snapshot(
         remote_endpoints: ledger.top_remote_endpoints(top),
         listeners: capacity.listeners,
         destinations: capacity.destinations,
+        limits: capacity.limits,
     }
 }
 

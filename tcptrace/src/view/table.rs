@@ -195,9 +195,9 @@ REMOTE ENDPOINT  LIVE  LOCAL PORTS
 10.0.0.9:5432       1            1
 [::1]:50000         1            1
 
-LISTENER             LIVE  PEAK  MAX/REMOTE  REUSEPORT  ACCEPTS
-0.0.0.0:22              7  4711           4          1     13/s
-[2001:db8::1]:65535  4711  5000         120         16   1234/s
+LISTENER             LIVE  PEAK  MAX/REMOTE  REUSEPORT  ACCEPTS    QUEUE  LIMIT  HEADROOM
+0.0.0.0:22              7  4711           4          1     13/s  129/129  fds           0
+[2001:db8::1]:65535  4711  5000         120         16   1234/s        -  -             -
 
 DESTINATION                PORTS  SHARED    USE  CONNECTS  EXHAUSTED IN
 10.0.0.1 -> 10.0.0.9:5432  26468      12  93.8%     250/s           42s

@@ -587,9 +587,9 @@ mod tests {
             r"
 tcptrace top  attach fentry  elapsed 12.3s  live 5  events 0  lost 3  drift 1 (5 in all)
  Listeners  2 of 2
-LISTENER                  NETNS  LIVE v  PEAK  REMOTE ADDRS  MAX/REMOTE  REUSEPORT  ACCEPTS  CLOSES  PIDS
-[2001:db8::1]:65535  4026532001    4711  5000             3         120         16   1234/s  1000/s
-0.0.0.0:22           4026531840       7  4711       4026532           4          1     13/s     0/s  4711,815
+LISTENER                  NETNS  LIVE v  PEAK  REMOTE ADDRS  MAX/REMOTE  REUSEPORT  ACCEPTS  CLOSES    QUEUE  LIMIT  HEADROOM  PIDS
+[2001:db8::1]:65535  4026532001    4711  5000             3         120         16   1234/s  1000/s        -  -             -
+0.0.0.0:22           4026531840       7  4711       4026532           4          1     13/s     0/s  129/129  fds           0  4711,815
  Destinations  2 of 2
 DESTINATION                     NETNS  PORTS  SHARED  RANGE  USE v  CONNECTS  EXHAUSTED IN  FAILED
 10.0.0.1 -> 10.0.0.9:5432  4026531840  26468      12  28232  93.8%     250/s           42s       3
@@ -632,8 +632,8 @@ q quit  Tab next table  Left/Right sort column  r reverse order  / filter  Esc c
             r#"
 tcptrace top  attach fentry  elapsed 12.3s  live 5  events 0  lost 3  drift 1 (5 in all)  filter "4711"
  Listeners  1 of 2
-LISTENER ^       NETNS  LIVE  PEAK  REMOTE ADDRS  MAX/REMOTE  REUSEPORT  ACCEPTS  CLOSES  PIDS
-0.0.0.0:22  4026531840     7  4711       4026532           4          1     13/s     0/s  4711,815
+LISTENER ^       NETNS  LIVE  PEAK  REMOTE ADDRS  MAX/REMOTE  REUSEPORT  ACCEPTS  CLOSES    QUEUE  LIMIT  HEADROOM  PIDS
+0.0.0.0:22  4026531840     7  4711       4026532           4          1     13/s     0/s  129/129  fds           0  4711,815
  Destinations  1 of 2
 DESTINATION ^           NETNS  PORTS  SHARED  RANGE   USE  CONNECTS  EXHAUSTED IN  FAILED
 ::1 -> [::1]:4711  4026532001      1       0  28232  0.0%       0/s             -       0

@@ -20,7 +20,6 @@
 
 mod phases;
 mod plan;
-mod procfs;
 mod report;
 
 use clap::Args;

@@ -24,10 +24,11 @@ use crate::{
     },
 };
 
+use tcptrace_proc::Pid;
+
 use super::{
     DemoArgs, SECOND_DESTINATION_CONNECTIONS,
-    plan::{Plan, gib},
-    procfs::{cpu_seconds, mem_available, rss_bytes},
+    plan::{Plan, gib, mem_available},
     report::{ClientSide, Results, ServerSide, Teardown},
 };
 
@@ -118,8 +119,9 @@ impl Demo {
         self.results.events = self.live.ledger.events_seen();
         self.results.lost = self.live.session.tracer.lost();
         self.results.drift = self.live.drift_total;
-        self.results.tracer_rss_bytes = rss_bytes();
-        self.results.tracer_cpu_s = cpu_seconds();
+        self.results.tracer_rss_bytes = tcptrace_proc::rss_bytes(Pid::Own).unwrap_or(0);
+        self.results.tracer_cpu_s =
+            tcptrace_proc::cpu_time(Pid::Own).map_or(0.0, |cpu| cpu.as_secs_f64());
         Ok(Phase::Done)
     }
 

@@ -5,7 +5,7 @@ use anyhow::{Context as _, bail};
 
 use crate::{capacity::DEFAULT_RANGE, load::hold::nofile_limit};
 
-use super::{DemoArgs, FULL_SIZE, SECOND_DESTINATION_CONNECTIONS, procfs::mem_available};
+use super::{DemoArgs, FULL_SIZE, SECOND_DESTINATION_CONNECTIONS};
 
 /// Kernel memory per loopback socket, measured on the project's test host (about 9.5 GB
 /// for 2,000,000 sockets): the basis of the memory check before the ramp.
@@ -67,4 +67,9 @@ pub(super) fn gib(bytes: u64) -> String {
     } else {
         format!("{:.1} GiB", bytes as f64 / f64::from(1u32 << 30))
     }
+}
+
+/// The box's `MemAvailable`, in bytes.
+pub(super) fn mem_available() -> anyhow::Result<u64> {
+    tcptrace_proc::mem_available().context("no MemAvailable in /proc/meminfo: is /proc mounted?")
 }
