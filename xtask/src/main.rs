@@ -99,7 +99,7 @@ see `cargo xtask bench --help`). Needs root.\n  \
 vm    `cargo xtask vm-test` on three stock Debian kernels (5.10, 6.1, 6.12) under QEMU, two VMs \
 with one vCPU each side by side, on each kernel once per attach path: fentry, kprobe, tp-btf, tracepoint-classic. \
 The full suite runs on 6.1's fentry and kprobe; every other pair runs the kernel-facing test \
-executables (`vm::matrix::KERNEL_FACING`). A boot that hangs, panics or never reaches /init is \
+executables (`vm::matrix::KERNEL_FACING`). A boot that hangs, panics before the tests, or never reaches /init is \
 booted once more, and the summary counts it.\n\n\
 Exits non-zero if any tier failed. This is what CI runs (.ci/run)."
     )]

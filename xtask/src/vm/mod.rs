@@ -253,9 +253,11 @@ fn kernel_facing(mut tests: Vec<cargo::TestExe>) -> Result<Vec<cargo::TestExe>> 
 }
 
 /// Why a boot gave no result for reasons of the emulator, not of tcptrace: a hang (a soft
-/// lockup, with the path it interrupted), a panic (an `int3` Oops while the kernel patches
-/// its text), or a kernel that never reached /init. As (a note for the summary, what the
-/// log says). A timeout is not one: a test that runs too long is the test's.
+/// lockup, with the path it interrupted), a panic before any path began (an `int3` Oops
+/// while the kernel patches its text), or a kernel that never reached /init. As (a note for
+/// the summary, what the log says). A timeout is not one: a test that runs too long is the
+/// test's. Nor is a panic once a path has begun: tcptrace's programs were loaded by then,
+/// so that panic may be theirs, and a second boot that passed would hide it.
 fn retry_reason(
     console: &qemu::Console,
     hung_in: Option<(Option<String>, String)>,
@@ -268,7 +270,8 @@ fn retry_reason(
         ));
     }
     let died = match (&console.panic, &console.kernel_release) {
-        (Some(panic), _) => format!("panicked ({panic})"),
+        (Some(_), _) if !console.paths.is_empty() => return None,
+        (Some(panic), _) => format!("panicked before the tests ({panic})"),
         (None, None) if !console.timed_out => "never started /init".to_owned(),
         _ => return None,
     };
@@ -322,5 +325,31 @@ fn missing_reason(console: &qemu::Console) -> String {
         format!("no result: /init never started (QEMU {status})")
     } else {
         format!("no result marker (QEMU {status})")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn console(lines: &[&str]) -> qemu::Console {
+        let mut c = qemu::Console::default();
+        for line in lines {
+            c.feed(line, std::time::Duration::ZERO);
+        }
+        c
+    }
+
+    #[test]
+    fn a_panic_before_the_tests_is_retried_and_one_during_them_is_not() {
+        let panic = "Kernel panic - not syncing: Fatal exception in interrupt";
+        let early = console(&["TCPTRACE-VM-KERNEL 6.12.117", panic]);
+        assert!(retry_reason(&early, None).is_some_and(|(note, _)| note.contains("panicked")));
+        let during = console(&["TCPTRACE-VM-KERNEL 6.12.117", "TCPTRACE-VM-BEGIN fentry", panic]);
+        assert_eq!(retry_reason(&during, None), None);
+        let never = console(&[]);
+        assert!(retry_reason(&never, None).is_some_and(|(_, why)| why.contains("/init")));
+        let hung = retry_reason(&during, Some((Some("kprobe".into()), "soft lockup".into())));
+        assert!(hung.is_some_and(|(note, _)| note.contains("kprobe")));
     }
 }
