@@ -122,7 +122,8 @@ pub struct SockOffsets {
     pub net_inum: u32,
     /// `sk_protocol`
     pub protocol: BitField,
-    /// `sk_shutdown`: `SHUTDOWN_MASK` once `tcp_close` has begun.
+    /// `sk_shutdown`: `SHUTDOWN_MASK` once `tcp_close` has begun. No program reads it since
+    /// the function paths hook `tcp_set_state`; still filled in from BTF.
     pub shutdown: BitField,
     /// 1 when the offsets above were filled from BTF.
     pub valid: u32,
@@ -158,17 +159,16 @@ pub struct Config {
     pub accept: AcceptOffsets,
     /// 1: events say when (`ts_ns`) and who (`comm`, and for a connect the process that
     /// called `connect()`), for the events view and `--pid`. 0: counting alone, which
-    /// needs none of it and saves a clock read and a `comm` copy per event, and on the
-    /// tracepoint paths (where a connect completes in softirq, on whatever task ran) a map
-    /// insert and delete per connection that remembers the caller from `SYN_SENT` on.
+    /// needs none of it and saves a clock read and a `comm` copy per event, and (a connect
+    /// completes in softirq, on whatever task ran) a map insert and delete per connection
+    /// that remembers the caller from `SYN_SENT` on.
     pub details: u32,
 }
 
 /// Where the socket that `accept()` returned is, from the task that called it:
 /// `current->files->fdt->fd[ret]->private_data` (a `struct socket`) `->sk`. Read at
-/// `syscalls:sys_exit_accept[4]` for `--pid` on every path: the tracepoint paths' other
-/// hooks never run in the accepting process, and fexit or a kretprobe on
-/// `inet_csk_accept` misses an `accept()` that was already blocked when tcptrace attached.
+/// `syscalls:sys_exit_accept[4]` for `--pid` on every path: a server connection's state
+/// changes never run in the accepting process.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct AcceptOffsets {

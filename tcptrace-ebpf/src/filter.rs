@@ -1,8 +1,6 @@
 //! The in-kernel filter (`--port`, `--addr`, `--pid`, `--netns`, `--cgroup`): `admit`
 //! decides, before the ring is touched, whether an event is sent.
 
-use aya_ebpf::helpers::bpf_get_current_cgroup_id;
-
 use tcptrace_common::{AF_INET, Cidr, Config, Event, FILTER_MAX, kind};
 
 use crate::{
@@ -98,14 +96,14 @@ fn any_addr(values: &[Cidr; FILTER_MAX], n: u32, ev: &Event) -> bool {
 }
 
 /// The socket's cgroup (where the socket was created; an accepted socket inherits its
-/// listener's), readable in softirq too. A failed connect has no socket: the caller's.
+/// listener's), readable in softirq too.
 #[inline(always)]
 fn any_cgroup(sk: *const u8, cfg: &Config) -> bool {
     let f = &cfg.filter;
     if f.n_cgroups == 0 {
         return true;
     }
-    let id = if sk.is_null() { unsafe { bpf_get_current_cgroup_id() } } else { cgroup_of(sk, cfg) };
+    let id = cgroup_of(sk, cfg);
     let mut i = 0;
     while i < FILTER_MAX && (i as u32) < f.n_cgroups {
         if f.cgroups[i] == id {

@@ -85,8 +85,9 @@ fn track_connecting(sk: u64, old: u8, new: u8, cfg: &Config) -> bool {
 }
 
 /// Attributes a completed connect to the task that called `connect()`, and says whether
-/// the event's task is the socket's owner. Only closes run in the owner's context on this
-/// path: accepted connections become established in softirq, before any accept().
+/// the event's task is the socket's owner: a close does (a reset closes in softirq, but
+/// `pid_admits` passes a close of an admitted socket wherever it runs); an accepted
+/// connection becomes established in softirq, before any accept(), and does not.
 #[inline(always)]
 fn attribute_connect(ev: &mut Event, cfg: &Config) -> Owner {
     // A failed connect closes in `connect()` itself.

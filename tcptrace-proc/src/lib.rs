@@ -46,7 +46,7 @@ pub fn cpu_time(pid: Pid) -> Option<Duration> {
 #[must_use]
 pub fn stat_cpu_ticks(stat: &str) -> Option<u64> {
     let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-    Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
+    fields.get(11)?.parse::<u64>().ok()?.checked_add(fields.get(12)?.parse::<u64>().ok()?)
 }
 
 /// A process's resident memory (`VmRSS` of `/proc/PID/status`), in bytes.
@@ -62,7 +62,7 @@ pub fn kib_field(text: &str, key: &str) -> Option<u64> {
     text.lines()
         .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .map(|kb| kb * 1024)
+        .and_then(|kb| kb.checked_mul(1024))
 }
 
 /// The number after `key:` on its line of a `/proc/PID/status` (no unit).

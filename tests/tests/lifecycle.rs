@@ -362,7 +362,7 @@ mod lifecycle {
         }
     }
 
-    /// Entries of the tracepoint paths' `CONNECTING` map (tcptrace-ebpf/src/maps.rs), which
+    /// Entries of the `CONNECTING` map (tcptrace-ebpf/src/maps.rs), which
     /// remembers who called `connect()` from `SYN_SENT` to `ESTABLISHED` when details are on
     /// (`events`, `--pid`).
     const CONNECTING_ENTRIES: usize = 16_384;

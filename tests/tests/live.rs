@@ -227,10 +227,9 @@ fn events_carry_correct_four_tuples() {
     );
     let ns = Netns::new("ns-events");
     let listen = v4(127, 73, 0, 1);
-    // The tracer starts before the servers' accept threads block in accept(): on the
-    // fentry/kprobe paths the accept event comes from the return of inet_csk_accept, which
-    // a call entered before the hook attached never reports (the live counts do not depend
-    // on it: they use the handshake; see one_thousand_on_one_port).
+    // The tracer starts before the servers' accept threads block in accept(), as a user's
+    // would (the accept event comes from the handshake on every path, so it would be seen
+    // either way).
     let tracer = Tracer::events(&[21371, 21372, 21379]);
     let v4_server = Server::listen(&ns, at(listen, 21371), Accepted::Hold);
     let v6_server = Server::listen(&ns, at(V6_LOOPBACK, 21372), Accepted::Hold);

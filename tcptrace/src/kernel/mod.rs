@@ -392,7 +392,7 @@ fn explain(path: Path, e: &ProgramError) -> String {
     let detail = if what.is_empty() { chain(e) } else { format!("{what}: {}", chain_io(e)) };
     let hint = match (path, os_error) {
         (Path::Fentry, Some(libc::EPERM)) => {
-            "; fentry/fexit are not allowed on this kernel (function tracing is locked down or the lockdown LSM forbids it)"
+            "; fentry is not allowed on this kernel (function tracing is locked down or the lockdown LSM forbids it)"
         }
         (Path::Fentry, Some(ENOTSUPP)) => {
             "; this kernel has no BPF trampoline (fentry needs Linux 5.5+ on x86_64 or 6.0+ on arm64)"

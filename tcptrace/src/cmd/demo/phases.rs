@@ -495,9 +495,7 @@ impl Demo {
             if gone && self.netns.is_some() {
                 // The namespace thread is the last holder of the namespace.
                 drop(self.netns.take());
-                // Every socket is closed now; only the tracer's events can be behind. On
-                // the fentry and kprobe paths a connection still in an accept queue when
-                // its listener closed never reaches tcp_close, so it may never come.
+                // Every socket is closed now; only the tracer's events can be behind.
                 deadline = deadline.min(Instant::now() + SETTLE_WAIT);
             }
             let left = in_netns(self);
