@@ -61,10 +61,11 @@ pub const FULL_SUITE_PATHS: [AttachPath; 2] =
 /// counts, the moments a connection starts and stops being live). The other executables test
 /// tcptrace's own output, flags and serving on top of those events, which does not change
 /// with the kernel once the events are right; running them on every pair would cost about
-/// 6 minutes of emulation a pair and break CI's 45 minutes. `filter` is kernel-facing too:
-/// `--pid` reads `accept()`'s socket through task and file offsets and `--cgroup` reads
-/// `sk_cgrp_data`, whose shape changed in 5.15.
-pub const KERNEL_FACING: [&str; 3] = ["test/live", "test/lifecycle", "test/filter"];
+/// 6 minutes of emulation a pair and break CI's 45 minutes. `filter` is kernel-facing too
+/// (`--pid` reads `accept()`'s socket through task and file offsets, `--cgroup` reads
+/// `sk_cgrp_data`, whose shape changed in 5.15), but it is not in this set yet: it adds
+/// about 5 minutes to CI, which has not been measured whole with it.
+pub const KERNEL_FACING: [&str; 2] = ["test/live", "test/lifecycle"];
 
 /// Which test executables a boot runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -141,6 +142,7 @@ pub struct MatrixReport {
 /// rebuild nothing.
 pub fn run(base: &VmArgs) -> MatrixReport {
     let legs = plan(&base.paths);
+    fetch_kernels(&legs);
     let queue = Mutex::new(legs.iter().enumerate());
     let done: Mutex<Vec<(usize, MatrixReport)>> = Mutex::new(Vec::new());
     thread::scope(|scope| {
@@ -164,6 +166,24 @@ pub fn run(base: &VmArgs) -> MatrixReport {
     }
     report.rows = in_matrix_order(report.rows, &base.paths);
     report
+}
+
+/// Downloads and unpacks every kernel of the plan, one at a time, before any boot: two legs
+/// share a kernel (6.1's full suite and its subset), and two fetches of one package side by
+/// side unpack into the same directory (on a fresh clone that failed `dpkg-deb -x`). A
+/// kernel that cannot be fetched here is fetched again, and reported, by its legs.
+fn fetch_kernels(legs: &[Leg]) {
+    let Ok(target) = crate::cargo::target_dir() else { return };
+    let mut fetched = Vec::new();
+    for leg in legs {
+        if fetched.contains(&leg.kernel.package) {
+            continue;
+        }
+        fetched.push(leg.kernel.package);
+        if let Err(error) = super::kernel::fetch(&target.join("vm"), Some(leg.kernel.package)) {
+            say!("vm: {} could not be fetched yet: {error:#}", leg.kernel.name);
+        }
+    }
 }
 
 fn run_leg(base: &VmArgs, leg: &Leg) -> MatrixReport {
