@@ -1,10 +1,11 @@
 //! The kernel's own readings of a listener's limits, taken inside a test's namespace for
 //! the limits tests to compare tcptrace's rows against: `ss -ltmn` (accept queue, backlog,
 //! drops), `/proc/net/netstat` (what `nstat` reads), and a `tcptrace load hold` server
-//! started under a low soft `RLIMIT_NOFILE` (`prlimit`).
+//! started under a low `RLIMIT_NOFILE`.
 
 use std::fs;
 use std::net::SocketAddr;
+use std::os::unix::process::CommandExt as _;
 use std::process::{Child, Command, Stdio};
 
 use crate::{Netns, tracer_bin};
@@ -57,6 +58,18 @@ pub fn tcp_ext(ns: &Netns, name: &'static str) -> u64 {
     values.split_whitespace().nth(at).expect("a value").parse().expect("a number")
 }
 
+/// Sets `command`'s `RLIMIT_NOFILE`, soft and hard, to `nofile` in the child before it
+/// runs: no `prlimit(1)` needed (the VM tier's initramfs has no util-linux).
+pub fn limit_open_files(command: &mut Command, nofile: u64) {
+    use nix::sys::resource::{Resource, setrlimit};
+    // SAFETY: setrlimit is async-signal-safe, and the closure allocates nothing.
+    unsafe {
+        command.pre_exec(move || {
+            setrlimit(Resource::RLIMIT_NOFILE, nofile, nofile).map_err(std::io::Error::from)
+        });
+    }
+}
+
 /// A `tcptrace load hold --listen addr` server in `ns`, started with soft and hard
 /// `RLIMIT_NOFILE` of `nofile`: it accepts until `accept()` fails with `EMFILE`, then
 /// leaves the rest in its accept queue. Killed on drop.
@@ -67,20 +80,20 @@ impl LimitedServer {
     pub fn start(ns: &Netns, addr: SocketAddr, nofile: u64) -> Self {
         let bin = tracer_bin().to_owned();
         let child = ns.run(move || {
-            Command::new("prlimit")
-                .arg(format!("--nofile={nofile}:{nofile}"))
-                .arg(bin)
+            let mut server = Command::new(bin);
+            limit_open_files(&mut server, nofile);
+            server
                 .args(["load", "hold", "--listen", &addr.to_string()])
                 .stdin(Stdio::piped())
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .spawn()
-                .expect("spawn prlimit tcptrace load hold")
+                .expect("spawn tcptrace load hold with its RLIMIT_NOFILE")
         });
         Self(child)
     }
 
-    /// prlimit runs its command in its own process (exec), so this is the server's pid.
+    /// The server's pid.
     #[must_use]
     pub fn pid(&self) -> u32 {
         self.0.id()

@@ -18,6 +18,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use tcptrace_json::metrics::{self, family};
+use tcptrace_tests::limits::limit_open_files;
 use tcptrace_tests::{
     ATTACH_WAIT, Accepted, INTERVAL, Netns, Server, WAIT, attach_path, connect, run_to_exit,
     tracer_bin,
@@ -47,7 +48,7 @@ impl Serve {
     }
 
     /// [`Serve::start`] with its open-file limit (soft and hard) set to `nofile` in the
-    /// child before it runs, when given (no `prlimit` binary needed: the VM has busybox).
+    /// child before it runs, when given.
     fn start_under(nofile: Option<u64>, extra: &[&str]) -> Self {
         let addr = free_loopback_port();
         let attach = attach_path();
@@ -63,18 +64,7 @@ impl Serve {
         );
         let mut command = Command::new(tracer_bin());
         if let Some(limit) = nofile {
-            use std::os::unix::process::CommandExt as _;
-            // SAFETY: setrlimit is async-signal-safe, and the closure allocates nothing.
-            unsafe {
-                command.pre_exec(move || {
-                    nix::sys::resource::setrlimit(
-                        nix::sys::resource::Resource::RLIMIT_NOFILE,
-                        limit,
-                        limit,
-                    )
-                    .map_err(std::io::Error::from)
-                });
-            }
+            limit_open_files(&mut command, limit);
         }
         let mut child = command
             .args(&args)

@@ -65,7 +65,12 @@ pub async fn run(args: CheckArgs) -> anyhow::Result<Outcome> {
         }
         // An interval whose capacity refresh failed has no listener or destination values:
         // those are not measured this time (rather than idle); the totals still are.
-        let rows = live.capacity_rows(0);
+        // The last observation is the final one, so its rows are walked now, not paced.
+        let rows = if matches!(tick, Tick::Stop) {
+            live.current_capacity_rows(0)
+        } else {
+            live.capacity_rows(0)
+        };
         check.observe(&Observed {
             ledger: &live.ledger,
             capacity: rows.as_ref(),

@@ -316,6 +316,26 @@ impl Live {
         self.capacity.last_rows(top).cloned()
     }
 
+    /// The capacity rows as the kernel has them now, however recent the last refresh: a
+    /// run's last word (`check`'s final values) must not be a paced refresh seconds old
+    /// (3 s behind a 2 s check in a slow VM). The walk runs here, not on the walker: nothing
+    /// comes after it. `None` when it fails, recorded as the refresh pass's failure.
+    pub fn current_capacity_rows(&mut self, top: usize) -> Option<Capacity> {
+        self.first_rows = None;
+        // The rates count the events up to now.
+        self.apply_ring();
+        match self.capacity.refresh_now(top) {
+            Ok(rows) => {
+                self.passes.worked(Pass::CapacityRefresh);
+                Some(rows)
+            }
+            Err(e) => {
+                self.passes.failed(Pass::CapacityRefresh, &e);
+                None
+            }
+        }
+    }
+
     /// Takes in the capacity walk if it finished (waiting up to `wait` for one in flight).
     fn take_capacity(&mut self, top: usize, wait: Duration) {
         if let Some(Walked::Capacity(walked)) = self.walker.take(Walk::Capacity, wait) {
