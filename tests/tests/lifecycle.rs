@@ -368,8 +368,14 @@ mod lifecycle {
     const CONNECTING_ENTRIES: usize = 16_384;
 
     #[test]
-    #[ignore = "unfinished: on the host the held connects do not all complete within 30 s \
-                once the listener has room (cause not found yet); run with --ignored"]
+    // The cause, measured on the host: the held sockets' SYN retransmissions expire in
+    // batches (timer-wheel buckets of about 0.5 s at RTOs of 4 to 16 s), more than the
+    // per-CPU loopback backlog holds (net.core.netdev_max_backlog 1000, box-wide): one run
+    // dropped 66,240 packets (/proc/net/softnet_stat), and the dropped SYNs wait for the
+    // next backoff (31 s, 63 s). After 30 s, 5,611 of 17,384 were still in SYN_SENT.
+    #[ignore = "unfinished: the held connects' retransmitted SYNs overflow the box-wide \
+                loopback backlog (see above), so not all complete within 30 s; run with \
+                --ignored"]
     fn more_handshakes_at_once_than_the_connecting_map_holds() {
         // 1,000 beyond the map: enough to show an eviction, and with the test's other
         // descriptors under this host's RLIMIT_NOFILE of 20,000 (which cannot be raised:
