@@ -1,8 +1,8 @@
 //! When a connection starts and stops being live: the README's definition (`ss` states
 //! `ESTABLISHED` and `CLOSE_WAIT`) at the moments the hooks can get wrong: a connect held
 //! in `SYN_SENT`, `shutdown(SHUT_WR)`, SYN cookies, TCP Fast Open, a reset before
-//! `accept()`, listeners closed under their connections, and more handshakes at once than
-//! the BPF maps hold.
+//! `accept()`, listeners closed under their connections, handshakes over a slow link
+//! (netem, where the kernel has it), and more handshakes at once than the BPF maps hold.
 //!
 //! Every test runs twice, each time in a fresh namespace: with reconciliation off (a missed
 //! or invented event stays in the counts, which must be exact) and with it every 250 ms (a
@@ -21,9 +21,9 @@ mod lifecycle {
     use std::time::{Duration, Instant};
 
     use tcptrace_tests::{
-        Accepted, Netns, Server, Snapshot, SnapshotExt, Tracer, Tuple, connect, connect_fastopen,
-        expected, listen_unaccepted, netstat, reset, serve_fastopen, start_connect, start_connects,
-        state_of, tcp_state, tuple_to, tuples, wait_state,
+        Accepted, EventKind, EventLine, Netns, Server, Snapshot, SnapshotExt, Tracer, Tuple,
+        connect, connect_fastopen, expected, listen_unaccepted, netstat, reset, serve_fastopen,
+        start_connect, start_connects, state_of, tcp_state, tuple_to, tuples, wait_state,
     };
 
     /// `--reconcile-every` for the two runs of every test: off, then often.
@@ -360,6 +360,126 @@ mod lifecycle {
             drop((accepted_client, accepted, queued));
             run.settle(&tracer, "everything closed", &[]);
         }
+    }
+
+    /// The one-way delay the slow-link test puts on its namespace's loopback: a handshake
+    /// takes three (SYN, SYN-ACK, final ACK), under the 1 s initial RTO, so nothing is sent
+    /// twice.
+    const LINK_DELAY: Duration = Duration::from_millis(300);
+
+    /// Delays every packet on `ns`'s loopback by `delay` (`tc qdisc add dev lo root netem`).
+    /// `Err` only when the kernel has no netem qdisc (this project's host has none: see
+    /// PLATFORM.md); any other failure of `tc` fails the test.
+    fn delay_loopback(ns: &Netns, delay: Duration) -> Result<(), String> {
+        let delay = format!("{}ms", delay.as_millis());
+        let out = ns
+            .run(move || {
+                std::process::Command::new("tc")
+                    .args(["qdisc", "add", "dev", "lo", "root", "netem", "delay", &delay])
+                    .output()
+            })
+            .expect("run tc (iproute2)");
+        let stderr = String::from_utf8_lossy(&out.stderr).trim().to_owned();
+        if out.status.success() {
+            Ok(())
+        } else if stderr.contains("qdisc kind is unknown") {
+            Err(format!("this kernel has no netem qdisc (sch_netem): tc says {stderr:?}"))
+        } else {
+            panic!("tc qdisc add dev lo root netem: {}: {stderr}", out.status)
+        }
+    }
+
+    /// `CLOCK_MONOTONIC` in nanoseconds: the clock of `bpf_ktime_get_ns()`, which stamps
+    /// the events.
+    fn monotonic_ns() -> u64 {
+        let mut now = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+        // SAFETY: clock_gettime writes one timespec, which `now` is.
+        let rc = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &raw mut now) };
+        assert_eq!(rc, 0, "clock_gettime(CLOCK_MONOTONIC)");
+        u64::try_from(now.tv_sec).expect("after boot") * 1_000_000_000
+            + u64::try_from(now.tv_nsec).expect("in range")
+    }
+
+    #[test]
+    fn a_handshake_over_a_slow_link_is_live_from_its_syn_ack() {
+        const COUNT: usize = 4;
+        println!(
+            "checks: with netem delaying the namespace's loopback {LINK_DELAY:?} each way, a \
+             client's connect event comes no sooner than two delays after connect() (the \
+             SYN-ACK), its server end's accept no sooner than three (the final ACK); \
+             reconciliations in the middle of handshakes correct nothing"
+        );
+        for reconcile in RECONCILE {
+            let run = Run::new(9, "ns-life-netem", reconcile);
+            if let Err(why) = delay_loopback(&run.ns, LINK_DELAY) {
+                println!("  skipped: {why}");
+                return;
+            }
+            let server = Server::listen(&run.ns, run.listen, Accepted::Hold);
+            let inode = run.ns.inode().to_string();
+            let events = Tracer::events_with(&["--netns", &inode], &[run.listen.port()]);
+            let tracer = run.watch();
+
+            let mut clients = Vec::new();
+            let mut called = Vec::new();
+            for _ in 0..COUNT {
+                let at = monotonic_ns();
+                clients.extend(connect(&run.ns, run.from(2), run.listen, 1));
+                called.push(at);
+            }
+            server.wait_accepted(COUNT);
+            let dialled = tuples(&clients);
+            let seen = events.wait_events("a connect and an accept event per connection", |evs| {
+                let missing = dialled.iter().filter(|t| {
+                    !evs.iter().any(|e| is_end(e, EventKind::Connect, t))
+                        || !evs.iter().any(|e| is_end(e, EventKind::Accept, &t.reversed()))
+                });
+                match missing.count() {
+                    0 => Ok(()),
+                    n => Err(format!("{n} of {COUNT} connections lack an event")),
+                }
+            });
+            let delay = u64::try_from(LINK_DELAY.as_nanos()).expect("fits");
+            for (t, &at) in dialled.iter().zip(&called) {
+                let stamp = |kind, end: &Tuple| {
+                    seen.iter().find(|e| is_end(e, kind, end)).map(|e| e.ts_ns).expect("seen")
+                };
+                let connect_after = stamp(EventKind::Connect, t).saturating_sub(at);
+                let accept_after = stamp(EventKind::Accept, &t.reversed()).saturating_sub(at);
+                println!(
+                    "    {}: connect event {:.0} ms after connect(), accept {:.0} ms",
+                    t.local,
+                    connect_after as f64 / 1e6,
+                    accept_after as f64 / 1e6
+                );
+                assert!(
+                    connect_after >= 2 * delay,
+                    "{t:?}: the client counted live {connect_after} ns after connect(), before \
+                     its SYN-ACK could arrive ({} ns)",
+                    2 * delay
+                );
+                assert!(
+                    accept_after >= 3 * delay,
+                    "{t:?}: the server end counted live {accept_after} ns after connect(), \
+                     before the final ACK could arrive ({} ns)",
+                    3 * delay
+                );
+            }
+            run.settle(&tracer, "connections made over the slow link", &both_ends(&clients));
+
+            drop(clients);
+            let server_ends: Vec<Tuple> = dialled.iter().map(|t| t.reversed()).collect();
+            run.settle(&tracer, "clients closed: their server ends in CLOSE_WAIT", &server_ends);
+            server.close_where(|_| true);
+            run.settle(&tracer, "everything closed", &[]);
+        }
+    }
+
+    /// Whether `e` is a `kind` event of the connection end `end` (local, then peer).
+    fn is_end(e: &EventLine, kind: EventKind, end: &Tuple) -> bool {
+        e.event == kind
+            && SocketAddr::new(e.laddr, e.lport) == end.local
+            && SocketAddr::new(e.raddr, e.rport) == end.peer
     }
 
     /// Entries of the `CONNECTING` map (tcptrace-ebpf/src/maps.rs), which

@@ -37,8 +37,9 @@ pub struct BenchPlan {
 /// that hold thousands of sockets behave the same in both places.
 const NOFILE: u32 = 20_000;
 
-/// Host programs copied in when present; they replace busybox's smaller applets.
-const HOST_TOOLS: [&str; 2] = ["ip", "ss"];
+/// Host programs copied in when present; they replace busybox's smaller applets (`tc`
+/// puts netem on a namespace's loopback for the slow-link test; busybox has none).
+const HOST_TOOLS: [&str; 3] = ["ip", "ss", "tc"];
 
 /// Test executables left out of the VM: `test/top` drives `tcptrace top` through tmux,
 /// which busybox lacks, and the full-screen view does not depend on the attach path (the
@@ -49,8 +50,8 @@ const NOT_IN_VM: [&str; 1] = ["test/top"];
 /// demand by the kernel through busybox's modprobe, as on a real system. Debian builds
 /// sock_diag's protocol handlers as modules: without `tcp_diag`, a `SOCK_DIAG_BY_FAMILY`
 /// dump of TCP sockets answers ENOENT, and tcptrace cannot read the connections that
-/// already exist.
-const MODULES: [&str; 8] = [
+/// already exist. `sch_netem` delays a test namespace's loopback (a link with a real RTT).
+const MODULES: [&str; 9] = [
     "kernel/net/ipv4/inet_diag",
     "kernel/net/ipv4/tcp_diag",
     "kernel/net/ipv4/udp_diag",
@@ -59,6 +60,7 @@ const MODULES: [&str; 8] = [
     "kernel/net/netlink/netlink_diag",
     "kernel/net/packet/af_packet_diag",
     "kernel/drivers/net/veth",
+    "kernel/net/sched/sch_netem",
 ];
 
 /// The module indexes copied beside them (busybox's depmod in /init writes the rest).
