@@ -21,7 +21,8 @@
 //!   arrive, and [`run_to_exit`];
 //! - `contract`: [`Snapshot`] and [`EventLine`], the output contract (from `tcptrace-json`),
 //!   with what the tests look up and check in them ([`SnapshotExt`], [`EventLineExt`]);
-//! - `expect`: [`Expect`] and [`expected`], the rows the held sockets imply, and [`tally`].
+//! - `expect`: [`Expect`] and [`expected`], the rows the held sockets imply, and [`tally`];
+//! - `serve` (not re-exported): `tcptrace serve` as a child process, and plain HTTP GETs.
 //!
 //! Environment: `TCPTRACE_BIN` (the binary), `TCPTRACE_ATTACH` (the attach path, default
 //! `auto`). Run as root with `--test-threads=1`.
@@ -32,6 +33,7 @@ mod expect;
 mod handshake;
 pub mod limits;
 mod netns;
+pub mod serve;
 mod server;
 mod setup;
 mod tracer;
