@@ -447,10 +447,10 @@ mod lifecycle {
                 let connect_after = stamp(EventKind::Connect, t).saturating_sub(at);
                 let accept_after = stamp(EventKind::Accept, &t.reversed()).saturating_sub(at);
                 println!(
-                    "    {}: connect event {:.0} ms after connect(), accept {:.0} ms",
+                    "    {}: connect event {} ms after connect(), accept {} ms",
                     t.local,
-                    connect_after as f64 / 1e6,
-                    accept_after as f64 / 1e6
+                    connect_after / 1_000_000,
+                    accept_after / 1_000_000
                 );
                 assert!(
                     connect_after >= 2 * delay,

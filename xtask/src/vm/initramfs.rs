@@ -42,9 +42,11 @@ const NOFILE: u32 = 20_000;
 const HOST_TOOLS: [&str; 3] = ["ip", "ss", "tc"];
 
 /// Test executables left out of the VM: `test/top` drives `tcptrace top` through tmux,
-/// which busybox lacks, and the full-screen view does not depend on the attach path (the
-/// live tier runs it on the host).
-const NOT_IN_VM: [&str; 1] = ["test/top"];
+/// which busybox lacks, and `test/prometheus` runs Debian's Prometheus and promtool, which
+/// the initramfs does not carry. Neither depends on the attach path (the full-screen view
+/// and the metrics are rendered from the same counts on every path; `test/serve` scrapes
+/// them in the VM), and the live tier runs both on the host.
+const NOT_IN_VM: [&str; 2] = ["test/top", "test/prometheus"];
 
 /// Kernel modules copied in (paths under `lib/modules/<release>/`, without `.ko`), loaded on
 /// demand by the kernel through busybox's modprobe, as on a real system. Debian builds
