@@ -5,8 +5,8 @@
 use clap::{Parser, Subcommand};
 
 use crate::cmd::{
-    check::CheckArgs, demo::DemoArgs, events::EventsArgs, serve::ServeArgs, top::TopArgs,
-    watch::WatchArgs,
+    check::CheckArgs, demo::DemoArgs, events::EventsArgs, report::ReportArgs, serve::ServeArgs,
+    top::TopArgs, watch::WatchArgs,
 };
 
 const ABOUT: &str =
@@ -75,6 +75,9 @@ pub enum Command {
     Top(TopArgs),
     /// Serve the counts as Prometheus metrics on /metrics (and /healthz) over HTTP.
     Serve(ServeArgs),
+    /// Turn `watch --json` lines recorded with tee into one HTML page of charts (live
+    /// connections, ports per destination, accept queues, lost and drift); needs no root.
+    Report(ReportArgs),
     /// tcptrace's own loopback load generator (used by the demo and the benchmarks).
     #[command(hide = true)]
     Load(crate::load::LoadArgs),

@@ -13,6 +13,16 @@ fn main() -> ExitCode {
         .format_target(false)
         .init();
     raise_file_limit();
+    if let Command::Report(args) = &command {
+        // Reading a file and writing a page: no runtime, no privileges.
+        return tcptrace::cmd::report::run(args).map_or_else(
+            |e| {
+                eprintln!("tcptrace: error: {e:#}");
+                ExitCode::from(Outcome::BadInput.code())
+            },
+            |()| ExitCode::SUCCESS,
+        );
+    }
     if let Command::Load(args) = command {
         // The load generator is plain threads; it needs no async runtime.
         return tcptrace::load::run(args).map_or_else(
@@ -52,7 +62,9 @@ fn main() -> ExitCode {
                 .await
                 .map_err(|e| eprintln!("tcptrace: error: {e:#}"))
                 .map_or(Outcome::BadInput.into(), ExitCode::from)),
-            Command::Load(_) => unreachable!("handled before the runtime starts"),
+            Command::Load(_) | Command::Report(_) => {
+                unreachable!("handled before the runtime starts")
+            }
         }
     });
     result.unwrap_or_else(|e| {

@@ -22,7 +22,7 @@ pub struct SetupArgs {
 }
 
 /// apt packages, and why each is needed.
-const APT_PACKAGES: [(&str, &str); 9] = [
+const APT_PACKAGES: [(&str, &str); 10] = [
     ("llvm-22-dev", "bpf-linker is built against LLVM 22"),
     ("libzstd-dev", "bpf-linker links it"),
     ("zlib1g-dev", "bpf-linker links it"),
@@ -32,6 +32,7 @@ const APT_PACKAGES: [(&str, &str); 9] = [
     ("iproute2", "ip and ss, for the tests and inside the VM"),
     ("tmux", "the live test of `tcptrace top` drives it in a real terminal"),
     ("prometheus", "promtool tests the alert rules, and a real Prometheus scrapes `serve`"),
+    ("chromium", "the live test of `tcptrace report` renders its page headless and screenshots it"),
 ];
 
 /// Debian suites besides the host's own whose kernels the VM tier boots

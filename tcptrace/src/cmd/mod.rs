@@ -6,6 +6,8 @@ pub mod args;
 pub mod check;
 pub mod demo;
 pub mod events;
+pub mod output;
+pub mod report;
 pub mod serve;
 pub mod top;
 pub mod watch;

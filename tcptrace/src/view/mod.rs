@@ -1,6 +1,7 @@
 //! The snapshot and its renderings: `watch`'s table ([`table`]), the `top` screen
 //! ([`tui`]), both from one column table (`columns`); JSON lines ([`json`]), Prometheus
-//! metrics ([`metrics`]) and the event log ([`events`]).
+//! metrics ([`metrics`]), the event log ([`events`]) and a run's HTML report with its
+//! charts ([`report`]).
 //!
 //! A view reads a [`Snapshot`], never the ledger's connections: the ledger already keeps
 //! the aggregates, a snapshot only takes the top rows of them. The snapshot is the output
@@ -16,6 +17,7 @@ mod columns;
 pub mod events;
 pub mod json;
 pub mod metrics;
+pub mod report;
 pub mod table;
 pub mod tui;
 

@@ -41,12 +41,13 @@ const NOFILE: u32 = 20_000;
 /// puts netem on a namespace's loopback for the slow-link test; busybox has none).
 const HOST_TOOLS: [&str; 3] = ["ip", "ss", "tc"];
 
-/// Test executables left out of the VM: `test/top` drives `tcptrace top` through tmux,
-/// which busybox lacks, and `test/prometheus` runs Debian's Prometheus and promtool, which
-/// the initramfs does not carry. Neither depends on the attach path (the full-screen view
-/// and the metrics are rendered from the same counts on every path; `test/serve` scrapes
-/// them in the VM), and the live tier runs both on the host.
-const NOT_IN_VM: [&str; 2] = ["test/top", "test/prometheus"];
+/// Test executables left out of the VM, each for a program the initramfs does not carry:
+/// `test/top` drives `tcptrace top` through tmux, `test/prometheus` runs Debian's
+/// Prometheus and promtool, `test/report` renders a page in Chromium. None depends on the
+/// attach path (the screen, the metrics and the page come from the same counts on every
+/// path; `test/serve` scrapes the metrics in the VM), and the live tier runs all three on
+/// the host.
+const NOT_IN_VM: [&str; 3] = ["test/top", "test/prometheus", "test/report"];
 
 /// Kernel modules copied in (paths under `lib/modules/<release>/`, without `.ko`), loaded on
 /// demand by the kernel through busybox's modprobe, as on a real system. Debian builds

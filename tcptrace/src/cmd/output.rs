@@ -1,0 +1,55 @@
+//! The file a report goes to (`check --report`, `report -o`): opened before the work
+//! starts, so a path that cannot be written fails at once, and never through a symlink or
+//! into a FIFO, since tcptrace runs as root and another user may have put them there.
+
+/// Opens (creating it if needed) the file the report goes to, without truncating it yet.
+/// A symlink there is refused rather than followed: tcptrace runs as root, and the link
+/// could point anywhere.
+pub fn open_report(path: &std::path::Path) -> anyhow::Result<(std::fs::File, std::path::PathBuf)> {
+    use std::os::unix::fs::{FileTypeExt as _, OpenOptionsExt as _};
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        // Nor a FIFO another user planted there may hold the open.
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .mode(0o644)
+        .open(path)
+        .map_err(|e| match e.raw_os_error() {
+            Some(libc::ELOOP) => anyhow::anyhow!(
+                "will not write the report to {}: it is a symlink (give the file itself)",
+                path.display()
+            ),
+            // A FIFO with no reader (or a socket, or a device with no driver) answers the
+            // non-blocking open with ENXIO: it is no file either.
+            Some(libc::ENXIO) => not_a_file(path),
+            _ => anyhow::Error::new(e)
+                .context(format!("cannot write the report to {}", path.display())),
+        })?;
+    let kind = file.metadata()?.file_type();
+    if !(kind.is_file() || kind.is_char_device()) {
+        return Err(not_a_file(path));
+    }
+    Ok((file, path.to_owned()))
+}
+
+fn not_a_file(path: &std::path::Path) -> anyhow::Error {
+    anyhow::anyhow!(
+        "will not write the report to {}: it is not a regular file (give a file's path)",
+        path.display()
+    )
+}
+
+pub fn write_report(file: &mut std::fs::File, text: &str) -> std::io::Result<()> {
+    use std::io::{Seek as _, Write as _};
+    // A regular file is rewritten whole and synced; a device such as /dev/null is only
+    // written to.
+    let regular = file.metadata()?.is_file();
+    if regular {
+        file.set_len(0)?;
+        file.rewind()?;
+    }
+    file.write_all(text.as_bytes())?;
+    file.write_all(b"\n")?;
+    if regular { file.sync_all() } else { Ok(()) }
+}

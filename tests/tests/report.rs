@@ -1,0 +1,264 @@
+//! `tcptrace report` as a person would look at it: a real `watch --json` recording of
+//! connections ramping up in the test's own network namespace (127.89.0.0/16, listener
+//! port 22290, a 12-port ephemeral range that runs out), turned into the HTML page, which
+//! headless Chromium (Debian's `chromium`, which `cargo xtask setup` installs) then renders
+//! and screenshots.
+//!
+//! Not in the VM tier (the initramfs has no Chromium): the page is made from recorded JSON,
+//! whatever the attach path.
+
+use std::fs;
+use std::io::ErrorKind;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use tcptrace_tests::{
+    ATTACH_WAIT, Accepted, Netns, Server, Snapshot, WAIT, attach_path, tracer_bin,
+};
+
+const SERVER: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, 89, 0, 1)), 22290);
+const RANGE: (u16, u16) = (40_000, 40_011);
+/// Connections added at each step of the ramp, one step a second: 4 steps fill the range.
+const STEP: usize = 3;
+const STEPS: usize = 4;
+/// Connects tried once the range is full: each fails with `EADDRNOTAVAIL`.
+const OVER: usize = 3;
+/// The screenshot's size, as `--window-size` asks for it.
+const SHOT: (u32, u32) = (1100, 2000);
+
+/// A directory of the test's own, removed on drop.
+struct Scratch(PathBuf);
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Headless Chromium on `page` with `args` (`--dump-dom`, `--screenshot=...`), bounded in
+/// time; its stdout. The flags are those that keep it off the network (this machine's is
+/// closed). Its output goes to files: a DOM larger than a pipe's buffer would block it
+/// while the test waits for it to exit.
+fn chromium(scratch: &Path, page: &Path, args: &[String]) -> String {
+    let binary = Path::new("/usr/bin/chromium");
+    assert!(
+        binary.exists(),
+        "{} is missing: install Debian's chromium package (`cargo xtask setup` does)",
+        binary.display()
+    );
+    let mut child = Command::new(binary)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--hide-scrollbars",
+        ])
+        .arg(format!("--user-data-dir={}", scratch.join("chromium").display()))
+        .args(args)
+        .arg(format!("file://{}", page.display()))
+        .stdin(Stdio::null())
+        .stdout(fs::File::create(scratch.join("chromium.out")).expect("chromium's stdout"))
+        .stderr(fs::File::create(scratch.join("chromium.err")).expect("chromium's stderr"))
+        .spawn()
+        .expect("spawn chromium");
+    let deadline = Instant::now() + WAIT;
+    while child.try_wait().expect("wait for chromium").is_none() {
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            panic!("chromium {args:?} did not finish within {WAIT:?}");
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+    let status = child.wait().expect("chromium's status");
+    let stderr = fs::read_to_string(scratch.join("chromium.err")).unwrap_or_default();
+    assert!(status.success(), "chromium {args:?}: {status}: {stderr}");
+    fs::read_to_string(scratch.join("chromium.out")).expect("chromium's stdout")
+}
+
+/// The part of the page from the figure `id` to its end.
+fn figure<'p>(dom: &'p str, id: &str) -> &'p str {
+    let start = dom.find(&format!("id=\"{id}\"")).unwrap_or_else(|| panic!("no figure {id}"));
+    let end = dom[start..].find("</figure>").map_or(dom.len(), |e| start + e);
+    &dom[start..end]
+}
+
+/// For each polyline in `svg`: its number of points, and of distinct y coordinates (pixel
+/// rows). The mesh and axes are polylines of two points; a plotted line has one point per
+/// snapshot of its row.
+fn polylines(svg: &str) -> Vec<(usize, usize)> {
+    svg.split("<polyline")
+        .skip(1)
+        .map(|p| {
+            let points =
+                p.split("points=\"").nth(1).and_then(|p| p.split('"').next()).unwrap_or("");
+            let mut ys: Vec<&str> =
+                points.split_whitespace().filter_map(|xy| xy.split(',').nth(1)).collect();
+            let count = ys.len();
+            ys.sort_unstable();
+            ys.dedup();
+            (count, ys.len())
+        })
+        .collect()
+}
+
+#[test]
+fn a_recorded_ramp_renders_as_charts_in_a_real_browser() {
+    println!(
+        "checks: watch --json recorded while {STEPS} steps of {STEP} connections fill a \
+         {}-port range and {OVER} more connects fail; tcptrace report turns it into a page that \
+         Chromium renders with the title, every chart's plotted lines (the ramp's levels on \
+         the live chart), the failed connects marked, and a screenshot",
+        RANGE.1 - RANGE.0 + 1
+    );
+    let scratch =
+        Scratch(std::env::temp_dir().join(format!("tcptrace-report-{}", std::process::id())));
+    let _ = fs::remove_dir_all(&scratch.0);
+    fs::create_dir_all(&scratch.0).expect("scratch directory");
+    let dir = &scratch.0;
+
+    let ns = Netns::new("ns-report");
+    ns.run(|| {
+        fs::write("/proc/sys/net/ipv4/ip_local_port_range", format!("{} {}", RANGE.0, RANGE.1))
+            .expect("set the namespace's ephemeral range");
+    });
+    let server = Server::listen(&ns, SERVER, Accepted::Hold);
+
+    let (recording, clients) = record_a_ramp(dir, &ns, &server);
+
+    // What the page must show, from the recording itself.
+    let text = fs::read_to_string(&recording).expect("read the recording");
+    let samples: Vec<Snapshot> =
+        text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+    let ours = |s: &Snapshot| {
+        s.listeners
+            .iter()
+            .find(|l| l.addr == SERVER.ip() && l.port == SERVER.port())
+            .map(|l| l.live)
+    };
+    let mut levels: Vec<u64> = samples.iter().filter_map(ours).collect();
+    levels.dedup();
+    println!("  {} snapshots; the listener's live count went {levels:?}", samples.len());
+    let last = samples.last().expect("snapshots");
+    let dest =
+        last.destinations.iter().find(|d| d.raddr == SERVER.ip() && d.rport == SERVER.port());
+    assert_eq!(dest.map(|d| d.failed_connects), Some(OVER as u64), "{dest:?}");
+
+    let page = dir.join("run.html");
+    let out = Command::new(tracer_bin())
+        .arg("report")
+        .arg(&recording)
+        .arg("-o")
+        .arg(&page)
+        .output()
+        .expect("run tcptrace report");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "tcptrace report: {}: {stderr}", out.status);
+    println!("  tcptrace report: {}", stderr.trim());
+
+    let dom = chromium(dir, &page, &["--dump-dom".into()]);
+    assert!(dom.contains(&format!("<h1>tcptrace: {}</h1>", recording.display())), "no title");
+    // Every chart has a line through most of the run's snapshots, not an empty axis.
+    for id in ["chart-live", "chart-ports", "chart-queue", "chart-trust"] {
+        let longest = polylines(figure(&dom, id)).into_iter().map(|(n, _)| n).max().unwrap_or(0);
+        assert!(
+            longest >= samples.len() / 2,
+            "{id}: its longest line has {longest} points, of {} snapshots",
+            samples.len()
+        );
+        println!("  {id}: a line of {longest} points");
+    }
+    let live = figure(&dom, "chart-live");
+    let named = format!("{SERVER} (netns {})", ns.inode());
+    assert!(live.contains(&named), "the listener is not named");
+    // The ramp's levels (0 or the first step, then each step) are on the page.
+    let steepest = polylines(live).into_iter().map(|(_, levels)| levels).max().unwrap_or(0);
+    assert!(steepest >= STEPS, "the live line has {steepest} levels, the ramp {STEPS}");
+    println!("  chart-live: the listener's line climbs through {steepest} levels");
+    let ports = figure(&dom, "chart-ports");
+    assert!(ports.contains("failed connects"), "no failed connects in the legend");
+    assert!(ports.contains("<circle"), "no failed connect marked");
+
+    screenshot_renders(dir, &page);
+    drop(clients);
+}
+
+/// `watch --json` of the test's namespace, recorded while the ramp fills its range and
+/// further connects fail; the recording, and the clients (held until the end).
+fn record_a_ramp(dir: &Path, ns: &Netns, server: &Server) -> (PathBuf, Vec<TcpStream>) {
+    let recording = dir.join("run.jsonl");
+    let inode = ns.inode().to_string();
+    let attach = attach_path();
+    let mut watch = Command::new(tracer_bin())
+        .args(["watch", "--json", "--netns", &inode, "--interval", "250ms", "--attach", &attach])
+        .stdin(Stdio::null())
+        .stdout(fs::File::create(&recording).expect("the recording"))
+        .stderr(fs::File::create(dir.join("watch.err")).expect("watch's stderr"))
+        .spawn()
+        .expect("spawn tcptrace watch");
+    let deadline = Instant::now() + ATTACH_WAIT;
+    while fs::read_to_string(&recording).unwrap_or_default().lines().next().is_none() {
+        let err = fs::read_to_string(dir.join("watch.err")).unwrap_or_default();
+        assert!(watch.try_wait().expect("watch").is_none(), "watch exited: {err}");
+        assert!(Instant::now() < deadline, "no snapshot within {ATTACH_WAIT:?}: {err}");
+        thread::sleep(Duration::from_millis(100));
+    }
+
+    // The ramp: unbound sockets, so the kernel takes each port from the namespace's range.
+    let mut clients = Vec::new();
+    for step in 1..=STEPS {
+        clients.extend(ns.run(|| {
+            (0..STEP).map(|_| TcpStream::connect(SERVER).expect("connect")).collect::<Vec<_>>()
+        }));
+        server.wait_accepted(step * STEP);
+        thread::sleep(Duration::from_secs(1));
+    }
+    let failed = ns.run(|| {
+        (0..OVER)
+            .filter(|_| {
+                TcpStream::connect(SERVER).is_err_and(|e| {
+                    assert_ne!(e.kind(), ErrorKind::ConnectionRefused, "{e}");
+                    e.raw_os_error() == Some(libc::EADDRNOTAVAIL)
+                })
+            })
+            .count()
+    });
+    assert_eq!(failed, OVER, "the range is full: every further connect must fail");
+    thread::sleep(Duration::from_millis(1500));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(watch.id()).expect("a pid")),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .expect("interrupt watch");
+    let status = watch.wait().expect("wait for watch");
+    println!("  watch ended ({status}) after the ramp");
+
+    (recording, clients)
+}
+
+/// A screenshot of `page`: a PNG of the size asked for, and not blank.
+fn screenshot_renders(dir: &Path, page: &Path) {
+    let shot = dir.join("run.png");
+    chromium(
+        dir,
+        page,
+        &[
+            format!("--window-size={},{}", SHOT.0, SHOT.1),
+            format!("--screenshot={}", shot.display()),
+        ],
+    );
+    let png = fs::read(&shot).expect("the screenshot");
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n", "not a PNG");
+    let size = |at: usize| u32::from_be_bytes(png[at..at + 4].try_into().expect("4 bytes"));
+    assert_eq!((size(16), size(20)), SHOT, "the screenshot's width and height (IHDR)");
+    // A blank page of that size compresses to a few KB; charts and text do not.
+    assert!(png.len() > 40_000, "the screenshot is {} bytes: a blank page?", png.len());
+    println!("  screenshot {}x{}, {} bytes", SHOT.0, SHOT.1, png.len());
+}
