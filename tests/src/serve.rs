@@ -161,3 +161,15 @@ pub fn get_within(addr: SocketAddr, path: &str, bound: Duration) -> std::io::Res
         .ok_or_else(|| std::io::Error::other(format!("no status line: {head:?}")))?;
     Ok((status, body.to_owned()))
 }
+
+/// The labels of a listener's series, as `serve` writes them (without the braces).
+#[must_use]
+pub fn listener_labels(netns: u32, listener: SocketAddr) -> String {
+    format!("netns=\"{netns}\",addr=\"{}\",port=\"{}\"", listener.ip(), listener.port())
+}
+
+/// The labels of a destination's series, from `laddr` to `to`, as `serve` writes them.
+#[must_use]
+pub fn destination_labels(netns: u32, laddr: std::net::IpAddr, to: SocketAddr) -> String {
+    format!("netns=\"{netns}\",laddr=\"{laddr}\",raddr=\"{}\",rport=\"{}\"", to.ip(), to.port())
+}

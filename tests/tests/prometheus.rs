@@ -19,7 +19,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use tcptrace_tests::serve::{Serve, free_loopback_port, get};
+use tcptrace_tests::serve::{Serve, destination_labels, free_loopback_port, get, listener_labels};
 use tcptrace_tests::{Accepted, Netns, Server, WAIT, connect};
 
 const SERVER: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, 84, 0, 1)), 21890);
@@ -222,10 +222,8 @@ fn a_real_prometheus_stores_and_alerts_on_what_the_test_holds() {
          test's listener, and the destination over 80% of its range is a pending alert"
     );
     let ns = Netns::new("ns-prom");
-    ns.run(|| {
-        fs::write("/proc/sys/net/ipv4/ip_local_port_range", format!("{} {}", RANGE.0, RANGE.1))
-            .expect("set the namespace's ephemeral range");
-    });
+    ns.sysctl("net.ipv4.ip_local_port_range", &format!("{} {}", RANGE.0, RANGE.1))
+        .expect("set the namespace's ephemeral range");
     let range = f64::from(RANGE.1 - RANGE.0 + 1);
     let server = Server::listen(&ns, SERVER, Accepted::Hold);
     let clients = connect(&ns, CLIENT, SERVER, HELD);
@@ -236,13 +234,8 @@ fn a_real_prometheus_stores_and_alerts_on_what_the_test_holds() {
     let prometheus = Prometheus::scraping(serve.addr);
     let instance = format!("instance=\"{}\",job=\"tcptrace\"", serve.addr);
     let netns = ns.inode();
-    let listener =
-        format!("{instance},netns=\"{netns}\",addr=\"{}\",port=\"{}\"", SERVER.ip(), SERVER.port());
-    let destination = format!(
-        "{instance},netns=\"{netns}\",laddr=\"{CLIENT}\",raddr=\"{}\",rport=\"{}\"",
-        SERVER.ip(),
-        SERVER.port()
-    );
+    let listener = format!("{instance},{}", listener_labels(netns, SERVER));
+    let destination = format!("{instance},{}", destination_labels(netns, CLIENT, SERVER));
     let held = f64::from(u32::try_from(HELD).expect("a handful"));
 
     prometheus.wait_for("the held connections in Prometheus", |p| {

@@ -125,10 +125,8 @@ fn a_recorded_ramp_renders_as_charts_in_a_real_browser() {
     let dir = &scratch.0;
 
     let ns = Netns::new("ns-report");
-    ns.run(|| {
-        fs::write("/proc/sys/net/ipv4/ip_local_port_range", format!("{} {}", RANGE.0, RANGE.1))
-            .expect("set the namespace's ephemeral range");
-    });
+    ns.sysctl("net.ipv4.ip_local_port_range", &format!("{} {}", RANGE.0, RANGE.1))
+        .expect("set the namespace's ephemeral range");
     let server = Server::listen(&ns, SERVER, Accepted::Hold);
 
     let (recording, clients) = record_a_ramp(dir, &ns, &server);

@@ -16,7 +16,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use tcptrace_json::metrics::family;
-use tcptrace_tests::serve::{Serve, get, get_within};
+use tcptrace_tests::serve::{Serve, destination_labels, get, get_within, listener_labels};
 use tcptrace_tests::{Accepted, Netns, Server, WAIT, attach_path, connect, run_to_exit};
 
 const SERVER: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, 85, 0, 1)), 21883);
@@ -60,13 +60,8 @@ fn scraped_metrics_match_the_connections_held() {
     let clients = connect(&ns, CLIENT, SERVER, HELD);
     server.wait_accepted(HELD);
     let netns = ns.inode();
-    let listener =
-        format!("{{netns=\"{netns}\",addr=\"{}\",port=\"{}\"}}", SERVER.ip(), SERVER.port());
-    let destination = format!(
-        "{{netns=\"{netns}\",laddr=\"{CLIENT}\",raddr=\"{}\",rport=\"{}\"}}",
-        SERVER.ip(),
-        SERVER.port()
-    );
+    let listener = format!("{{{}}}", listener_labels(netns, SERVER));
+    let destination = format!("{{{}}}", destination_labels(netns, CLIENT, SERVER));
     let held = f64::from(u32::try_from(HELD).expect("a handful"));
     let m = serve.wait_for("the held connections", |m| {
         expect(m, &format!("tcptrace_listener_live_connections{listener}"), held)?;
