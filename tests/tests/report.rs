@@ -11,7 +11,7 @@ use std::fs;
 use std::io::ErrorKind;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Command, ExitStatus, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -118,18 +118,20 @@ fn a_recorded_ramp_renders_as_charts_in_a_real_browser() {
          the live chart), the failed connects marked, and a screenshot",
         RANGE.1 - RANGE.0 + 1
     );
-    let scratch =
-        Scratch(std::env::temp_dir().join(format!("tcptrace-report-{}", std::process::id())));
-    let _ = fs::remove_dir_all(&scratch.0);
-    fs::create_dir_all(&scratch.0).expect("scratch directory");
+    let (scratch, ns, server) = prepared("ns-report");
     let dir = &scratch.0;
 
-    let ns = Netns::new("ns-report");
-    ns.sysctl("net.ipv4.ip_local_port_range", &format!("{} {}", RANGE.0, RANGE.1))
-        .expect("set the namespace's ephemeral range");
-    let server = Server::listen(&ns, SERVER, Accepted::Hold);
-
-    let (recording, clients) = record_a_ramp(dir, &ns, &server);
+    let inode = ns.inode().to_string();
+    let watch = ["watch", "--json", "--netns", &inode, "--interval", "250ms"];
+    let (_, clients) = traced_ramp(
+        dir,
+        &ns,
+        &server,
+        ("watch", &watch),
+        |out, _| out.lines().next().is_some(),
+        Stop::Interrupt,
+    );
+    let recording = dir.join("watch.out");
 
     // What the page must show, from the recording itself.
     let text = fs::read_to_string(&recording).expect("read the recording");
@@ -163,16 +165,7 @@ fn a_recorded_ramp_renders_as_charts_in_a_real_browser() {
 
     let dom = chromium(dir, &page, &["--dump-dom".into()]);
     assert!(dom.contains(&format!("<h1>tcptrace: {}</h1>", recording.display())), "no title");
-    // Every chart has a line through most of the run's snapshots, not an empty axis.
-    for id in ["chart-live", "chart-ports", "chart-queue", "chart-trust"] {
-        let longest = polylines(figure(&dom, id)).into_iter().map(|(n, _)| n).max().unwrap_or(0);
-        assert!(
-            longest >= samples.len() / 2,
-            "{id}: its longest line has {longest} points, of {} snapshots",
-            samples.len()
-        );
-        println!("  {id}: a line of {longest} points");
-    }
+    every_chart_has_a_line(&dom, samples.len() / 2);
     let live = figure(&dom, "chart-live");
     let named = format!("{SERVER} (netns {})", ns.inode());
     assert!(live.contains(&named), "the listener is not named");
@@ -188,24 +181,116 @@ fn a_recorded_ramp_renders_as_charts_in_a_real_browser() {
     drop(clients);
 }
 
-/// `watch --json` of the test's namespace, recorded while the ramp fills its range and
-/// further connects fail; the recording, and the clients (held until the end).
-fn record_a_ramp(dir: &Path, ns: &Netns, server: &Server) -> (PathBuf, Vec<TcpStream>) {
-    let recording = dir.join("run.jsonl");
-    let inode = ns.inode().to_string();
+/// A scratch directory, and the test's namespace with its small range and its listener.
+fn prepared(name: &str) -> (Scratch, Netns, Server) {
+    let scratch =
+        Scratch(std::env::temp_dir().join(format!("tcptrace-{name}-{}", std::process::id())));
+    let _ = fs::remove_dir_all(&scratch.0);
+    fs::create_dir_all(&scratch.0).expect("scratch directory");
+    let ns = Netns::new(name);
+    ns.sysctl("net.ipv4.ip_local_port_range", &format!("{} {}", RANGE.0, RANGE.1))
+        .expect("set the namespace's ephemeral range");
+    let server = Server::listen(&ns, SERVER, Accepted::Hold);
+    (scratch, ns, server)
+}
+
+/// Every chart of the page has a line through at least `points` points: not an empty axis.
+fn every_chart_has_a_line(dom: &str, points: usize) {
+    for id in ["chart-live", "chart-ports", "chart-queue", "chart-trust"] {
+        let longest = polylines(figure(dom, id)).into_iter().map(|(n, _)| n).max().unwrap_or(0);
+        assert!(longest >= points, "{id}: its longest line has {longest} points, not {points}");
+        println!("  {id}: a line of {longest} points");
+    }
+}
+
+#[test]
+fn a_check_report_shows_its_verdicts_then_the_ramp_in_a_real_browser() {
+    println!(
+        "checks: check --report check.html over the same ramp, with a claim that holds (the \
+         listener's live connections reach {}) and one that cannot (half the range left \
+         free): exit 1, and Chromium renders FAIL, each verdict with its observed value, \
+         every chart's lines and a screenshot",
+        STEP * STEPS
+    );
+    let (scratch, ns, server) = prepared("ns-report-check");
+    let dir = &scratch.0;
+    let page = dir.join("check.html");
+    let (inode, report) = (ns.inode().to_string(), page.display().to_string());
+    let holds = format!("listener={SERVER} live>={}", STEP * STEPS);
+    let cannot = format!("dst={SERVER} headroom>=50%");
+    let check = [
+        "check",
+        "--netns",
+        &inode,
+        "--interval",
+        "250ms",
+        "--duration",
+        "9s",
+        "--expect",
+        &holds,
+        "--expect",
+        &cannot,
+        "--report",
+        &report,
+    ];
+    let (status, clients) = traced_ramp(
+        dir,
+        &ns,
+        &server,
+        ("check", &check),
+        |_, err| err.contains("checking 2 expectation(s)"),
+        Stop::OnItsOwn,
+    );
+    let verdicts = fs::read_to_string(dir.join("check.out")).unwrap_or_default();
+    println!("{verdicts}");
+    assert_eq!(status.code(), Some(1), "one claim cannot hold: {verdicts}");
+
+    let dom = chromium(dir, &page, &["--dump-dom".into()]);
+    assert!(dom.contains("<h1>tcptrace check: FAIL</h1>"), "no verdict in the title");
+    // The browser serializes `>` in text as `&gt;`.
+    for (claim, verdict) in [(&holds, "pass\">PASS"), (&cannot, "fail\">FAIL")] {
+        let row =
+            format!("<code>{}</code></td><td class=\"{verdict}</td>", claim.replace('>', "&gt;"));
+        assert!(dom.contains(&row), "no row {row}");
+    }
+    assert!(dom.contains("minimum 0%"), "the failed claim's observed value is not shown");
+    every_chart_has_a_line(&dom, 9);
+    screenshot_renders(dir, &page);
+    drop(clients);
+}
+
+/// `tcptrace ARGS --attach PATH` run while the ramp fills the namespace's range and
+/// further connects fail, its stdout and stderr in `dir` (`NAME.out`, `NAME.err`). The ramp
+/// starts once `ready(stdout, stderr)`; after it the tracer is interrupted (`Ctrl-C`) or,
+/// with `Stop::OnItsOwn`, left to end at its `--duration`. Its exit status, and the clients
+/// (held until the end).
+fn traced_ramp(
+    dir: &Path,
+    ns: &Netns,
+    server: &Server,
+    (name, args): (&str, &[&str]),
+    ready: impl Fn(&str, &str) -> bool,
+    stop: Stop,
+) -> (ExitStatus, Vec<TcpStream>) {
+    let (out, err) = (dir.join(format!("{name}.out")), dir.join(format!("{name}.err")));
     let attach = attach_path();
-    let mut watch = Command::new(tracer_bin())
-        .args(["watch", "--json", "--netns", &inode, "--interval", "250ms", "--attach", &attach])
+    let mut tracer = Command::new(tracer_bin())
+        .args(args)
+        .args(["--attach", &attach])
         .stdin(Stdio::null())
-        .stdout(fs::File::create(&recording).expect("the recording"))
-        .stderr(fs::File::create(dir.join("watch.err")).expect("watch's stderr"))
+        .stdout(fs::File::create(&out).expect("the tracer's stdout"))
+        .stderr(fs::File::create(&err).expect("the tracer's stderr"))
         .spawn()
-        .expect("spawn tcptrace watch");
+        .expect("spawn tcptrace");
+    let read = |path: &Path| fs::read_to_string(path).unwrap_or_default();
     let deadline = Instant::now() + ATTACH_WAIT;
-    while fs::read_to_string(&recording).unwrap_or_default().lines().next().is_none() {
-        let err = fs::read_to_string(dir.join("watch.err")).unwrap_or_default();
-        assert!(watch.try_wait().expect("watch").is_none(), "watch exited: {err}");
-        assert!(Instant::now() < deadline, "no snapshot within {ATTACH_WAIT:?}: {err}");
+    while !ready(&read(&out), &read(&err)) {
+        assert!(tracer.try_wait().expect(name).is_none(), "{name} exited: {}", read(&err));
+        assert!(
+            Instant::now() < deadline,
+            "{name} not ready within {ATTACH_WAIT:?}: {}",
+            read(&err)
+        );
         thread::sleep(Duration::from_millis(100));
     }
 
@@ -230,15 +315,32 @@ fn record_a_ramp(dir: &Path, ns: &Netns, server: &Server) -> (PathBuf, Vec<TcpSt
     });
     assert_eq!(failed, OVER, "the range is full: every further connect must fail");
     thread::sleep(Duration::from_millis(1500));
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(i32::try_from(watch.id()).expect("a pid")),
-        nix::sys::signal::Signal::SIGINT,
-    )
-    .expect("interrupt watch");
-    let status = watch.wait().expect("wait for watch");
-    println!("  watch ended ({status}) after the ramp");
+    if stop == Stop::Interrupt {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(i32::try_from(tracer.id()).expect("a pid")),
+            nix::sys::signal::Signal::SIGINT,
+        )
+        .expect("interrupt the tracer");
+    }
+    let deadline = Instant::now() + WAIT;
+    let status = loop {
+        if let Some(status) = tracer.try_wait().expect(name) {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "{name} still running {WAIT:?} after the ramp");
+        thread::sleep(Duration::from_millis(100));
+    };
+    println!(
+        "  {name} ended ({status}) after the ramp: {}",
+        read(&err).lines().last().unwrap_or("")
+    );
+    (status, clients)
+}
 
-    (recording, clients)
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    Interrupt,
+    OnItsOwn,
 }
 
 /// A screenshot of `page`: a PNG of the size asked for, and not blank.

@@ -44,7 +44,7 @@ pub struct ExpectationResult {
 
 impl ExpectationResult {
     /// `peak 100000`, `minimum 12.5%`, or why there is no data.
-    pub(super) fn detail(&self, observations: u64) -> String {
+    pub(crate) fn detail(&self, observations: u64) -> String {
         match self.observed {
             Some(v) => format!("{} {}", self.rule.name(), self.format(v)),
             None => match Expectation::parse(&self.expr).map(|e| (e.selector, e.metric)) {

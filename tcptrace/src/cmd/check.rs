@@ -8,16 +8,23 @@ use clap::Args;
 
 use crate::{
     capacity::Capacity,
-    check::{Check, DestinationValues, Observation, PortValues, Tolerance, TotalValues, summary},
+    check::{
+        Check, DestinationValues, Observation, PortValues, Report, Tolerance, TotalValues, Verdict,
+        summary,
+    },
     cmd::{
         Outcome,
         args::{TraceArgs, parse_duration},
-        output::{open_report, write_report},
+        output::{is_html, open_report, this_box, write_report},
         print,
     },
     conn::canonical_ip,
     engine::{Live, Tick, passes::Pass},
     ledger::Ledger,
+    view::{
+        self, Snapshot,
+        report::{RunInfo, VerdictRow},
+    },
 };
 
 #[derive(Debug, Clone, Args)]
@@ -31,7 +38,9 @@ pub struct CheckArgs {
     /// --help for the grammar.
     #[arg(long = "expect", required = true, value_name = "EXPR", long_help = crate::check::EXPECT_HELP)]
     pub expect: Vec<crate::check::Expectation>,
-    /// Also write the verdicts, observed values, lost and drift as JSON to this file.
+    /// Also write the verdicts, observed values, lost and drift to this file: as JSON, or,
+    /// for a path ending in .html, as one page with the verdicts and charts of the run
+    /// (one point per interval; see `tcptrace report --help`).
     #[arg(long, value_name = "PATH")]
     pub report: Option<std::path::PathBuf>,
     /// Lost events tolerated before the check fails (default 0: counts must be exact).
@@ -54,6 +63,9 @@ pub async fn run(args: CheckArgs) -> anyhow::Result<Outcome> {
     let mut live = Live::start(&args.trace.options(args.reconcile_every), 0)?;
     let tolerance = Tolerance::from_flags(args.max_lost, args.max_drift, args.ignore_loss);
     let mut check = Check::new(args.expect.clone(), tolerance);
+    // The run as the HTML report draws it: one snapshot per observation.
+    let html = args.report.as_deref().is_some_and(is_html);
+    let mut samples = Vec::new();
     eprintln!(
         "tcptrace: checking {} expectation(s) {}",
         args.expect.len(),
@@ -79,6 +91,9 @@ pub async fn run(args: CheckArgs) -> anyhow::Result<Outcome> {
             // Every correction since the start: one between two observations counts too.
             drift: live.reconciled.then_some(live.drift_total),
         });
+        if html {
+            samples.push(sample(&live, rows));
+        }
         for note in live.take_notices() {
             eprintln!("tcptrace: note: {note}");
         }
@@ -93,10 +108,77 @@ pub async fn run(args: CheckArgs) -> anyhow::Result<Outcome> {
     // The verdict first: a report that cannot be written after all does not hide it.
     print(&summary(&report))?;
     if let Some((file, path)) = &mut report_file {
-        write_report(file, &report.to_json())
+        let text = if html {
+            let info = run_info(&report, live.session.tracer.path.name());
+            view::report::html(&info, &verdict_rows(&report), &samples)
+        } else {
+            report.to_json()
+        };
+        write_report(file, &text)
             .with_context(|| format!("cannot write the report to {}", path.display()))?;
     }
     Ok(Outcome::of(report.passed))
+}
+
+/// Rows of each kind kept per sample of an HTML report: more than its charts draw (the
+/// busiest five), few enough that an hour of samples stays small.
+const SAMPLE_ROWS: usize = 20;
+
+/// One observation as the HTML report draws it.
+fn sample(live: &Live, rows: Option<Capacity>) -> Snapshot {
+    let mut rows = rows.unwrap_or_default();
+    rows.listeners.truncate(SAMPLE_ROWS);
+    rows.destinations.truncate(SAMPLE_ROWS);
+    live.snapshot_with(SAMPLE_ROWS, rows)
+}
+
+/// What the HTML report says was measured, where and how.
+fn run_info(report: &Report, attach: &str) -> RunInfo {
+    let command: Vec<String> = std::env::args().collect();
+    RunInfo {
+        title: format!("tcptrace check: {}", if report.passed { "PASS" } else { "FAIL" }),
+        facts: vec![
+            ("command".into(), command.join(" ")),
+            ("box".into(), this_box()),
+            ("attach path".into(), attach.to_owned()),
+            ("tcptrace".into(), env!("CARGO_PKG_VERSION").to_owned()),
+            (
+                "run".into(),
+                format!("{:.1} s, {} observations", report.duration_s, report.observations),
+            ),
+        ],
+    }
+}
+
+/// Each expectation's verdict, then loss and drift against their tolerance where checked.
+fn verdict_rows(report: &Report) -> Vec<VerdictRow> {
+    let mut rows: Vec<VerdictRow> = report
+        .expectations
+        .iter()
+        .map(|e| VerdictRow {
+            claim: e.expr.clone(),
+            passed: e.verdict == Verdict::Pass,
+            detail: e.detail(report.observations),
+        })
+        .collect();
+    if let Some(most) = report.lost_tolerance {
+        rows.push(VerdictRow {
+            claim: format!("lost<={most}"),
+            passed: report.lost <= most,
+            detail: format!("{} events lost", report.lost),
+        });
+    }
+    if let Some(most) = report.drift_tolerance {
+        rows.push(VerdictRow {
+            claim: format!("drift<={most}"),
+            passed: report.drift.is_some_and(|d| d <= most),
+            detail: report.drift.map_or_else(
+                || "never measured".to_owned(),
+                |d| format!("{d} corrections by reconciliation"),
+            ),
+        });
+    }
+    rows
 }
 
 /// One interval's counts, as the check asks for them: ports and totals from the ledger,

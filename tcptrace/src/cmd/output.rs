@@ -1,6 +1,25 @@
 //! The file a report goes to (`check --report`, `report -o`): opened before the work
 //! starts, so a path that cannot be written fails at once, and never through a symlink or
-//! into a FIFO, since tcptrace runs as root and another user may have put them there.
+//! into a FIFO, since tcptrace runs as root and another user may have put them there. And
+//! what a report says of the box that made it.
+
+/// Whether `path` names an HTML report (`.html` or `.htm`): the format follows the
+/// extension, and anything else is JSON.
+#[must_use]
+pub fn is_html(path: &std::path::Path) -> bool {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| e.eq_ignore_ascii_case("html") || e.eq_ignore_ascii_case("htm"))
+}
+
+/// This box as a report names it: its host name and kernel release (`uname -nr`).
+#[must_use]
+pub fn this_box() -> String {
+    nix::sys::utsname::uname().map_or_else(
+        |e| format!("unknown (uname: {e})"),
+        |u| format!("{} (Linux {})", u.nodename().to_string_lossy(), u.release().to_string_lossy()),
+    )
+}
 
 /// Opens (creating it if needed) the file the report goes to, without truncating it yet.
 /// A symlink there is refused rather than followed: tcptrace runs as root, and the link
@@ -52,4 +71,22 @@ pub fn write_report(file: &mut std::fs::File, text: &str) -> std::io::Result<()>
     file.write_all(text.as_bytes())?;
     file.write_all(b"\n")?;
     if regular { file.sync_all() } else { Ok(()) }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    #[test]
+    fn the_format_follows_the_extension() {
+        for (path, html) in [
+            ("run.html", true),
+            ("RUN.HTM", true),
+            ("run.json", false),
+            ("html", false),
+            ("run", false),
+        ] {
+            assert_eq!(super::is_html(Path::new(path)), html, "{path}");
+        }
+    }
 }

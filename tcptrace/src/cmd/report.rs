@@ -8,7 +8,7 @@ use anyhow::Context as _;
 use clap::Args;
 use tcptrace_json::Snapshot;
 
-use crate::cmd::output::{open_report, write_report};
+use crate::cmd::output::{open_report, this_box, write_report};
 use crate::view::report::{RunInfo, html};
 
 #[derive(Debug, Clone, Args)]
@@ -86,11 +86,7 @@ fn info(source: &str, samples: &[Snapshot]) -> RunInfo {
     backends.dedup();
     let span =
         samples.last().map_or(0.0, |s| s.elapsed_s) - samples.first().map_or(0.0, |s| s.elapsed_s);
-    let uname = nix::sys::utsname::uname().ok();
-    let here = uname.as_ref().map_or_else(
-        || "unknown".to_owned(),
-        |u| format!("{} (Linux {})", u.nodename().to_string_lossy(), u.release().to_string_lossy()),
-    );
+    let here = this_box();
     RunInfo {
         title: format!("tcptrace: {source}"),
         facts: vec![

@@ -355,6 +355,12 @@ impl Live {
     /// when their refresh failed: the ledger's counts are there either way).
     pub fn snapshot(&mut self, top: usize) -> Snapshot {
         let rows = self.capacity_rows(top).unwrap_or_default();
+        self.snapshot_with(top, rows)
+    }
+
+    /// The ledger's top `top` rows of each kind beside capacity rows the caller already has.
+    #[must_use]
+    pub fn snapshot_with(&self, top: usize, rows: Capacity) -> Snapshot {
         view::snapshot(
             &self.ledger,
             self.session.tracer.path.name(),

@@ -1,5 +1,6 @@
-//! A run as one self-contained HTML page: what was measured where, the verdicts when there
-//! are some, then the run as charts over time, one point per snapshot. The charts are
+//! A run as one self-contained HTML page (`tcptrace report`, `check --report x.html`):
+//! what was measured where, the verdicts when there are some, then the run as charts over
+//! time, one point per snapshot. The charts are
 //! inline SVG drawn by plotters; the page fetches nothing and needs nothing installed to be
 //! read (text in the SVG is left to the browser's own sans-serif font).
 //!
