@@ -127,21 +127,8 @@ pub fn summary(r: &Report) -> String {
         };
         let _ = writeln!(out, "{status:<8} {:<width$}  {}", e.expr, e.detail(r.observations));
     }
-    let lost = match (lost_excess(r.lost, r.lost_tolerance), r.lost_tolerance) {
-        (Some(reason), _) => ("FAIL", reason),
-        (None, Some(max)) => ("PASS", format!("lost {} events ({max} allowed)", r.lost)),
-        (None, None) => ("-", format!("lost {} events (not checked)", r.lost)),
-    };
-    let drift = match (drift_excess(r.drift, r.drift_tolerance), r.drift, r.drift_tolerance) {
-        _ if r.unverified.is_some() => {
-            ("FAIL", drift_unknown(r.unverified.as_deref().unwrap_or("")))
-        }
-        (Some(reason), _, _) => ("FAIL", reason),
-        (None, None, _) => ("-", "drift not measured".to_owned()),
-        (None, Some(d), Some(max)) => ("PASS", format!("drift {d} ({max} allowed)")),
-        (None, Some(d), None) => ("-", format!("drift {d} (not checked)")),
-    };
-    for (status, line) in [lost, drift] {
+    for (checked, line) in tolerance_verdicts(r) {
+        let status = checked.map_or("-", |passed| if passed { "PASS" } else { "FAIL" });
         let _ = writeln!(out, "{status:<8} {line}");
     }
     if r.passed {
@@ -167,6 +154,27 @@ pub fn summary(r: &Report) -> String {
     }
     let _ = writeln!(out, "check FAILED: {}", what.join(", "));
     out
+}
+
+/// Loss, then drift, against their tolerance: passed or not (`None` where it is not
+/// checked), and the line that says why. The one reading of both for every view of a
+/// report, so that the text and the HTML page cannot disagree with the exit code.
+pub(crate) fn tolerance_verdicts(r: &Report) -> [(Option<bool>, String); 2] {
+    let lost = match (lost_excess(r.lost, r.lost_tolerance), r.lost_tolerance) {
+        (Some(reason), _) => (Some(false), reason),
+        (None, Some(max)) => (Some(true), format!("lost {} events ({max} allowed)", r.lost)),
+        (None, None) => (None, format!("lost {} events (not checked)", r.lost)),
+    };
+    let drift = match (drift_excess(r.drift, r.drift_tolerance), r.drift, r.drift_tolerance) {
+        _ if r.unverified.is_some() => {
+            (Some(false), drift_unknown(r.unverified.as_deref().unwrap_or("")))
+        }
+        (Some(reason), _, _) => (Some(false), reason),
+        (None, None, _) => (None, "drift not measured".to_owned()),
+        (None, Some(d), Some(max)) => (Some(true), format!("drift {d} ({max} allowed)")),
+        (None, Some(d), None) => (None, format!("drift {d} (not checked)")),
+    };
+    [lost, drift]
 }
 
 /// The reason unverified counts fail the check: the last reconciliation failed with `why`.
@@ -205,7 +213,7 @@ mod tests {
 
     use super::*;
     use crate::check::{
-        DestinationValues, PortValues, Tolerance, TotalValues,
+        Check, DestinationValues, PortValues, Tolerance, TotalValues,
         fixtures::{DST, Fake, dst_ports, run, sock, totals},
     };
 
@@ -351,6 +359,30 @@ check passed
         assert_eq!(r.format(12.5), "12.5%");
         assert_eq!(r.format(20.0), "20%");
         assert_eq!(r.format(0.0), "0%");
+    }
+
+    #[test]
+    fn loss_and_drift_verdicts_agree_with_the_report() {
+        let judged = |report: &Report| {
+            let verdicts = tolerance_verdicts(report).map(|(checked, _)| checked);
+            // With no expectations, the report fails only on loss or drift.
+            assert_eq!(report.passed, !verdicts.contains(&Some(false)), "{verdicts:?}");
+            verdicts
+        };
+        // A drift never measured is not checked, and does not fail the check.
+        let quiet = run(&[], &totals(&[(1, 0, None)]), Tolerance::EXACT);
+        assert_eq!(judged(&quiet), [Some(true), None]);
+        let lossy = run(&[], &totals(&[(1, 5, Some(0))]), Tolerance::EXACT);
+        assert_eq!(judged(&lossy), [Some(false), Some(true)]);
+        // A failed reconciliation fails drift whatever the last pass measured.
+        let mut check = Check::new(Vec::new(), Tolerance::EXACT);
+        check.observe(&totals(&[(1, 0, Some(0))])[0]);
+        check.unverified("the dump failed".to_owned());
+        let unverified = check.report(std::time::Duration::from_secs(1));
+        assert_eq!(judged(&unverified), [Some(true), Some(false)]);
+        let ignored =
+            run(&[], &totals(&[(1, 5, Some(3))]), Tolerance::from_flags(None, None, true));
+        assert_eq!(judged(&ignored), [None, None]);
     }
 
     #[test]

@@ -10,7 +10,7 @@ use crate::{
     capacity::Capacity,
     check::{
         Check, DestinationValues, Observation, PortValues, Report, Tolerance, TotalValues, Verdict,
-        summary,
+        summary, tolerance_verdicts,
     },
     cmd::{
         Outcome,
@@ -161,22 +161,11 @@ fn verdict_rows(report: &Report) -> Vec<VerdictRow> {
             detail: e.detail(report.observations),
         })
         .collect();
-    if let Some(most) = report.lost_tolerance {
-        rows.push(VerdictRow {
-            claim: format!("lost<={most}"),
-            passed: report.lost <= most,
-            detail: format!("{} events lost", report.lost),
-        });
-    }
-    if let Some(most) = report.drift_tolerance {
-        rows.push(VerdictRow {
-            claim: format!("drift<={most}"),
-            passed: report.drift.is_some_and(|d| d <= most),
-            detail: report.drift.map_or_else(
-                || "never measured".to_owned(),
-                |d| format!("{d} corrections by reconciliation"),
-            ),
-        });
+    let tolerances = [("lost", report.lost_tolerance), ("drift", report.drift_tolerance)];
+    for ((name, most), (checked, line)) in tolerances.into_iter().zip(tolerance_verdicts(report)) {
+        if let (Some(most), Some(passed)) = (most, checked) {
+            rows.push(VerdictRow { claim: format!("{name}<={most}"), passed, detail: line });
+        }
     }
     rows
 }
