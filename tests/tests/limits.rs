@@ -6,19 +6,56 @@
 //!   namespace's caps as its `/proc` reads them;
 //! - a server under a soft `RLIMIT_NOFILE` of 40 that runs out of fds while clients keep
 //!   connecting: binding limit `fds`, headroom 0, its fds as `/proc` counts them.
+//!
+//! Each also runs a real `check` on the same listener: its limit expectations (capacity,
+//! accept queue, drops, the box's file table) are judged on these readings, and a failing
+//! one names the limit that decided it.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
 use std::time::Duration;
 
+use serde_json::Value;
 use socket2::{Domain, Socket, Type};
 use tcptrace_json::limits::LimitName;
 use tcptrace_tests::limits::{LimitedServer, ss_listener, tcp_ext};
-use tcptrace_tests::{INTERVAL, ListenerRow, Netns, Snapshot, Tracer, WAIT};
+use tcptrace_tests::{
+    INTERVAL, ListenerRow, Netns, Snapshot, Tracer, WAIT, attach_path, run_to_exit,
+};
 
 const BACKLOG_SERVER: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, 91, 0, 1)), 22191);
 const FD_SERVER: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, 91, 0, 1)), 22192);
 const BACKLOG: u32 = 4;
 const CLIENTS: usize = 12;
+
+/// One expectation as a check's JSON report judged it: expr, verdict, observed, limit.
+type Judged = (String, String, f64, String);
+
+/// A 2 s `check` of `expectations`: its exit code and each expectation as judged.
+fn check(expectations: &[String]) -> (Option<i32>, Vec<Judged>) {
+    let report = std::env::temp_dir().join(format!("tcptrace-limits-{}.json", std::process::id()));
+    let attach = attach_path();
+    let mut args = vec!["check", "--attach", &attach, "--duration", "2s", "--interval", "250ms"];
+    args.extend(["--ignore-loss", "--report", report.to_str().expect("UTF-8 path")]);
+    for e in expectations {
+        args.extend(["--expect", e]);
+    }
+    let exit = run_to_exit(&args, Duration::from_mins(2));
+    println!("  check: exit {:?}\n{}", exit.code(), exit.stdout.trim_end());
+    let text = std::fs::read_to_string(&report).unwrap_or_else(|e| panic!("{e}: {}", exit.stderr));
+    std::fs::remove_file(&report).ok();
+    let v: Value = serde_json::from_str(&text).expect("the report is JSON");
+    let field = |e: &Value, k: &str| e[k].as_str().unwrap_or_default().to_owned();
+    let seen = v["expectations"]
+        .as_array()
+        .expect("expectations")
+        .iter()
+        .map(|e| {
+            let observed = e["observed"].as_f64().unwrap_or(f64::NAN);
+            (field(e, "expr"), field(e, "verdict"), observed, field(e, "limit"))
+        })
+        .collect();
+    (exit.code(), seen)
+}
 
 fn listener_row(s: &Snapshot, ns: &Netns, addr: SocketAddr) -> Option<ListenerRow> {
     s.listeners
@@ -124,7 +161,34 @@ fn a_full_backlog_shows_its_queue_drops_and_the_namespace_caps() {
         (Some(drops), Some(overflows))
     );
     assert!(b.bytes_per_connection.is_some_and(|n| n > 1000), "slab objects alone are > 1 KB");
+    check_the_full_listener(ss.drops, file_max);
     drop((clients, listener));
+}
+
+/// The full listener judged by check: its queue full (100% of backlog + 1), its drops
+/// exactly ss's, no room left, named as the queue; the box's file table as /proc has it.
+fn check_the_full_listener(drops: u64, file_max: u64) {
+    let (code, seen) = check(&[
+        format!("listener={BACKLOG_SERVER} accept_queue<=50%"),
+        format!("listener={BACKLOG_SERVER} drops=={drops}"),
+        format!("listener={BACKLOG_SERVER} capacity>=1"),
+        "total fd_headroom>=0%".to_owned(),
+    ]);
+    assert_eq!(code, Some(1), "{seen:?}");
+    let queue_full =
+        format!("binding limit accept_queue: {0} of {0} in use, 0 more connections", BACKLOG + 1);
+    let verdicts: Vec<_> = seen.iter().map(|s| (s.1.as_str(), s.2, s.3.as_str())).collect();
+    assert_eq!(
+        verdicts[..3],
+        [
+            ("fail", 100.0, queue_full.as_str()),
+            ("pass", count(drops), queue_full.as_str()),
+            ("fail", 0.0, queue_full.as_str()),
+        ],
+        "{seen:?}"
+    );
+    assert_eq!(seen[3].1, "pass", "{seen:?}");
+    assert!(seen[3].3.ends_with(&format!("of file-max {file_max} open")), "{seen:?}");
 }
 
 #[test]
@@ -186,5 +250,19 @@ fn a_server_out_of_fds_is_bound_by_its_fds() {
     assert_eq!(l.backlog, ss.send_q);
     let queue = l.headroom.iter().find(|h| h.name == LimitName::AcceptQueue).unwrap();
     assert_eq!(queue.headroom, ss.send_q + 1 - ss.recv_q, "the queue still has room: the fds bind");
+
+    // check fails a capacity claim on this listener and names its fds as the reason.
+    let (code, seen) = check(&[format!("listener={FD_SERVER} capacity>=1000")]);
+    assert_eq!(code, Some(1), "{seen:?}");
+    let fds = format!("binding limit fds: {open} of {soft} in use, 0 more connections");
+    assert_eq!(
+        seen,
+        [(format!("listener={FD_SERVER} capacity>=1000"), "fail".to_owned(), 0.0, fds)]
+    );
     drop(clients);
+}
+
+#[expect(clippy::cast_precision_loss, reason = "a few drops")]
+fn count(n: u64) -> f64 {
+    n as f64
 }

@@ -24,6 +24,13 @@ SELECTOR, and the METRICs it has:
   listener=ADDR:PORT   the connections of a listening socket (IPv6 as [ADDR]:PORT;
                        0.0.0.0 or [::] stands for every local address)
       live, remote_addrs, max_per_remote, as for lport
+      capacity         connections it can still take before the first of its limits
+                       runs out (fds of its process, the box's file table, memory,
+                       its accept queue): the binding limit, which the verdict names
+      accept_queue     connections waiting for accept(), in percent of what its
+                       queue holds (backlog + 1 per SO_REUSEPORT socket)
+      drops            handshakes its LISTEN sockets dropped (ss -ltm `d`), counted
+                       by the kernel since they were made
   dst=ADDR:PORT        a remote endpoint that this box connects to as a client
       live             live connections to it
       ports_in_use     local ports taken toward it (TIME_WAIT included)
@@ -31,28 +38,34 @@ SELECTOR, and the METRICs it has:
                        (ip_local_port_range less ip_local_reserved_ports), from
                        the local address and network namespace closest to running out
       headroom         percent of that range still free: 100% - use
+      usable_ports     ports of that range still free: range - ports_in_use
   total                the whole box
       live             live connections
       lost             events the kernel dropped because the ring buffer was full
       drift            connections the sock_diag recounts (what ss sees) found the live
                        count wrong by and corrected, summed over the run
 
-OP is one of >= <= > < ==. VALUE is a whole number (100000), except for use and
-headroom, which take a percentage and only a percentage (20%, 12.5%).
+OP is one of >= <= > < ==. VALUE is a whole number (100000), except for use,
+headroom, accept_queue and fd_headroom, which take a percentage and only a
+percentage (20%, 12.5%).
 
 The check observes once per --interval. What each expectation compares with VALUE:
 
   METRIC      OP      COMPARES  THE CLAIM HOLDS WHEN
-  headroom    >= >    minimum   it never dropped below VALUE
-  headroom    <= <    minimum   it went down to VALUE at least once
+  headroom,   >= >    minimum   it never dropped below VALUE
+  capacity,
+  usable_ports,
+  fd_headroom <= <    minimum   it went down to VALUE at least once
   all others  >= >    peak      it reached VALUE at least once
   all others  <= <    peak      it never went above VALUE
   any         ==      final     it equals VALUE at the last observation
 
 A port, listener or destination without live connections counts as 0 (headroom 100%),
 but one that had no live connection in any observation has no data, and fails: a
-mistyped port must not pass. So does a drift that was never measured. Values are
-sampled once per interval: a peak shorter than that can be missed.
+mistyped port must not pass. So does a drift that was never measured, or a limit
+never read (a listener that is gone, a kernel without the reading). For a listener,
+the verdict names its binding limit at the moment judged. Values are sampled once
+per interval: a peak shorter than that can be missed.
 "
     };
 }
@@ -97,6 +110,11 @@ pub enum Metric {
     Headroom,
     Lost,
     Drift,
+    Capacity,
+    AcceptQueue,
+    Drops,
+    UsablePorts,
+    FdHeadroom,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -143,11 +161,15 @@ impl Kind {
     }
 
     pub(super) fn metrics(self) -> &'static [Metric] {
-        use Metric::{Drift, Headroom, Live, Lost, MaxPerRemote, PortsInUse, RemoteAddrs, Use};
+        use Metric::{
+            AcceptQueue, Capacity, Drift, Drops, FdHeadroom, Headroom, Live, Lost, MaxPerRemote,
+            PortsInUse, RemoteAddrs, UsablePorts, Use,
+        };
         match self {
-            Self::LocalPort | Self::Listener => &[Live, RemoteAddrs, MaxPerRemote],
-            Self::Destination => &[PortsInUse, Use, Headroom, Live],
-            Self::Total => &[Live, Lost, Drift],
+            Self::LocalPort => &[Live, RemoteAddrs, MaxPerRemote],
+            Self::Listener => &[Live, RemoteAddrs, MaxPerRemote, Capacity, AcceptQueue, Drops],
+            Self::Destination => &[PortsInUse, Use, Headroom, UsablePorts, Live],
+            Self::Total => &[Live, Lost, Drift, FdHeadroom],
         }
     }
 
@@ -180,7 +202,7 @@ impl fmt::Display for Selector {
 }
 
 impl Metric {
-    pub(super) const ALL: [Self; 8] = [
+    pub(super) const ALL: [Self; 13] = [
         Self::Live,
         Self::RemoteAddrs,
         Self::MaxPerRemote,
@@ -189,6 +211,11 @@ impl Metric {
         Self::Headroom,
         Self::Lost,
         Self::Drift,
+        Self::Capacity,
+        Self::AcceptQueue,
+        Self::Drops,
+        Self::UsablePorts,
+        Self::FdHeadroom,
     ];
 
     #[must_use]
@@ -202,18 +229,51 @@ impl Metric {
             Self::Headroom => "headroom",
             Self::Lost => "lost",
             Self::Drift => "drift",
+            Self::Capacity => "capacity",
+            Self::AcceptQueue => "accept_queue",
+            Self::Drops => "drops",
+            Self::UsablePorts => "usable_ports",
+            Self::FdHeadroom => "fd_headroom",
         }
     }
 
-    /// Use and headroom are percentages of the ephemeral range; every other metric counts.
+    /// What a percentage metric is a percentage of; `None` for a count.
     #[must_use]
-    pub fn is_percent(self) -> bool {
-        matches!(self, Self::Use | Self::Headroom)
+    pub fn percent_of(self) -> Option<&'static str> {
+        match self {
+            Self::Use | Self::Headroom => Some("the ephemeral range"),
+            Self::AcceptQueue => Some("what the accept queue holds"),
+            Self::FdHeadroom => Some("the box's file table"),
+            _ => None,
+        }
     }
 
-    /// The value when the selector has no live connection.
-    pub(super) fn idle(self) -> f64 {
-        if self == Self::Headroom { 100.0 } else { 0.0 }
+    /// Use, headroom, accept_queue and fd_headroom are percentages; every other metric
+    /// counts.
+    #[must_use]
+    pub fn is_percent(self) -> bool {
+        self.percent_of().is_some()
+    }
+
+    /// Room left before a limit: less is closer to it, so its worst value is its minimum.
+    /// Every other metric grows toward its limit.
+    #[must_use]
+    pub fn is_room(self) -> bool {
+        matches!(self, Self::Headroom | Self::Capacity | Self::UsablePorts | Self::FdHeadroom)
+    }
+
+    /// The value when the selector has no live connection; `None` for a limit, which is
+    /// read or not, and never assumed.
+    pub(super) fn idle(self) -> Option<f64> {
+        match self {
+            Self::Headroom => Some(100.0),
+            Self::Capacity
+            | Self::AcceptQueue
+            | Self::Drops
+            | Self::UsablePorts
+            | Self::FdHeadroom => None,
+            _ => Some(0.0),
+        }
     }
 }
 
@@ -276,17 +336,17 @@ impl Expectation {
         self.value
     }
 
-    /// The value of the run this expectation is judged on. Headroom is the one metric
-    /// where less is closer to the limit, so its worst value is its minimum; every other
-    /// metric grows toward the limit, so its worst value is its peak. A floor such as
-    /// `headroom>=20%` or a ceiling such as `live<=100` must hold at the worst moment, and
-    /// a capacity claim such as `live>=100000` or `headroom<=5%` is shown by reaching it
-    /// once. `==` is about where the run ends.
+    /// The value of the run this expectation is judged on. For room left before a limit
+    /// (headroom, capacity, usable_ports, fd_headroom) less is closer to the limit, so its
+    /// worst value is its minimum; every other metric grows toward the limit, so its worst
+    /// value is its peak. A floor such as `headroom>=20%` or a ceiling such as `live<=100`
+    /// must hold at the worst moment, and a capacity claim such as `live>=100000` or
+    /// `headroom<=5%` is shown by reaching it once. `==` is about where the run ends.
     #[must_use]
     pub fn rule(&self) -> Rule {
         match (self.op, self.metric) {
             (Op::Eq, _) => Rule::Final,
-            (_, Metric::Headroom) => Rule::Minimum,
+            (_, m) if m.is_room() => Rule::Minimum,
             _ => Rule::Peak,
         }
     }

@@ -6,8 +6,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use super::{
-    Check, DestinationValues, Expectation, Observation, PortValues, Report, Tolerance, TotalValues,
-    expect::count,
+    Check, DestinationValues, Expectation, ListenerValues, Observation, PortValues, Report,
+    Tolerance, TotalValues, expect::count,
 };
 
 pub(super) fn parse(expr: &str) -> Expectation {
@@ -22,7 +22,7 @@ pub(super) fn sock(s: &str) -> SocketAddr {
 #[derive(Clone, Debug, Default)]
 pub(super) struct Fake {
     pub(super) ports: HashMap<u16, PortValues>,
-    pub(super) listeners: HashMap<SocketAddr, PortValues>,
+    pub(super) listeners: HashMap<SocketAddr, ListenerValues>,
     pub(super) destinations: HashMap<SocketAddr, DestinationValues>,
     pub(super) total: TotalValues,
     /// The listener and destination rows' refresh failed this time.
@@ -33,7 +33,7 @@ impl Observation for Fake {
     fn lport(&self, port: u16) -> Option<PortValues> {
         self.ports.get(&port).copied()
     }
-    fn listener(&self, addr: SocketAddr) -> Option<PortValues> {
+    fn listener(&self, addr: SocketAddr) -> Option<ListenerValues> {
         self.listeners.get(&addr).copied()
     }
     fn destination(&self, addr: SocketAddr) -> Option<DestinationValues> {
@@ -58,7 +58,12 @@ pub(super) fn dst_ports(values: &[Option<u64>]) -> Vec<Fake> {
             if let Some(ports) = *v {
                 f.destinations.insert(
                     sock(DST),
-                    DestinationValues { live: ports, ports_in_use: ports, use_pct: count(ports) },
+                    DestinationValues {
+                        live: ports,
+                        ports_in_use: ports,
+                        use_pct: count(ports),
+                        range: Some(100),
+                    },
                 );
             }
             f
@@ -78,7 +83,7 @@ pub(super) fn totals(values: &[(u64, u64, Option<u64>)]) -> Vec<Fake> {
     values
         .iter()
         .map(|&(live, lost, drift)| Fake {
-            total: TotalValues { live, lost, drift },
+            total: TotalValues { live, lost, drift, files: None },
             ..Fake::default()
         })
         .collect()

@@ -5,6 +5,8 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use tcptrace_json::limits::{Headroom, LimitName};
+
 use super::expect::{Expectation, Metric, Rule, Selector, count};
 use super::report::{
     ExpectationResult, Report, Unit, Verdict, drift_excess, drift_unknown, lost_excess,
@@ -20,7 +22,7 @@ pub trait Observation {
     /// The live connections whose local end is `addr`; an unspecified address (0.0.0.0 or
     /// ::) stands for every local address on that port, as a wildcard listener accepts on
     /// all of them.
-    fn listener(&self, addr: SocketAddr) -> Option<PortValues>;
+    fn listener(&self, addr: SocketAddr) -> Option<ListenerValues>;
     /// The live connections to remote endpoint `addr`.
     fn destination(&self, addr: SocketAddr) -> Option<DestinationValues>;
     /// The whole box.
@@ -43,6 +45,27 @@ pub struct PortValues {
     pub max_per_remote: u64,
 }
 
+/// A listener: its connections, and its limits where they could be read.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ListenerValues {
+    pub conns: PortValues,
+    pub limits: Option<LimitValues>,
+}
+
+/// A listener's limits in one observation (the `limits` of its capacity row). Where the
+/// selector matches several listeners (one per namespace), the one closest to its limit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LimitValues {
+    /// The limit that runs out first, and how many more connections it lets in.
+    pub binding: Option<Headroom>,
+    /// Connections waiting for `accept()`, and what the queue holds at most (backlog + 1
+    /// per socket of the `SO_REUSEPORT` group).
+    pub accept_queue: u64,
+    pub queue_cap: u64,
+    /// Handshakes its LISTEN sockets dropped; `None` when the kernel sent no meminfo.
+    pub drops: Option<u64>,
+}
+
 /// One remote endpoint, as a client of it. Each local address in each network namespace
 /// has its own ephemeral range toward it (one `capacity` destination row each): these are
 /// the values of the one closest to running out, the row with the highest `use_pct`.
@@ -55,6 +78,8 @@ pub struct DestinationValues {
     /// `ports_in_use` in percent of that row's ephemeral range (above 100 when ports were
     /// bound by hand outside the range).
     pub use_pct: f64,
+    /// That row's ephemeral range, in ports; `None` without a row.
+    pub range: Option<u32>,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -66,6 +91,9 @@ pub struct TotalValues {
     /// corrected) since the start, when one was made for this observation; `None` when not
     /// measured this time.
     pub drift: Option<u64>,
+    /// The box's open files and its file table's size (`fs/file-nr`, `fs/file-max`), when
+    /// read.
+    pub files: Option<(u64, u64)>,
 }
 
 impl PortValues {
@@ -79,16 +107,74 @@ impl PortValues {
     }
 }
 
+impl ListenerValues {
+    /// The value, and the binding limit that the verdict names; `None` for a limit not
+    /// read this time.
+    fn get(self, metric: Metric) -> Option<(f64, Option<String>)> {
+        let binding = self.limits.and_then(|l| l.binding);
+        let value = match metric {
+            Metric::Live | Metric::RemoteAddrs | Metric::MaxPerRemote => self.conns.get(metric),
+            Metric::Capacity => count(binding?.headroom),
+            Metric::AcceptQueue => {
+                let l = self.limits?;
+                count(l.accept_queue) * 100.0 / count(l.queue_cap.max(1))
+            }
+            Metric::Drops => count(self.limits?.drops?),
+            _ => unreachable!("the parser gives listeners only their own metrics"),
+        };
+        Some((value, binding.map(|b| binding_limit(&b))))
+    }
+}
+
+/// `binding limit fds: 300 of 300 in use, 0 more connections`.
+fn binding_limit(h: &Headroom) -> String {
+    let more = if h.headroom == 1 { "connection" } else { "connections" };
+    if h.name == LimitName::Memory {
+        // Its value is not a count in use: memory is `MemAvailable` over a connection's cost.
+        return format!(
+            "binding limit memory: {} more {more} in {} bytes available",
+            h.headroom, h.limit
+        );
+    }
+    format!(
+        "binding limit {}: {} of {} in use, {} more {more}",
+        h.name.as_str(),
+        h.value,
+        h.limit,
+        h.headroom,
+    )
+}
+
 impl DestinationValues {
-    fn get(self, metric: Metric) -> f64 {
-        match metric {
+    fn get(self, metric: Metric) -> Option<(f64, Option<String>)> {
+        let value = match metric {
             Metric::Live => count(self.live),
             Metric::PortsInUse => count(self.ports_in_use),
             Metric::Use => self.use_pct,
             // Negative when ports bound outside the range take use past 100%.
             Metric::Headroom => 100.0 - self.use_pct,
+            Metric::UsablePorts => count(u64::from(self.range?).saturating_sub(self.ports_in_use)),
             _ => unreachable!("the parser gives destinations only their own metrics"),
-        }
+        };
+        let range =
+            self.range.map(|r| format!("ephemeral range {r} ports, {} in use", self.ports_in_use));
+        Some((value, range))
+    }
+}
+
+impl TotalValues {
+    fn get(self, metric: Metric) -> Option<(f64, Option<String>)> {
+        Some(match metric {
+            Metric::Live => (count(self.live), None),
+            Metric::Lost => (count(self.lost), None),
+            Metric::Drift => (count(self.drift?), None),
+            Metric::FdHeadroom => {
+                let (open, max) = self.files?;
+                let free = count(max.saturating_sub(open)) * 100.0 / count(max.max(1));
+                (free, Some(format!("file table: {open} of file-max {max} open")))
+            }
+            _ => unreachable!("the parser gives total only its own metrics"),
+        })
     }
 }
 
@@ -124,14 +210,15 @@ impl Default for Tolerance {
 }
 
 /// One expectation's value in one observation.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 enum Sample {
-    Value(f64),
+    /// The value, and the limit it was measured against, as the verdict names it.
+    Value(f64, Option<String>),
     /// The selector has no live connection now: the metric's idle value (0, or 100%
     /// headroom).
     Idle,
     /// Not measured in this observation (drift without a reconciliation, a listener or a
-    /// destination without capacity rows): nothing to record.
+    /// destination without capacity rows, a limit not read): nothing to record.
     Unmeasured,
 }
 
@@ -143,24 +230,19 @@ impl Expectation {
         {
             return Sample::Unmeasured;
         }
+        // The selector's values (`None`: it has no live connection), and of them this
+        // metric's (`None`: not read this time).
         let value = match self.selector {
-            Selector::LocalPort(port) => obs.lport(port).map(|v| v.get(metric)),
+            Selector::LocalPort(port) => obs.lport(port).map(|v| Some((v.get(metric), None))),
             Selector::Listener(addr) => obs.listener(addr).map(|v| v.get(metric)),
             Selector::Destination(addr) => obs.destination(addr).map(|v| v.get(metric)),
-            Selector::Total => {
-                let total = obs.total();
-                match metric {
-                    Metric::Live => Some(count(total.live)),
-                    Metric::Lost => Some(count(total.lost)),
-                    Metric::Drift => match total.drift {
-                        Some(drift) => Some(count(drift)),
-                        None => return Sample::Unmeasured,
-                    },
-                    _ => unreachable!("the parser gives total only its own metrics"),
-                }
-            }
+            Selector::Total => Some(obs.total().get(metric)),
         };
-        value.map_or(Sample::Idle, Sample::Value)
+        match value {
+            None if metric.idle().is_some() => Sample::Idle,
+            None | Some(None) => Sample::Unmeasured,
+            Some(Some((value, limit))) => Sample::Value(value, limit),
+        }
     }
 }
 
@@ -170,36 +252,43 @@ struct ExpectationState {
     expectation: Expectation,
     /// Observations in which the selector had live connections (or drift was measured).
     samples: u64,
-    /// The peak, or the minimum for headroom.
-    extreme: Option<f64>,
-    last: Option<f64>,
+    /// The peak, or the minimum for room before a limit, with the limit at that moment.
+    extreme: Option<(f64, Option<String>)>,
+    last: Option<(f64, Option<String>)>,
 }
 
 impl ExpectationState {
     fn record(&mut self, sample: Sample) {
         let value = match sample {
             Sample::Unmeasured => return,
-            Sample::Idle => self.expectation.metric.idle(),
-            Sample::Value(v) => {
+            Sample::Idle => match self.expectation.metric.idle() {
+                Some(idle) => (idle, None),
+                None => return,
+            },
+            Sample::Value(v, limit) => {
                 self.samples += 1;
-                v
+                (v, limit)
             }
         };
+        // The first moment the worst value was reached names its limit.
+        let worse = match (&self.extreme, self.expectation.rule()) {
+            (None, _) => true,
+            (Some((e, _)), Rule::Minimum) => value.0 < *e,
+            (Some((e, _)), _) => value.0 > *e,
+        };
+        if worse {
+            self.extreme = Some(value.clone());
+        }
         self.last = Some(value);
-        self.extreme = Some(match (self.extreme, self.expectation.rule()) {
-            (None, _) => value,
-            (Some(e), Rule::Minimum) => e.min(value),
-            (Some(e), _) => e.max(value),
-        });
     }
 
     fn result(&self) -> ExpectationResult {
         let e = &self.expectation;
         let rule = e.rule();
-        let observed = match (self.samples, rule) {
-            (0, _) => None,
-            (_, Rule::Final) => self.last,
-            _ => self.extreme,
+        let (observed, limit) = match (self.samples, rule) {
+            (0, _) => (None, None),
+            (_, Rule::Final) => self.last.clone().unzip(),
+            _ => self.extreme.clone().unzip(),
         };
         let verdict = match observed {
             None => Verdict::NoData,
@@ -214,6 +303,7 @@ impl ExpectationState {
             observed,
             samples: self.samples,
             verdict,
+            limit: limit.flatten(),
         }
     }
 }
@@ -458,11 +548,13 @@ mod tests {
     fn each_metric_reads_its_own_value() {
         let mut o = Fake::default();
         o.ports.insert(80, PortValues { live: 10, remote_addrs: 3, max_per_remote: 6 });
-        o.listeners
-            .insert(sock("[::1]:443"), PortValues { live: 20, remote_addrs: 4, max_per_remote: 9 });
-        o.destinations
-            .insert(sock(DST), DestinationValues { live: 30, ports_in_use: 25, use_pct: 25.0 });
-        o.total = TotalValues { live: 60, lost: 0, drift: Some(0) };
+        let conns = PortValues { live: 20, remote_addrs: 4, max_per_remote: 9 };
+        o.listeners.insert(sock("[::1]:443"), ListenerValues { conns, limits: None });
+        o.destinations.insert(
+            sock(DST),
+            DestinationValues { live: 30, ports_in_use: 25, use_pct: 25.0, range: Some(100) },
+        );
+        o.total = TotalValues { live: 60, lost: 0, drift: Some(0), files: None };
         let obs = [o];
         for (expr, value) in [
             ("lport=80 live==10", 10.0),
@@ -592,16 +684,119 @@ mod tests {
         use crate::check::fixtures::sock;
         let listener = sock("127.0.0.1:8080");
         let mut held = Fake::default();
-        held.listeners.insert(listener, PortValues { live: 5, remote_addrs: 1, max_per_remote: 5 });
-        held.total = TotalValues { live: 5, lost: 0, drift: Some(0) };
+        let conns = PortValues { live: 5, remote_addrs: 1, max_per_remote: 5 };
+        held.listeners.insert(listener, ListenerValues { conns, limits: None });
+        held.total = TotalValues { live: 5, lost: 0, drift: Some(0), files: None };
         let failed = Fake {
             no_capacity_rows: true,
-            total: TotalValues { live: 7, lost: 0, drift: Some(0) },
+            total: TotalValues { live: 7, lost: 0, drift: Some(0), files: None },
             ..Fake::default()
         };
         let obs = [held, failed];
         // Not idle (0) in the second interval: not measured there.
         assert_eq!(judge("listener=127.0.0.1:8080 live==5", &obs), (Some(5.0), Rule::Final, Pass));
         assert_eq!(judge("total live==7", &obs), (Some(7.0), Rule::Final, Pass));
+    }
+
+    /// A listener on 127.0.0.1:8080 whose binding limit is `binding` with `headroom` left,
+    /// and `waiting` of 17 in its accept queue (backlog 16).
+    fn limited(binding: LimitName, headroom: u64, waiting: u64, drops: Option<u64>) -> Fake {
+        let mut f = Fake::default();
+        let conns = PortValues { live: 300 - headroom, remote_addrs: 1, max_per_remote: 1 };
+        let binding = Headroom { name: binding, value: 300 - headroom, limit: 300, headroom };
+        let limits =
+            LimitValues { binding: Some(binding), accept_queue: waiting, queue_cap: 17, drops };
+        f.listeners.insert(sock("127.0.0.1:8080"), ListenerValues { conns, limits: Some(limits) });
+        f
+    }
+
+    #[test]
+    fn limit_metrics_judge_the_worst_moment_and_name_the_binding_limit() {
+        let obs = [
+            limited(LimitName::AcceptQueue, 40, 0, Some(0)),
+            limited(LimitName::Fds, 0, 17, Some(3)),
+            limited(LimitName::Fds, 10, 4, Some(3)),
+        ];
+        let r = run(
+            &[
+                "listener=127.0.0.1:8080 capacity>=1000",
+                "listener=127.0.0.1:8080 accept_queue<=50%",
+                "listener=127.0.0.1:8080 drops==3",
+                "listener=127.0.0.1:8080 live>=300",
+            ],
+            &obs,
+            Tolerance::EXACT,
+        );
+        let seen: Vec<_> =
+            r.expectations.iter().map(|e| (e.observed, e.verdict, e.limit.clone())).collect();
+        let fds = Some("binding limit fds: 300 of 300 in use, 0 more connections".to_owned());
+        assert_eq!(
+            seen,
+            [
+                // The minimum, at the moment the fds ran out: the limit then is named.
+                (Some(0.0), Fail, fds.clone()),
+                (Some(100.0), Fail, fds.clone()),
+                (
+                    Some(3.0),
+                    Pass,
+                    Some("binding limit fds: 290 of 300 in use, 10 more connections".to_owned())
+                ),
+                (Some(300.0), Pass, fds),
+            ]
+        );
+        assert!(
+            r.failures[0]
+                .ends_with("minimum 0 (binding limit fds: 300 of 300 in use, 0 more connections)"),
+            "{:?}",
+            r.failures
+        );
+    }
+
+    #[test]
+    fn a_limit_never_read_has_no_data_rather_than_an_idle_value() {
+        // A listener without limits (none read), then gone: capacity has no data, while
+        // its live count is idle (0) once it is gone.
+        let mut unread = limited(LimitName::Fds, 5, 0, None);
+        unread.listeners.values_mut().for_each(|l| l.limits = None);
+        let obs = [unread, Fake::default()];
+        let r = run(
+            &["listener=127.0.0.1:8080 capacity>=1", "listener=127.0.0.1:8080 live<=295"],
+            &obs,
+            Tolerance::EXACT,
+        );
+        assert_eq!(r.expectations[0].verdict, NoData);
+        assert_eq!(
+            r.expectations[0].detail(2),
+            "no data: capacity was not read in any of 2 observations"
+        );
+        assert_eq!((r.expectations[1].observed, r.expectations[1].verdict), (Some(295.0), Pass));
+        // Drops the kernel did not report: no data either.
+        let r = run(
+            &["listener=127.0.0.1:8080 drops==0"],
+            &[limited(LimitName::Fds, 5, 0, None)],
+            Tolerance::EXACT,
+        );
+        assert_eq!(r.expectations[0].verdict, NoData);
+    }
+
+    #[test]
+    fn usable_ports_and_fd_headroom_are_room_left() {
+        let obs = dst_ports(&[Some(10), Some(90), Some(40)]);
+        assert_eq!(
+            judge(&format!("dst={DST} usable_ports>=20"), &obs),
+            (Some(10.0), Rule::Minimum, Fail)
+        );
+        assert_eq!(judge(&format!("dst={DST} usable_ports>=10"), &obs).2, Pass);
+        let files = |open| Fake {
+            total: TotalValues { files: Some((open, 1000)), ..TotalValues::default() },
+            ..Fake::default()
+        };
+        let obs = [files(100), files(850), files(0)];
+        let r = run(&["total fd_headroom>=20%"], &obs, Tolerance::EXACT);
+        let e = &r.expectations[0];
+        assert_eq!((e.observed, e.verdict), (Some(15.0), Fail));
+        assert_eq!(e.limit.as_deref(), Some("file table: 850 of file-max 1000 open"));
+        // Not read at all: no data, not 100%.
+        assert_eq!(judge("total fd_headroom>=20%", &[Fake::default()]).2, NoData);
     }
 }

@@ -30,7 +30,10 @@ mod parse;
 mod report;
 
 pub use expect::{EXPECT_HELP, Expectation, Metric, Op, Rule, Selector};
-pub use judge::{Check, DestinationValues, Observation, PortValues, Tolerance, TotalValues};
+pub use judge::{
+    Check, DestinationValues, LimitValues, ListenerValues, Observation, PortValues, Tolerance,
+    TotalValues,
+};
 pub use parse::ParseError;
 pub(crate) use report::tolerance_verdicts;
 pub use report::{ExpectationResult, Report, Unit, Verdict, summary};

@@ -242,8 +242,9 @@ impl<'a> Parser<'a> {
         if let Some(number) = text.strip_suffix('%') {
             if !metric.is_percent() {
                 return fail(format!(
-                    "`{text}` is a percentage, but `{}` is a count; only use and headroom take percentages",
-                    metric.name()
+                    "`{text}` is a percentage, but `{}` is a count; only {} take percentages",
+                    metric.name(),
+                    percent_metrics()
                 ));
             }
             return match decimal(number) {
@@ -252,12 +253,11 @@ impl<'a> Parser<'a> {
                 Some(pct) => Ok(pct),
             };
         }
-        if metric.is_percent() {
+        if let Some(of) = metric.percent_of() {
             return match decimal(text) {
-                Some(_) => fail(format!(
-                    "`{}` is a percentage of the ephemeral range: write `{text}%`",
-                    metric.name()
-                )),
+                Some(_) => {
+                    fail(format!("`{}` is a percentage of {of}: write `{text}%`", metric.name()))
+                }
                 None => fail(not_percent()),
             };
         }
@@ -379,6 +379,17 @@ impl<'a> Parser<'a> {
 
 fn is_word(c: char) -> bool {
     c.is_alphanumeric() || c == '_'
+}
+
+/// The metrics that take a percentage, as an error names them: `use, headroom, … and x`.
+fn percent_metrics() -> String {
+    let names: Vec<&str> =
+        Metric::ALL.iter().filter(|m| m.is_percent()).map(|m| m.name()).collect();
+    match names.split_last() {
+        Some((last, [])) => (*last).to_owned(),
+        Some((last, rest)) => format!("{} and {last}", rest.join(", ")),
+        None => String::new(),
+    }
 }
 
 /// `20` or `12.5`: digits, with one optional dot between digits.
@@ -635,7 +646,7 @@ mod tests {
             (
                 7,
                 12,
-                "`remote_addrs` is a metric of lport and listener, not total; expected one of live, lost, drift"
+                "`remote_addrs` is a metric of lport and listener, not total; expected one of live, lost, drift, fd_headroom"
                     .into()
             )
         );
@@ -644,7 +655,7 @@ mod tests {
             (
                 17,
                 4,
-                "`lost` is a metric of total, not dst; expected one of ports_in_use, use, headroom, live"
+                "`lost` is a metric of total, not dst; expected one of ports_in_use, use, headroom, usable_ports, live"
                     .into()
             )
         );
@@ -659,7 +670,12 @@ mod tests {
         );
         assert_eq!(
             error("total >=1"),
-            (7, 1, "missing metric after `total`; expected one of live, lost, drift".into())
+            (
+                7,
+                1,
+                "missing metric after `total`; expected one of live, lost, drift, fd_headroom"
+                    .into()
+            )
         );
         // Columns count characters, not bytes.
         assert_eq!(error("lport=8080 lïve>=1").0, 12);
@@ -724,7 +740,7 @@ mod tests {
             (
                 18,
                 3,
-                "`20%` is a percentage, but `live` is a count; only use and headroom take percentages"
+                "`20%` is a percentage, but `live` is a count; only use, headroom, accept_queue and fd_headroom take percentages"
                     .into()
             )
         );

@@ -40,18 +40,31 @@ pub struct ExpectationResult {
     /// Observations in which the selector had live connections (for drift: was measured).
     pub samples: u64,
     pub verdict: Verdict,
+    /// The limit the observed value was measured against, at that moment: a listener's
+    /// binding limit (`binding limit fds: 300 of 300 in use, 0 more connections`), a
+    /// destination's ephemeral range, the box's file table; `None` where no limit applies
+    /// (a local port, the totals) or none could be read.
+    pub limit: Option<String>,
 }
 
 impl ExpectationResult {
-    /// `peak 100000`, `minimum 12.5%`, or why there is no data.
+    /// `peak 100000`, `minimum 12.5%` and the limit that decided it, or why there is no
+    /// data.
     pub(crate) fn detail(&self, observations: u64) -> String {
         match self.observed {
-            Some(v) => format!("{} {}", self.rule.name(), self.format(v)),
+            Some(v) => match &self.limit {
+                Some(limit) => format!("{} {} ({limit})", self.rule.name(), self.format(v)),
+                None => format!("{} {}", self.rule.name(), self.format(v)),
+            },
             None => match Expectation::parse(&self.expr).map(|e| (e.selector, e.metric)) {
                 _ if observations == 0 => "no data: nothing was observed".to_owned(),
                 Ok((Selector::Total, Metric::Drift)) => {
                     "no data: drift was never measured".to_owned()
                 }
+                Ok((_, metric)) if metric.idle().is_none() => format!(
+                    "no data: {} was not read in any of {observations} observations",
+                    metric.name()
+                ),
                 Ok((Selector::Total, _)) => "no data".to_owned(),
                 _ => format!("no data: no live connection in any of {observations} observations"),
             },
@@ -222,12 +235,16 @@ mod tests {
     fn mixed_report() -> Report {
         let mut a = Fake::default();
         a.ports.insert(8080, PortValues { live: 100_000, remote_addrs: 4, max_per_remote: 25_000 });
-        a.destinations
-            .insert(sock(DST), DestinationValues { live: 85, ports_in_use: 85, use_pct: 85.0 });
-        a.total = TotalValues { live: 100_085, lost: 2, drift: None };
+        a.destinations.insert(
+            sock(DST),
+            DestinationValues { live: 85, ports_in_use: 85, use_pct: 85.0, range: Some(100) },
+        );
+        a.total = TotalValues { live: 100_085, lost: 2, drift: None, files: None };
         let mut b = a.clone();
-        b.destinations
-            .insert(sock(DST), DestinationValues { live: 30, ports_in_use: 30, use_pct: 30.0 });
+        b.destinations.insert(
+            sock(DST),
+            DestinationValues { live: 30, ports_in_use: 30, use_pct: 30.0, range: Some(100) },
+        );
         b.total.drift = Some(0);
         run(
             &["lport=8080 live>=100000", "dst=127.0.0.5:9000 headroom>=20%", "lport=9999 live<=10"],
@@ -268,7 +285,8 @@ mod tests {
             e[0],
             serde_json::json!({
                 "expr": "lport=8080 live>=100000", "rule": "peak", "expected": 100_000.0,
-                "unit": "count", "observed": 100_000.0, "samples": 2, "verdict": "pass"
+                "unit": "count", "observed": 100_000.0, "samples": 2, "verdict": "pass",
+                "limit": null
             })
         );
         assert_eq!(e[1]["rule"], "minimum");
@@ -300,7 +318,7 @@ mod tests {
             "\
 tcptrace check: 3 expectations, 2 observations over 60.0s
 PASS     lport=8080 live>=100000           peak 100000
-FAIL     dst=127.0.0.5:9000 headroom>=20%  minimum 15%
+FAIL     dst=127.0.0.5:9000 headroom>=20%  minimum 15% (ephemeral range 100 ports, 85 in use)
 NO DATA  lport=9999 live<=10               no data: no live connection in any of 2 observations
 FAIL     2 events lost, 0 allowed: the counts may be off by up to 2; raise --ring-size, or allow them with --max-lost or --ignore-loss
 PASS     drift 0 (0 allowed)
@@ -318,7 +336,7 @@ check FAILED: 2 of 3 expectations, 2 events lost
             summary(&r),
             "\
 tcptrace check: 1 expectation, 2 observations over 60.0s
-PASS     dst=127.0.0.5:9000 use<=12.5%  peak 3%
+PASS     dst=127.0.0.5:9000 use<=12.5%  peak 3% (ephemeral range 100 ports, 3 in use)
 -        lost 0 events (not checked)
 -        drift not measured
 check passed
@@ -354,6 +372,7 @@ check passed
             observed: None,
             samples: 0,
             verdict: Pass,
+            limit: None,
         };
         assert_eq!(r.format(100.0 / 3.0), "33.333%");
         assert_eq!(r.format(12.5), "12.5%");

@@ -5,12 +5,13 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Args;
+use tcptrace_json::limits::LimitName;
 
 use crate::{
     capacity::Capacity,
     check::{
-        Check, DestinationValues, Observation, PortValues, Report, Tolerance, TotalValues, Verdict,
-        summary, tolerance_verdicts,
+        Check, DestinationValues, LimitValues, ListenerValues, Observation, PortValues, Report,
+        Tolerance, TotalValues, Verdict, summary, tolerance_verdicts,
     },
     cmd::{
         Outcome,
@@ -157,14 +158,15 @@ fn verdict_rows(report: &Report) -> Vec<VerdictRow> {
         .iter()
         .map(|e| VerdictRow {
             claim: e.expr.clone(),
-            passed: e.verdict == Verdict::Pass,
+            verdict: e.verdict,
             detail: e.detail(report.observations),
         })
         .collect();
     let tolerances = [("lost", report.lost_tolerance), ("drift", report.drift_tolerance)];
     for ((name, most), (checked, line)) in tolerances.into_iter().zip(tolerance_verdicts(report)) {
         if let (Some(most), Some(passed)) = (most, checked) {
-            rows.push(VerdictRow { claim: format!("{name}<={most}"), passed, detail: line });
+            let verdict = if passed { Verdict::Pass } else { Verdict::Fail };
+            rows.push(VerdictRow { claim: format!("{name}<={most}"), verdict, detail: line });
         }
     }
     rows
@@ -191,8 +193,9 @@ impl Observation for Observed<'_> {
     }
 
     /// Sums the listeners on that address and port in every namespace (an unspecified
-    /// address: every local address). Distinct remote addresses add up per listener.
-    fn listener(&self, addr: SocketAddr) -> Option<PortValues> {
+    /// address: every local address). Distinct remote addresses add up per listener. The
+    /// limits are those of the listener closest to its binding limit.
+    fn listener(&self, addr: SocketAddr) -> Option<ListenerValues> {
         let ip = canonical_ip(addr.ip());
         let rows: Vec<_> = self
             .capacity?
@@ -205,11 +208,26 @@ impl Observation for Observed<'_> {
         if rows.is_empty() {
             return None;
         }
-        Some(PortValues {
+        let conns = PortValues {
             live: rows.iter().map(|l| l.live).sum(),
             remote_addrs: rows.iter().map(|l| l.remote_addrs).sum(),
             max_per_remote: rows.iter().map(|l| l.max_per_remote).max().unwrap_or(0),
-        })
+        };
+        let limits = rows
+            .iter()
+            .filter_map(|l| l.limits.as_ref())
+            .min_by_key(|l| l.binding_headroom.unwrap_or(u64::MAX))
+            .map(|l| {
+                let queue = l.headroom.iter().find(|h| h.name == LimitName::AcceptQueue);
+                LimitValues {
+                    // Smallest headroom first: the binding one leads.
+                    binding: l.headroom.first().copied().filter(|_| l.binding.is_some()),
+                    accept_queue: l.accept_queue,
+                    queue_cap: queue.map_or(l.backlog + 1, |q| q.limit),
+                    drops: l.drops,
+                }
+            });
+        Some(ListenerValues { conns, limits })
     }
 
     /// Live connections from the ledger; ports in use and use from the destination row
@@ -230,11 +248,15 @@ impl Observation for Observed<'_> {
             live: live.unwrap_or(0),
             ports_in_use: row.map_or(0, |d| d.ports_in_use),
             use_pct: row.map_or(0.0, |d| d.use_pct),
+            range: row.map(|d| d.range),
         })
     }
 
+    /// The file table is the box's: every namespace's limits row has the same reading.
     fn total(&self) -> TotalValues {
-        TotalValues { live: self.ledger.live() as u64, lost: self.lost, drift: self.drift }
+        let files =
+            self.capacity.and_then(|c| c.limits.iter().find_map(|l| l.files.zip(l.file_max)));
+        TotalValues { live: self.ledger.live() as u64, lost: self.lost, drift: self.drift, files }
     }
 
     fn has_capacity_rows(&self) -> bool {

@@ -16,6 +16,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::net::IpAddr;
 
+use crate::check::Verdict;
 use plotters::prelude::*;
 use tcptrace_json::Snapshot;
 
@@ -36,7 +37,7 @@ pub struct RunInfo {
 #[derive(Clone, Debug)]
 pub struct VerdictRow {
     pub claim: String,
-    pub passed: bool,
+    pub verdict: Verdict,
     /// The observed value, and what decided it.
     pub detail: String,
 }
@@ -67,7 +68,7 @@ pub fn html(info: &RunInfo, verdicts: &[VerdictRow], samples: &[Snapshot]) -> St
          <title>{title}</title><style>{STYLE}</style></head><body>\n<h1>{title}</h1>\n"
     );
     if !verdicts.is_empty() {
-        let passed = verdicts.iter().all(|v| v.passed);
+        let passed = verdicts.iter().all(|v| v.verdict == Verdict::Pass);
         let _ = write!(
             page,
             "<h2>Verdicts: {}</h2>\n<table class=\"verdicts\"><tr><th>claim</th><th>verdict</th>\
@@ -75,7 +76,12 @@ pub fn html(info: &RunInfo, verdicts: &[VerdictRow], samples: &[Snapshot]) -> St
             if passed { "PASS" } else { "FAIL" }
         );
         for v in verdicts {
-            let (class, word) = if v.passed { ("pass", "PASS") } else { ("fail", "FAIL") };
+            let (class, word) = match v.verdict {
+                Verdict::Pass => ("pass", "PASS"),
+                Verdict::Fail => ("fail", "FAIL"),
+                // A failure too, but for want of data: said so, as the summary does.
+                Verdict::NoData => ("fail", "NO DATA"),
+            };
             let _ = writeln!(
                 page,
                 "<tr><td><code>{}</code></td><td class=\"{class}\">{word}</td><td>{}</td></tr>",
@@ -468,13 +474,18 @@ mod tests {
         let verdicts = [
             VerdictRow {
                 claim: "lport=8080 live>=1".into(),
-                passed: true,
+                verdict: Verdict::Pass,
                 detail: "peak 1".into(),
             },
             VerdictRow {
                 claim: "dst=127.0.0.1:8080 headroom>=20%".into(),
-                passed: false,
+                verdict: Verdict::Fail,
                 detail: "minimum 0%".into(),
+            },
+            VerdictRow {
+                claim: "lport=9999 live>=1".into(),
+                verdict: Verdict::NoData,
+                detail: "no data".into(),
             },
         ];
         let page = html(&RunInfo::default(), &verdicts, &samples);
@@ -485,5 +496,6 @@ mod tests {
         assert!(ports.contains("failed connects</li>"));
         assert!(page.find("Verdicts: FAIL").unwrap() < page.find("id=\"chart-live\"").unwrap());
         assert!(page.contains("<td class=\"fail\">FAIL</td>"));
+        assert!(page.contains("<td class=\"fail\">NO DATA</td>"));
     }
 }
