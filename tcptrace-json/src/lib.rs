@@ -52,6 +52,11 @@ pub struct Snapshot {
     pub live: u64,
     pub local_ports: Vec<LocalPortRow>,
     pub remote_endpoints: Vec<RemoteEndpointRow>,
+    /// How old `listeners`, `destinations` and `limits` are: seconds since the sock_diag
+    /// walk they come from, which is paced on a large box (the counts above are current
+    /// at every line). `None` when there are no such rows (their refresh failed).
+    #[serde(default, serialize_with = "to_the_millisecond_or_null")]
+    pub capacity_age_s: Option<f64>,
     /// Per listening socket: port reuse on the server side.
     pub listeners: Vec<ListenerRow>,
     /// Per client-side destination: ephemeral ports in use and headroom.
@@ -64,6 +69,17 @@ pub struct Snapshot {
 #[expect(clippy::trivially_copy_pass_by_ref, reason = "serde's serialize_with passes a reference")]
 fn to_the_millisecond<S: serde::Serializer>(seconds: &f64, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_f64((seconds * 1000.0).round() / 1000.0)
+}
+
+#[expect(clippy::ref_option, reason = "serde's serialize_with passes a reference")]
+fn to_the_millisecond_or_null<S: serde::Serializer>(
+    seconds: &Option<f64>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    match seconds {
+        Some(seconds) => to_the_millisecond(seconds, s),
+        None => s.serialize_none(),
+    }
 }
 
 /// Live connections on one local port (a listener's accepted connections and the

@@ -84,6 +84,9 @@ pub struct Capacity {
     /// Namespaces that could not be read, ranges that could not be read (the kernel
     /// default is assumed then), and an incomplete pid scan: one line each.
     pub skipped: Vec<String>,
+    /// When the sock_diag walk these rows come from ended: a paced refresh hands out the
+    /// same rows for several intervals, and a snapshot says how old they are.
+    pub measured: Option<Instant>,
 }
 
 /// The sockets a capacity refresh dumps: listeners, and every state that holds a port.
@@ -523,6 +526,7 @@ impl Tracker {
             namespaces,
             limits,
             skipped,
+            measured: Some(now),
         }
     }
 

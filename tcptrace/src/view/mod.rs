@@ -59,6 +59,7 @@ pub fn snapshot(
         live: ledger.live() as u64,
         local_ports: ledger.top_local_ports(top),
         remote_endpoints: ledger.top_remote_endpoints(top),
+        capacity_age_s: capacity.measured.map(|at| at.elapsed().as_secs_f64()),
         listeners: capacity.listeners,
         destinations: capacity.destinations,
         limits: capacity.limits,

@@ -129,8 +129,9 @@ type Chart = (&'static str, &'static str, String, Vec<Line>, Vec<Marks>);
 
 /// The four charts' lines, from the samples.
 fn charts(samples: &[Snapshot]) -> Vec<Chart> {
-    let ListenerLines { live, queues, bindings } = listener_lines(samples);
-    let (ports, failed) = destination_lines(samples);
+    let walks = walks(samples);
+    let ListenerLines { live, queues, bindings } = listener_lines(samples, &walks);
+    let (ports, failed) = destination_lines(samples, &walks);
     let at = |f: fn(&Snapshot) -> u64| samples.iter().map(move |s| (s.elapsed_s, f(s)));
     let trust = vec![
         line("lost", at(|s| s.lost), false, 0),
@@ -189,13 +190,31 @@ struct ListenerLines {
     bindings: Vec<String>,
 }
 
-fn listener_lines(samples: &[Snapshot]) -> ListenerLines {
+/// Each sample whose capacity rows come from a walk the one before did not have, at the
+/// moment of that walk: a paced refresh repeats its rows over several snapshots, and they
+/// are drawn once, when they were measured. A recording without `capacity_age_s` (made
+/// before it existed) is drawn at each line's time.
+fn walks(samples: &[Snapshot]) -> Vec<(f64, &Snapshot)> {
+    let mut walks: Vec<(f64, &Snapshot)> = Vec::new();
+    for s in samples {
+        let at = s.elapsed_s - s.capacity_age_s.unwrap_or(0.0);
+        // Both times are written to the millisecond: one walk is within 2 ms of itself.
+        let same_walk = s.capacity_age_s.is_some()
+            && walks.last().is_some_and(|(last, _)| (at - last).abs() < 0.002);
+        if !same_walk {
+            walks.push((at, s));
+        }
+    }
+    walks
+}
+
+fn listener_lines(samples: &[Snapshot], walks: &[(f64, &Snapshot)]) -> ListenerLines {
     let mut live = Vec::new();
     let mut queues = Vec::new();
     let mut bindings = Vec::new();
     for (color, key) in busiest_listeners(samples).iter().enumerate() {
         let name = listener_name(key);
-        let rows = || samples.iter().filter_map(|s| listener_of(s, key).map(|l| (s.elapsed_s, l)));
+        let rows = || walks.iter().filter_map(|(t, s)| listener_of(s, key).map(|l| (*t, l)));
         live.push(line(&name, rows().map(|(t, l)| (t, l.live)), false, color));
         live.push(line(
             &format!("{name} peak"),
@@ -229,13 +248,12 @@ fn listener_lines(samples: &[Snapshot]) -> ListenerLines {
 }
 
 /// The ports-in-use lines of the busiest destinations, and their failed connects.
-fn destination_lines(samples: &[Snapshot]) -> (Vec<Line>, Vec<Marks>) {
+fn destination_lines(samples: &[Snapshot], walks: &[(f64, &Snapshot)]) -> (Vec<Line>, Vec<Marks>) {
     let mut ports = Vec::new();
     let mut failed = Vec::new();
     for (color, key) in busiest_destinations(samples).iter().enumerate() {
         let name = destination_name(key);
-        let rows =
-            || samples.iter().filter_map(|s| destination_of(s, key).map(|d| (s.elapsed_s, d)));
+        let rows = || walks.iter().filter_map(|(t, s)| destination_of(s, key).map(|d| (*t, d)));
         ports.push(line(&name, rows().map(|(t, d)| (t, d.ports_in_use)), false, color));
         // A range far above the ports used would flatten them to the axis: it is then
         // named in the legend instead of drawn.
@@ -329,9 +347,10 @@ const fn count(v: u64) -> f64 {
     v as f64
 }
 
-/// The run's time axis: every chart spans the same seconds, whatever its rows covered.
+/// The run's time axis: every chart spans the same seconds, whatever its rows covered,
+/// from the first walk (which can be older than the first line) to the last line.
 fn span(samples: &[Snapshot]) -> (f64, f64) {
-    let start = samples.first().map_or(0.0, |s| s.elapsed_s);
+    let start = walks(samples).first().map_or(0.0, |(at, _)| *at);
     let end = samples.last().map_or(0.0, |s| s.elapsed_s);
     (start, end.max(start + 1.0))
 }
@@ -394,6 +413,12 @@ fn chart(title: &str, t: (f64, f64), lines: &[Line], marks: &[Marks]) -> Result<
                 chart.draw_series(LineSeries::new(points, style))
             }
             .map_err(|e| e.to_string())?;
+            // A row seen in one walk only would be a line of no length: a dot shows it.
+            if let [point] = l.points.as_slice() {
+                chart
+                    .draw_series(std::iter::once(Circle::new(*point, 3, color.filled())))
+                    .map_err(|e| e.to_string())?;
+            }
         }
         for m in marks {
             chart
@@ -461,6 +486,32 @@ mod tests {
         }
         // Without limits there is no queue to plot, and the page says so instead of lying.
         assert!(page.contains("No limits were read for any listener."));
+    }
+
+    #[test]
+    fn rows_a_paced_refresh_repeats_are_drawn_once_at_their_walk() {
+        // Six lines a second apart; the rows come from walks at 0, 2.5 and 4.5 s (the lines
+        // at 1-2 and 3-4 repeat the walk before them): three points each, the counts and the
+        // trust chart still six.
+        let ages = [0.0, 1.0, 2.0, 0.5, 1.5, 0.5];
+        let samples: Vec<Snapshot> = (0..6u32)
+            .map(|i| {
+                let mut s = sample(f64::from(i), 0, 0, 0);
+                s.capacity_age_s = Some(ages[i as usize]);
+                s
+            })
+            .collect();
+        let page = html(&RunInfo::default(), &[], &samples);
+        assert!(
+            polylines(&page, "chart-live").contains(&3),
+            "{:?}",
+            polylines(&page, "chart-live")
+        );
+        assert!(!polylines(&page, "chart-live").contains(&6));
+        assert!(polylines(&page, "chart-ports").contains(&3));
+        assert!(polylines(&page, "chart-trust").contains(&6));
+        let at: Vec<f64> = walks(&samples).iter().map(|(t, _)| *t).collect();
+        assert_eq!(at, [0.0, 2.5, 4.5]);
     }
 
     #[test]
