@@ -15,8 +15,9 @@ use std::process::{Command, ExitStatus, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use serde_json::Value;
 use tcptrace_tests::{
-    ATTACH_WAIT, Accepted, Netns, Server, Snapshot, WAIT, attach_path, tracer_bin,
+    ATTACH_WAIT, Accepted, Netns, Server, Snapshot, WAIT, attach_path, run_to_exit, tracer_bin,
 };
 
 const SERVER: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, 89, 0, 1)), 22290);
@@ -209,10 +210,14 @@ fn a_check_report_shows_its_verdicts_then_the_ramp_in_a_real_browser() {
         "checks: check --report check.html over the same ramp, with a claim that holds (the \
          listener's live connections reach {}) and one that cannot (half the range left \
          free): exit 1, and Chromium renders FAIL, each verdict with its observed value, \
-         every chart's lines and a screenshot",
+         every chart's lines, the claimed listener charted and not another one, and a \
+         screenshot",
         STEP * STEPS
     );
     let (scratch, ns, server) = prepared("ns-report-check");
+    // A listener no claim is about: the charts leave it out.
+    let aside = SocketAddr::new(SERVER.ip(), SERVER.port() + 1);
+    let _aside = Server::listen(&ns, aside, Accepted::Hold);
     let dir = &scratch.0;
     let page = dir.join("check.html");
     let (inode, report) = (ns.inode().to_string(), page.display().to_string());
@@ -255,8 +260,71 @@ fn a_check_report_shows_its_verdicts_then_the_ramp_in_a_real_browser() {
     }
     assert!(dom.contains("minimum 0%"), "the failed claim's observed value is not shown");
     every_chart_has_a_line(&dom, 9);
+    let live = figure(&dom, "chart-live");
+    assert!(live.contains(&format!("{SERVER} (netns")), "the claimed listener is not charted");
+    assert!(!live.contains(&format!("{aside} (netns")), "a listener no claim names is charted");
     screenshot_renders(dir, &page);
     drop(clients);
+}
+
+#[test]
+fn a_demo_report_shows_both_sides_in_a_real_browser() {
+    const CONNECTIONS: u64 = 3_000;
+    println!(
+        "checks: demo --connections {CONNECTIONS} --report demo.html --json: exit 0, and \
+         Chromium renders PASS, a verdict row per side with the demo's own numbers (its \
+         --json), lost and drift, the demo's listeners only (its namespace), every chart's \
+         lines and a screenshot"
+    );
+    let scratch =
+        Scratch(std::env::temp_dir().join(format!("tcptrace-demo-report-{}", std::process::id())));
+    fs::create_dir_all(&scratch.0).expect("scratch directory");
+    let page = scratch.0.join("demo.html");
+    let (n, report, attach) = (CONNECTIONS.to_string(), page.display().to_string(), attach_path());
+    let args = ["demo", "--connections", &n, "--per-process", "1000", "--interval", "250ms"];
+    let exit = run_to_exit(
+        &[&args[..], &["--attach", &attach, "--json", "--report", &report]].concat(),
+        Duration::from_mins(3),
+    );
+    assert_eq!(exit.code(), Some(0), "stdout:\n{}\nstderr:\n{}", exit.stdout, exit.stderr);
+    let results: Value = serde_json::from_str(exit.stdout.trim()).expect("demo --json");
+    let (server, client) = (&results["server"], &results["client"]);
+
+    let dom = chromium(&scratch.0, &page, &["--dump-dom".into()]);
+    assert!(dom.contains("<h1>tcptrace demo: PASS</h1>"), "no verdict in the title");
+    let row = |claim: &str| {
+        let at = dom.find(claim).unwrap_or_else(|| panic!("no row {claim}"));
+        let end = dom[at..].find("</tr>").map_or(dom.len(), |e| at + e);
+        dom[at..end].to_owned()
+    };
+    let listen = server["listen"].as_str().expect("listen");
+    let server_row = row(&format!("server: every connection held on {listen} counted"));
+    let held = format!(
+        "held {}, tracer {}, sock_diag {}",
+        server["target"], server["tracer_live"], server["sock_diag_live"]
+    );
+    assert!(server_row.contains("PASS") && server_row.contains(&held), "{server_row}");
+    let client_row = row("exhausts its");
+    let seen = format!(
+        "failed connects: load {}, tracer {}",
+        client["failed"], client["tracer_failed_connects"]
+    );
+    assert!(client_row.contains("PASS") && client_row.contains(&seen), "{client_row}");
+    for claim in ["lost&lt;=0", "drift&lt;=0"] {
+        assert!(row(claim).contains("PASS"), "{}", row(claim));
+    }
+    println!("  rows: {held}; {seen}");
+    // A side can be over between two intervals: each ramp's end is a point of its own.
+    every_chart_has_a_line(&dom, 2);
+    let live = figure(&dom, "chart-live");
+    let netns = format!("(netns {})", results["netns"]);
+    assert!(live.contains(&format!("{listen} {netns}")), "the demo's listener is not named");
+    assert_eq!(
+        live.matches("(netns ").count(),
+        live.matches(&netns).count(),
+        "a listener of another namespace is charted"
+    );
+    screenshot_renders(&scratch.0, &page);
 }
 
 /// `tcptrace ARGS --attach PATH` run while the ramp fills the namespace's range and

@@ -8,24 +8,21 @@ use clap::Args;
 use tcptrace_json::limits::LimitName;
 
 use crate::{
-    capacity::Capacity,
+    capacity::{Capacity, DestinationRow, ListenerRow},
     check::{
-        Check, DestinationValues, LimitValues, ListenerValues, Observation, PortValues, Report,
-        Tolerance, TotalValues, Verdict, summary, tolerance_verdicts,
+        Check, DestinationValues, Expectation, LimitValues, ListenerValues, Observation,
+        PortValues, Report, Selector, Tolerance, TotalValues, Verdict, summary, tolerance_verdicts,
     },
     cmd::{
         Outcome,
         args::{TraceArgs, parse_duration},
-        output::{is_html, open_report, this_box, write_report},
+        output::{is_html, open_report, report_sample, run_info, write_report},
         print,
     },
     conn::canonical_ip,
     engine::{Live, Tick, passes::Pass},
     ledger::Ledger,
-    view::{
-        self, Snapshot,
-        report::{RunInfo, VerdictRow},
-    },
+    view::{self, report::VerdictRow},
 };
 
 #[derive(Debug, Clone, Args)]
@@ -38,7 +35,7 @@ pub struct CheckArgs {
     /// A claim to check, e.g. 'lport=8080 live>=100000'; repeat for several. See
     /// --help for the grammar.
     #[arg(long = "expect", required = true, value_name = "EXPR", long_help = crate::check::EXPECT_HELP)]
-    pub expect: Vec<crate::check::Expectation>,
+    pub expect: Vec<Expectation>,
     /// Also write the verdicts, observed values, lost and drift to this file: as JSON, or,
     /// for a path ending in .html, as one page with the verdicts and charts of the run
     /// (one point per interval; see `tcptrace report --help`).
@@ -93,7 +90,7 @@ pub async fn run(args: CheckArgs) -> anyhow::Result<Outcome> {
             drift: live.reconciled.then_some(live.drift_total),
         });
         if html {
-            samples.push(sample(&live, rows));
+            samples.push(report_sample(&live, rows.map(|r| charted(&args.expect, r))));
         }
         for note in live.take_notices() {
             eprintln!("tcptrace: note: {note}");
@@ -110,7 +107,11 @@ pub async fn run(args: CheckArgs) -> anyhow::Result<Outcome> {
     print(&summary(&report))?;
     if let Some((file, path)) = &mut report_file {
         let text = if html {
-            let info = run_info(&report, live.session.tracer.path.name());
+            let info = run_info(
+                format!("tcptrace check: {}", if report.passed { "PASS" } else { "FAIL" }),
+                &live,
+                format!("{:.1} s, {} observations", report.duration_s, report.observations),
+            );
             view::report::html(&info, &verdict_rows(&report), &samples)
         } else {
             report.to_json()
@@ -121,34 +122,38 @@ pub async fn run(args: CheckArgs) -> anyhow::Result<Outcome> {
     Ok(Outcome::of(report.passed))
 }
 
-/// Rows of each kind kept per sample of an HTML report: more than its charts draw (the
-/// busiest five), few enough that an hour of samples stays small.
-const SAMPLE_ROWS: usize = 20;
-
-/// One observation as the HTML report draws it.
-fn sample(live: &Live, rows: Option<Capacity>) -> Snapshot {
-    let mut rows = rows.unwrap_or_default();
-    rows.listeners.truncate(SAMPLE_ROWS);
-    rows.destinations.truncate(SAMPLE_ROWS);
-    live.snapshot_with(SAMPLE_ROWS, rows)
+/// The rows an HTML report charts: the listeners and destinations the expectations select,
+/// so that the charts show what was claimed; all of a kind that no expectation selects.
+fn charted(expectations: &[Expectation], mut rows: Capacity) -> Capacity {
+    let selectors: Vec<Selector> = expectations.iter().map(Expectation::selector).collect();
+    let listener = |l: &ListenerRow, s: &Selector| match *s {
+        Selector::LocalPort(port) => l.port == port,
+        Selector::Listener(addr) => selects_listener(addr, l),
+        Selector::Destination(_) | Selector::Total => false,
+    };
+    let destination = |d: &DestinationRow, s: &Selector| match *s {
+        Selector::Destination(addr) => selects_destination(addr, d),
+        _ => false,
+    };
+    if rows.listeners.iter().any(|l| selectors.iter().any(|s| listener(l, s))) {
+        rows.listeners.retain(|l| selectors.iter().any(|s| listener(l, s)));
+    }
+    if rows.destinations.iter().any(|d| selectors.iter().any(|s| destination(d, s))) {
+        rows.destinations.retain(|d| selectors.iter().any(|s| destination(d, s)));
+    }
+    rows
 }
 
-/// What the HTML report says was measured, where and how.
-fn run_info(report: &Report, attach: &str) -> RunInfo {
-    let command: Vec<String> = std::env::args().collect();
-    RunInfo {
-        title: format!("tcptrace check: {}", if report.passed { "PASS" } else { "FAIL" }),
-        facts: vec![
-            ("command".into(), command.join(" ")),
-            ("box".into(), this_box()),
-            ("attach path".into(), attach.to_owned()),
-            ("tcptrace".into(), env!("CARGO_PKG_VERSION").to_owned()),
-            (
-                "run".into(),
-                format!("{:.1} s, {} observations", report.duration_s, report.observations),
-            ),
-        ],
-    }
+/// Whether `listener=addr` selects the row: its port, and its address, or any address when
+/// `addr`'s is unspecified (0.0.0.0 or ::), as a wildcard listener accepts on all of them.
+fn selects_listener(addr: SocketAddr, l: &ListenerRow) -> bool {
+    let ip = canonical_ip(addr.ip());
+    l.port == addr.port() && (ip.is_unspecified() || canonical_ip(l.addr) == ip)
+}
+
+/// Whether `dst=addr` selects the destination row.
+fn selects_destination(addr: SocketAddr, d: &DestinationRow) -> bool {
+    d.rport == addr.port() && canonical_ip(d.raddr) == canonical_ip(addr.ip())
 }
 
 /// Each expectation's verdict, then loss and drift against their tolerance where checked.
@@ -196,15 +201,8 @@ impl Observation for Observed<'_> {
     /// address: every local address). Distinct remote addresses add up per listener. The
     /// limits are those of the listener closest to its binding limit.
     fn listener(&self, addr: SocketAddr) -> Option<ListenerValues> {
-        let ip = canonical_ip(addr.ip());
-        let rows: Vec<_> = self
-            .capacity?
-            .listeners
-            .iter()
-            .filter(|l| {
-                l.port == addr.port() && (ip.is_unspecified() || canonical_ip(l.addr) == ip)
-            })
-            .collect();
+        let rows: Vec<_> =
+            self.capacity?.listeners.iter().filter(|l| selects_listener(addr, l)).collect();
         if rows.is_empty() {
             return None;
         }
@@ -233,13 +231,12 @@ impl Observation for Observed<'_> {
     /// Live connections from the ledger; ports in use and use from the destination row
     /// (local address, namespace) closest to running out.
     fn destination(&self, addr: SocketAddr) -> Option<DestinationValues> {
-        let ip = canonical_ip(addr.ip());
         let live = self.ledger.remote_endpoint(addr).map(|r| r.live);
         let row = self
             .capacity?
             .destinations
             .iter()
-            .filter(|d| d.rport == addr.port() && canonical_ip(d.raddr) == ip)
+            .filter(|d| selects_destination(addr, d))
             .max_by(|a, b| a.use_pct.total_cmp(&b.use_pct));
         if live.is_none() && row.is_none() {
             return None;

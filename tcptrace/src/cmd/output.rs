@@ -1,7 +1,41 @@
 //! The file a report goes to (`check --report`, `report -o`): opened before the work
 //! starts, so a path that cannot be written fails at once, and never through a symlink or
 //! into a FIFO, since tcptrace runs as root and another user may have put them there. And
-//! what a report says of the box that made it.
+//! what an HTML report keeps of a live run (`check`, `demo`): a snapshot per observation
+//! and what it says of the command and the box that made it.
+
+use crate::{capacity::Capacity, engine::Live, view::Snapshot, view::report::RunInfo};
+
+/// Rows of each kind kept per sample of an HTML report: more than its charts draw (the
+/// busiest five), few enough that an hour of samples stays small.
+const SAMPLE_ROWS: usize = 20;
+
+/// One observation as the HTML report draws it: the counts now, with `rows` (`None` when
+/// this interval's capacity refresh failed: no listener or destination then).
+#[must_use]
+pub fn report_sample(live: &Live, rows: Option<Capacity>) -> Snapshot {
+    let mut rows = rows.unwrap_or_default();
+    rows.listeners.truncate(SAMPLE_ROWS);
+    rows.destinations.truncate(SAMPLE_ROWS);
+    live.snapshot_with(SAMPLE_ROWS, rows)
+}
+
+/// What an HTML report says was measured, where and how: `title`, then the command line,
+/// this box, the attach path, tcptrace's version and `run` (how long, how many samples).
+#[must_use]
+pub fn run_info(title: String, live: &Live, run: String) -> RunInfo {
+    let command: Vec<String> = std::env::args().collect();
+    RunInfo {
+        title,
+        facts: vec![
+            ("command".into(), command.join(" ")),
+            ("box".into(), this_box()),
+            ("attach path".into(), live.session.tracer.path.name().to_owned()),
+            ("tcptrace".into(), env!("CARGO_PKG_VERSION").to_owned()),
+            ("run".into(), run),
+        ],
+    }
+}
 
 /// Whether `path` names an HTML report (`.html` or `.htm`): the format follows the
 /// extension, and anything else is JSON.

@@ -22,15 +22,22 @@ mod phases;
 mod plan;
 mod report;
 
+use anyhow::Context as _;
 use clap::Args;
 
 use tcptrace_common::DEFAULT_RING_BYTES;
 
-use crate::cmd::{Outcome, args::TraceArgs, print};
+use crate::cmd::{
+    Outcome,
+    args::TraceArgs,
+    output::{is_html, open_report, run_info, write_report},
+    print,
+};
+use crate::view;
 
 use phases::{Demo, Phase};
-use report::render;
 pub use report::{ClientSide, Results, ServerSide, Teardown};
+use report::{render, verdict_rows};
 
 /// Connections the second destination gets (at most).
 const SECOND_DESTINATION_CONNECTIONS: u64 = 1_000;
@@ -44,7 +51,8 @@ const FULL_SIZE: u64 = 100_000;
 Examples:
   tcptrace demo                          100,000 connections on one port, then exhaust a range
   tcptrace demo --connections 1000000    a million (needs about 10 GB of memory)
-  tcptrace demo --connections 5000 --json | jq .server")]
+  tcptrace demo --connections 5000 --json | jq .server
+  tcptrace demo --connections 20000 --report demo.html   the verdicts and charts, one page")]
 pub struct DemoArgs {
     #[command(flatten)]
     pub trace: TraceArgs,
@@ -64,16 +72,24 @@ pub struct DemoArgs {
     /// Print the results as one JSON object instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Also write the results to this file: as the JSON of --json, or, for a path ending
+    /// in .html, as one page with the demo's verdicts and the charts of its run (one point
+    /// per interval; see `tcptrace report --help`).
+    #[arg(long, value_name = "PATH")]
+    pub report: Option<std::path::PathBuf>,
 }
 
 pub async fn run(mut args: DemoArgs) -> anyhow::Result<Outcome> {
     let plan = plan::plan(&args)?;
+    // Before the load: a report that cannot be written fails now, not after the run.
+    let mut report_file = args.report.as_deref().map(open_report).transpose()?;
+    let html = args.report.as_deref().is_some_and(is_html);
     if args.trace.ring_size == DEFAULT_RING_BYTES {
         // The demo makes a connection storm on purpose, on a box that may be busy too:
         // a bigger ring rides out the moments this process is not scheduled.
         args.trace.ring_size = DEMO_RING_BYTES;
     }
-    let mut demo = Demo::start(&args, plan)?;
+    let mut demo = Demo::start(&args, plan, html)?;
     let outcome = demo.run_phases().await;
     let interrupted = matches!(outcome, Ok(Phase::Interrupted));
     let teardown = demo.teardown(interrupted).await;
@@ -88,6 +104,32 @@ pub async fn run(mut args: DemoArgs) -> anyhow::Result<Outcome> {
         print(&serde_json::to_string(&demo.results)?)?;
     } else if !interrupted {
         print(&render(&demo.results))?;
+    }
+    if let Some((file, path)) = &mut report_file {
+        let text = if html {
+            let r = &demo.results;
+            let verdict = match (interrupted, r.passed) {
+                (true, _) => "INTERRUPTED",
+                (false, true) => "PASS",
+                (false, false) => "FAIL",
+            };
+            let samples = demo.samples();
+            let info = run_info(
+                format!("tcptrace demo: {verdict}"),
+                demo.live(),
+                format!(
+                    "{} connections on one port, {:.1} s, {} observations",
+                    args.connections,
+                    demo.elapsed().as_secs_f64(),
+                    samples.len()
+                ),
+            );
+            view::report::html(&info, &verdict_rows(r), samples)
+        } else {
+            serde_json::to_string_pretty(&demo.results)?
+        };
+        write_report(file, &text)
+            .with_context(|| format!("cannot write the report to {}", path.display()))?;
     }
     Ok(match (interrupted, demo.results.passed) {
         (true, _) => Outcome::Interrupted,

@@ -26,6 +26,8 @@ use crate::{
 
 use tcptrace_proc::Pid;
 
+use crate::{cmd::output::report_sample, view::Snapshot};
+
 use super::{
     DemoArgs, SECOND_DESTINATION_CONNECTIONS,
     plan::{Plan, gib, mem_available},
@@ -65,10 +67,13 @@ pub(super) struct Demo {
     progress_on_tty: bool,
     /// SIGINT or SIGTERM came (or --duration ran out): every step stops at its next tick.
     interrupted: bool,
+    /// One snapshot per tick, for `--report x.html`; `None` when no HTML report is asked.
+    samples: Option<Vec<Snapshot>>,
 }
 
 impl Demo {
-    pub(super) fn start(args: &DemoArgs, plan: Plan) -> anyhow::Result<Self> {
+    /// Starts the tracer and the namespace; with `sampled`, a snapshot is kept per tick.
+    pub(super) fn start(args: &DemoArgs, plan: Plan, sampled: bool) -> anyhow::Result<Self> {
         // Reconciled at each side's verdict and at the end (and when events were lost):
         // every count on the way comes from the hooks.
         let live = Live::start(&args.trace.options(Duration::ZERO), 0)?;
@@ -100,7 +105,21 @@ impl Demo {
             results,
             progress_on_tty: std::io::stderr().is_terminal(),
             interrupted: false,
+            samples: sampled.then(Vec::new),
         })
+    }
+
+    /// The snapshots kept for the HTML report, one per tick (none unless asked).
+    pub(super) fn samples(&self) -> &[Snapshot] {
+        self.samples.as_deref().unwrap_or_default()
+    }
+
+    pub(super) fn live(&self) -> &Live {
+        &self.live
+    }
+
+    pub(super) fn elapsed(&self) -> Duration {
+        self.live.session.started.elapsed()
     }
 
     fn netns(&self) -> &Netns {
@@ -108,11 +127,18 @@ impl Demo {
     }
 
     pub(super) async fn run_phases(&mut self) -> anyhow::Result<Phase> {
-        if let Phase::Interrupted = self.server_side().await? {
+        // A side can be over between two intervals: the report has each one's end.
+        let server = self.server_side().await?;
+        self.sample(true);
+        if let Phase::Interrupted = server {
             return Ok(Phase::Interrupted);
         }
-        if !self.args.server_only && matches!(self.client_side().await?, Phase::Interrupted) {
-            return Ok(Phase::Interrupted);
+        if !self.args.server_only {
+            let client = self.client_side().await?;
+            self.sample(true);
+            if let Phase::Interrupted = client {
+                return Ok(Phase::Interrupted);
+            }
         }
         // One last reconciliation, with everything still held.
         self.reconcile_now()?;
@@ -338,6 +364,8 @@ impl Demo {
             let g = goal(&states);
             if g.done >= g.target {
                 self.progress_line(what, &g, &fleet::totals(&states), started, true);
+                // A ramp can be over between two walks: the report has its end.
+                self.sample(true);
                 return Ok(Phase::Done);
             }
             let moved = g.done + activity(&states);
@@ -406,7 +434,29 @@ impl Demo {
     async fn next_tick(&mut self) -> anyhow::Result<Tick> {
         let tick = self.live.next().await;
         self.interrupted |= matches!(tick, Tick::Stop);
+        if !matches!(tick, Tick::Drain) {
+            self.sample(false);
+        }
         Ok(tick)
+    }
+
+    /// Keeps a snapshot for the HTML report, if one is asked for: of the demo's namespace
+    /// only (its listener, its destinations), with the capacity rows as paced for a large
+    /// box (the last refresh's until one is due), or walked now at a side's end (`now`).
+    fn sample(&mut self, now: bool) {
+        if self.samples.is_none() {
+            return;
+        }
+        let rows =
+            if now { self.live.current_capacity_rows(0) } else { self.live.capacity_rows(0) };
+        let netns = self.netns.as_ref().map(Netns::inode);
+        let rows = rows.map(|mut rows| {
+            rows.listeners.retain(|l| Some(l.netns) == netns);
+            rows.destinations.retain(|d| Some(d.netns) == netns);
+            rows
+        });
+        let sample = report_sample(&self.live, rows);
+        self.samples.get_or_insert_default().push(sample);
     }
 
     fn progress_line(

@@ -5,6 +5,8 @@ use std::{fmt::Write as _, net::IpAddr};
 
 use serde::Serialize;
 
+use crate::{check::Verdict, view::report::VerdictRow};
+
 /// What the demo found; also its JSON output.
 #[derive(Debug, Default, Serialize)]
 pub struct Results {
@@ -154,4 +156,59 @@ pub(super) fn render(r: &Results) -> String {
         verdict(r.passed)
     );
     out
+}
+
+/// The demo's claims as an HTML report's verdict rows: each side's exact count, then lost
+/// events and drift, which must be 0 for the demo to pass.
+pub(super) fn verdict_rows(r: &Results) -> Vec<VerdictRow> {
+    let verdict = |ok: bool| if ok { Verdict::Pass } else { Verdict::Fail };
+    let mut rows = Vec::new();
+    if let Some(s) = &r.server {
+        rows.push(VerdictRow {
+            claim: format!("server: every connection held on {} counted", s.listen),
+            verdict: verdict(s.passed),
+            detail: format!(
+                "held {}, tracer {}, sock_diag {}; {} 65,535 on one port, from {} remote \
+                 addresses; {} B of kernel memory a socket",
+                s.target,
+                s.tracer_live,
+                s.sock_diag_live,
+                if s.over_65535 { "more than" } else { "not more than" },
+                s.remote_addrs,
+                s.kernel_bytes_per_socket,
+            ),
+        });
+    }
+    if let Some(c) = &r.client {
+        rows.push(VerdictRow {
+            claim: format!(
+                "client: {} -> {} exhausts its {} ports, every failed connect seen",
+                c.source, c.destination, c.range
+            ),
+            verdict: verdict(c.passed),
+            detail: format!(
+                "ports: tracer {}, sock_diag {} ({:.1}%); failed connects: load {}, tracer {}; \
+                 {} more to {}, {} on a local port in use to the first",
+                c.tracer_local_ports,
+                c.ports_in_use,
+                c.use_pct,
+                c.failed,
+                c.tracer_failed_connects,
+                c.second_opened,
+                c.second_destination,
+                c.second_reused_local_ports,
+            ),
+        });
+    }
+    rows.push(VerdictRow {
+        claim: "lost<=0".into(),
+        verdict: verdict(r.lost == 0),
+        detail: format!("{} events, {} lost", r.events, r.lost),
+    });
+    rows.push(VerdictRow {
+        claim: "drift<=0".into(),
+        verdict: verdict(r.drift == 0),
+        detail: format!("drift {} over every reconciliation", r.drift),
+    });
+    rows
 }
