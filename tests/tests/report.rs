@@ -342,18 +342,20 @@ fn traced_ramp(
 ) -> (ExitStatus, Vec<TcpStream>) {
     let (out, err) = (dir.join(format!("{name}.out")), dir.join(format!("{name}.err")));
     let attach = attach_path();
-    let mut tracer = Command::new(tracer_bin())
-        .args(args)
-        .args(["--attach", &attach])
-        .stdin(Stdio::null())
-        .stdout(fs::File::create(&out).expect("the tracer's stdout"))
-        .stderr(fs::File::create(&err).expect("the tracer's stderr"))
-        .spawn()
-        .expect("spawn tcptrace");
+    let mut tracer = Reaped(
+        Command::new(tracer_bin())
+            .args(args)
+            .args(["--attach", &attach])
+            .stdin(Stdio::null())
+            .stdout(fs::File::create(&out).expect("the tracer's stdout"))
+            .stderr(fs::File::create(&err).expect("the tracer's stderr"))
+            .spawn()
+            .expect("spawn tcptrace"),
+    );
     let read = |path: &Path| fs::read_to_string(path).unwrap_or_default();
     let deadline = Instant::now() + ATTACH_WAIT;
     while !ready(&read(&out), &read(&err)) {
-        assert!(tracer.try_wait().expect(name).is_none(), "{name} exited: {}", read(&err));
+        assert!(tracer.0.try_wait().expect(name).is_none(), "{name} exited: {}", read(&err));
         assert!(
             Instant::now() < deadline,
             "{name} not ready within {ATTACH_WAIT:?}: {}",
@@ -385,14 +387,14 @@ fn traced_ramp(
     thread::sleep(Duration::from_millis(1500));
     if stop == Stop::Interrupt {
         nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(i32::try_from(tracer.id()).expect("a pid")),
+            nix::unistd::Pid::from_raw(i32::try_from(tracer.0.id()).expect("a pid")),
             nix::sys::signal::Signal::SIGINT,
         )
         .expect("interrupt the tracer");
     }
     let deadline = Instant::now() + WAIT;
     let status = loop {
-        if let Some(status) = tracer.try_wait().expect(name) {
+        if let Some(status) = tracer.0.try_wait().expect(name) {
             break status;
         }
         assert!(Instant::now() < deadline, "{name} still running {WAIT:?} after the ramp");
@@ -403,6 +405,19 @@ fn traced_ramp(
         read(&err).lines().last().unwrap_or("")
     );
     (status, clients)
+}
+
+/// A tracer that is killed and reaped when dropped: a failed assertion must not leave it
+/// running, attached, after the test.
+struct Reaped(std::process::Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]

@@ -22,7 +22,10 @@ use crate::{
     conn::canonical_ip,
     engine::{Live, Tick, passes::Pass},
     ledger::Ledger,
-    view::{self, report::VerdictRow},
+    view::{
+        self,
+        report::{Samples, VerdictRow},
+    },
 };
 
 #[derive(Debug, Clone, Args)]
@@ -63,7 +66,7 @@ pub async fn run(args: CheckArgs) -> anyhow::Result<Outcome> {
     let mut check = Check::new(args.expect.clone(), tolerance);
     // The run as the HTML report draws it: one snapshot per observation.
     let html = args.report.as_deref().is_some_and(is_html);
-    let mut samples = Vec::new();
+    let mut samples = Samples::default();
     eprintln!(
         "tcptrace: checking {} expectation(s) {}",
         args.expect.len(),
@@ -112,7 +115,7 @@ pub async fn run(args: CheckArgs) -> anyhow::Result<Outcome> {
                 &live,
                 format!("{:.1} s, {} observations", report.duration_s, report.observations),
             );
-            view::report::html(&info, &verdict_rows(&report), &samples)
+            view::report::html(&info, &verdict_rows(&report), &samples.into_vec())
         } else {
             report.to_json()
         };

@@ -9,7 +9,7 @@ use clap::Args;
 use tcptrace_json::Snapshot;
 
 use crate::cmd::output::{open_report, this_box, write_report};
-use crate::view::report::{RunInfo, html};
+use crate::view::report::{RunInfo, Samples, html};
 
 #[derive(Debug, Clone, Args)]
 #[command(after_help = "Example:
@@ -59,9 +59,10 @@ pub fn run(args: &ReportArgs) -> anyhow::Result<()> {
 /// number and why.
 type Skipped = Option<(usize, String)>;
 
-/// The snapshots of a recording, and the lines that were not one.
+/// The snapshots of a recording (bounded, evenly thinned: [`Samples`]), and the lines that
+/// were not one.
 fn read_snapshots(reader: impl std::io::BufRead) -> anyhow::Result<(Vec<Snapshot>, Skipped)> {
-    let mut samples = Vec::new();
+    let mut samples = Samples::default();
     let mut skipped: Skipped = None;
     for (number, text) in reader.lines().enumerate() {
         let text = text.context("cannot read the recording")?;
@@ -76,7 +77,7 @@ fn read_snapshots(reader: impl std::io::BufRead) -> anyhow::Result<(Vec<Snapshot
             },
         }
     }
-    Ok((samples, skipped))
+    Ok((samples.into_vec(), skipped))
 }
 
 /// What the recording says of itself, and where the page was made: a recording holds its

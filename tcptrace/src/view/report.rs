@@ -42,6 +42,67 @@ pub struct VerdictRow {
     pub detail: String,
 }
 
+/// The snapshots a report draws, bounded, whatever the run's length: past
+/// [`Samples::MOST`], every other one kept is dropped and from then on only every 2nd (4th,
+/// and so on) pushed is kept, so that a day-long run keeps its whole span evenly spaced in
+/// bounded memory. The last one pushed is always kept: a run's end is drawn.
+#[derive(Clone, Debug)]
+pub struct Samples {
+    kept: Vec<Snapshot>,
+    /// Keep one pushed snapshot in `stride`.
+    stride: u64,
+    pushed: u64,
+    /// The last one pushed, if it was not kept.
+    last: Option<Snapshot>,
+}
+
+impl Default for Samples {
+    fn default() -> Self {
+        Self { kept: Vec::new(), stride: 1, pushed: 0, last: None }
+    }
+}
+
+impl Samples {
+    /// At most this many are kept (and the last one pushed): 2,000 points a line are finer
+    /// than a chart 960 pixels wide can show.
+    pub const MOST: usize = 2_000;
+
+    pub fn push(&mut self, s: Snapshot) {
+        let keep = self.pushed.is_multiple_of(self.stride);
+        self.pushed += 1;
+        if !keep {
+            self.last = Some(s);
+            return;
+        }
+        self.last = None;
+        self.kept.push(s);
+        if self.kept.len() > Self::MOST {
+            // The kept ones are every `stride`-th: keeping every other makes it 2 × stride.
+            self.kept = std::mem::take(&mut self.kept).into_iter().step_by(2).collect();
+            self.stride *= 2;
+        }
+    }
+
+    /// How many are kept, the last one pushed included.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.kept.len() + usize::from(self.last.is_some())
+    }
+
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The kept ones in order, the last one pushed at the end.
+    #[must_use]
+    pub fn into_vec(self) -> Vec<Snapshot> {
+        let mut all = self.kept;
+        all.extend(self.last);
+        all
+    }
+}
+
 /// One line on a chart.
 struct Line {
     name: String,
@@ -486,6 +547,23 @@ mod tests {
         }
         // Without limits there is no queue to plot, and the page says so instead of lying.
         assert!(page.contains("No limits were read for any listener."));
+    }
+
+    #[test]
+    fn samples_stay_bounded_and_evenly_spaced_over_any_run() {
+        let mut samples = Samples::default();
+        let pushed = 3 * Samples::MOST as u32 + 7;
+        for i in 0..pushed {
+            samples.push(sample(f64::from(i), 0, 0, 0));
+        }
+        let kept = samples.into_vec();
+        assert!(kept.len() <= Samples::MOST + 1, "{}", kept.len());
+        assert!(kept.len() > Samples::MOST / 2, "{}", kept.len());
+        let t: Vec<f64> = kept.iter().map(|s| s.elapsed_s).collect();
+        assert_eq!((t[0], *t.last().unwrap()), (0.0, f64::from(pushed - 1)), "first and last");
+        // Evenly spaced, but for the last one.
+        let gaps: Vec<f64> = t[..t.len() - 1].windows(2).map(|w| w[1] - w[0]).collect();
+        assert!(gaps.iter().all(|g| (g - gaps[0]).abs() < 1e-9), "{gaps:?}");
     }
 
     #[test]

@@ -107,13 +107,13 @@ pub async fn run(mut args: DemoArgs) -> anyhow::Result<Outcome> {
     }
     if let Some((file, path)) = &mut report_file {
         let text = if html {
+            let samples = demo.take_samples();
             let r = &demo.results;
             let verdict = match (interrupted, r.passed) {
                 (true, _) => "INTERRUPTED",
                 (false, true) => "PASS",
                 (false, false) => "FAIL",
             };
-            let samples = demo.samples();
             let info = run_info(
                 format!("tcptrace demo: {verdict}"),
                 demo.live(),
@@ -124,7 +124,7 @@ pub async fn run(mut args: DemoArgs) -> anyhow::Result<Outcome> {
                     samples.len()
                 ),
             );
-            view::report::html(&info, &verdict_rows(r), samples)
+            view::report::html(&info, &verdict_rows(r), &samples)
         } else {
             serde_json::to_string_pretty(&demo.results)?
         };

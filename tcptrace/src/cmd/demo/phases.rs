@@ -26,7 +26,10 @@ use crate::{
 
 use tcptrace_proc::Pid;
 
-use crate::{cmd::output::report_sample, view::Snapshot};
+use crate::{
+    cmd::output::report_sample,
+    view::{Snapshot, report::Samples},
+};
 
 use super::{
     DemoArgs, SECOND_DESTINATION_CONNECTIONS,
@@ -68,7 +71,7 @@ pub(super) struct Demo {
     /// SIGINT or SIGTERM came (or --duration ran out): every step stops at its next tick.
     interrupted: bool,
     /// One snapshot per tick, for `--report x.html`; `None` when no HTML report is asked.
-    samples: Option<Vec<Snapshot>>,
+    samples: Option<Samples>,
 }
 
 impl Demo {
@@ -105,13 +108,13 @@ impl Demo {
             results,
             progress_on_tty: std::io::stderr().is_terminal(),
             interrupted: false,
-            samples: sampled.then(Vec::new),
+            samples: sampled.then(Samples::default),
         })
     }
 
     /// The snapshots kept for the HTML report, one per tick (none unless asked).
-    pub(super) fn samples(&self) -> &[Snapshot] {
-        self.samples.as_deref().unwrap_or_default()
+    pub(super) fn take_samples(&mut self) -> Vec<Snapshot> {
+        self.samples.take().map(Samples::into_vec).unwrap_or_default()
     }
 
     pub(super) fn live(&self) -> &Live {
