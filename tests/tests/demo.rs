@@ -79,7 +79,8 @@ fn demo_counts_one_port_and_an_exhausted_range_exactly() {
     println!(
         "checks: `tcptrace demo --connections {n}` holds {n} connections on one port and the \
          tracer, the load and sock_diag agree; the client side exhausts its range and every \
-         EADDRNOTAVAIL is seen; nothing is left afterwards"
+         EADDRNOTAVAIL is seen; what stops the box next is read from the kernel, nearest \
+         first; nothing is left afterwards"
     );
     let n_text = n.to_string();
     let exit = run_to_exit(
@@ -108,6 +109,26 @@ fn demo_counts_one_port_and_an_exhausted_range_exactly() {
     let second = u(&r, "/client/second_opened");
     assert!(second > 0);
     assert_eq!(u(&r, "/client/second_reused_local_ports"), second, "{r}");
+
+    // What stops this box next: nearest first, each from the kernel's own reading.
+    let next = r["next_limits"].as_array().expect("next_limits");
+    let more: Vec<u64> = next.iter().map(|l| l["more_connections"].as_u64().unwrap()).collect();
+    assert!(more.is_sorted(), "nearest first: {next:?}");
+    let file_max = std::fs::read_to_string("/proc/sys/fs/file-max").expect("file-max");
+    let files = next.iter().find(|l| l["name"] == "file_max").expect("file_max is read");
+    let detail = files["detail"].as_str().unwrap_or_default();
+    assert!(detail.contains(&format!("of fs/file-max {}", file_max.trim())), "{detail}");
+    let memory = next.iter().find(|l| l["name"] == "memory").expect("memory is read");
+    // The ramp's measured cost a socket, or the slab objects' when those take more.
+    let detail = memory["detail"].as_str().unwrap_or_default();
+    let taken: u64 = detail
+        .strip_prefix("at ")
+        .and_then(|d| d.split(' ').next())
+        .and_then(|b| b.parse().ok())
+        .unwrap_or_else(|| panic!("no bytes a socket in {detail}"));
+    assert!(taken >= u(&r, "/server/kernel_bytes_per_socket"), "{detail}: {r}");
+    assert!(taken > 1000, "slab objects alone are > 1 KB a socket: {detail}");
+    println!("  next limits: {next:?}");
 
     assert_eq!((u(&r, "/lost"), u(&r, "/drift")), (0, 0), "{r}");
     assert_eq!(u(&r, "/teardown/left_live"), 0, "{r}");

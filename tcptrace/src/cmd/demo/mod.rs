@@ -114,7 +114,7 @@ pub async fn run(mut args: DemoArgs) -> anyhow::Result<Outcome> {
                 (false, true) => "PASS",
                 (false, false) => "FAIL",
             };
-            let info = run_info(
+            let mut info = run_info(
                 format!("tcptrace demo: {verdict}"),
                 demo.live(),
                 format!(
@@ -124,6 +124,13 @@ pub async fn run(mut args: DemoArgs) -> anyhow::Result<Outcome> {
                     samples.len()
                 ),
             );
+            if let Some(next) = r.next_limits.first() {
+                let line = format!(
+                    "{}: about {} more connections like these ({})",
+                    next.name, next.more_connections, next.detail
+                );
+                info.facts.push(("next limit".into(), line));
+            }
             view::report::html(&info, &verdict_rows(r), &samples)
         } else {
             serde_json::to_string_pretty(&demo.results)?

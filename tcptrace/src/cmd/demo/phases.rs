@@ -34,7 +34,7 @@ use crate::{
 use super::{
     DemoArgs, SECOND_DESTINATION_CONNECTIONS,
     plan::{Plan, gib, mem_available},
-    report::{ClientSide, Results, ServerSide, Teardown},
+    report::{ClientSide, Results, ServerSide, Teardown, next_limits},
 };
 
 /// The server's address in the demo's namespace, and the client side's two servers.
@@ -203,6 +203,9 @@ impl Demo {
         });
         let totals = fleet::totals(&self.server.states());
         let sock_diag_live = row.map_or(0, |r| r.live);
+        if let Some(limits) = rows.limits.iter().find(|l| l.netns == self.netns().inode()) {
+            self.results.next_limits = next_limits(limits, kernel_bytes_per_socket);
+        }
         let mut side = ServerSide {
             listen: listen.to_string(),
             target,

@@ -14,6 +14,9 @@ pub struct Results {
     pub netns: u32,
     pub server: Option<ServerSide>,
     pub client: Option<ClientSide>,
+    /// What would stop this box next, nearest first: each box-wide limit and how many more
+    /// connections like the demo's it leaves room for, measured after the server side.
+    pub next_limits: Vec<NextLimit>,
     pub events: u64,
     pub lost: u64,
     /// Every correction the reconciliations made (at each side's verdict and at the end).
@@ -74,6 +77,65 @@ pub struct ClientSide {
     /// Connections to the second destination on a local port also in use to the first.
     pub second_reused_local_ports: u64,
     pub passed: bool,
+}
+
+/// A box-wide limit on more connections, measured after the server side's ramp.
+#[derive(Debug, Serialize, PartialEq, Eq)]
+pub struct NextLimit {
+    /// `memory`, `file_max` or `conntrack`.
+    pub name: &'static str,
+    /// More connections like the demo's (both ends on this box: two sockets, two open
+    /// files and one conntrack entry each) before this limit is reached.
+    pub more_connections: u64,
+    /// How it was measured.
+    pub detail: String,
+}
+
+/// What would stop this box next, nearest first, from the demo's namespace's limits row
+/// and the kernel memory a socket was measured to cost during the ramp
+/// (`bytes_per_socket`, never below the row's slab-based estimate). A
+/// limit the kernel does not expose, or that does not apply (conntrack not tracking), is
+/// left out, never guessed.
+pub(super) fn next_limits(
+    limits: &crate::capacity::NetnsLimits,
+    bytes_per_socket: u64,
+) -> Vec<NextLimit> {
+    let mut next = Vec::new();
+    // The slab objects a socket takes are a floor: a smaller fall of MemAvailable over a
+    // small ramp is the noise of everything else the box did meanwhile (measured: 102 B a
+    // socket over 4,000 connections, against 3,584 B of slab objects).
+    let per_socket = match (bytes_per_socket, limits.bytes_per_connection) {
+        (0, floor) => floor,
+        (measured, floor) => Some(measured.max(floor.unwrap_or(0))),
+    };
+    if let (Some(available), Some(per_socket)) = (limits.mem_available, per_socket) {
+        next.push(NextLimit {
+            name: "memory",
+            more_connections: available / (2 * per_socket),
+            detail: format!(
+                "at {per_socket} B of kernel memory a socket, {} available",
+                super::plan::gib(available)
+            ),
+        });
+    }
+    if let (Some(files), Some(max)) = (limits.files, limits.file_max) {
+        next.push(NextLimit {
+            name: "file_max",
+            more_connections: max.saturating_sub(files) / 2,
+            detail: format!("fs/file-nr {files} of fs/file-max {max}; every socket is a file"),
+        });
+    }
+    // nf_conntrack tracks a namespace's connections only once a rule there needs it: a
+    // count of 0 beside the demo's connections says it is loaded but not tracking them.
+    if let (Some(count @ 1..), Some(max)) = (limits.conntrack, limits.conntrack_max) {
+        next.push(NextLimit {
+            name: "conntrack",
+            more_connections: max.saturating_sub(count),
+            detail: format!("nf_conntrack_count {count} of nf_conntrack_max {max}"),
+        });
+    }
+    next.sort_by_key(|l| l.more_connections);
+    next
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -145,6 +207,16 @@ pub(super) fn render(r: &Results) -> String {
             c.destination,
         );
     }
+    if let Some((first, then)) = r.next_limits.split_first() {
+        let _ = writeln!(
+            out,
+            "\nNEXT LIMIT {}: about {} more connections like these ({})",
+            first.name, first.more_connections, first.detail
+        );
+        for l in then {
+            let _ = writeln!(out, "  then {}: {} more ({})", l.name, l.more_connections, l.detail);
+        }
+    }
     let _ = write!(
         out,
         "\nTRUST  events {}  lost {}  drift {}\nTRACER resident {:.1} MiB, CPU {:.1} s\nRESULT {}",
@@ -211,4 +283,51 @@ pub(super) fn verdict_rows(r: &Results) -> Vec<VerdictRow> {
         detail: format!("drift {} over every reconciliation", r.drift),
     });
     rows
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::capacity::NetnsLimits;
+
+    fn limits() -> NetnsLimits {
+        NetnsLimits {
+            netns: 1,
+            files: Some(1_000),
+            file_max: Some(101_000),
+            tcp_mem_pages: None,
+            tcp_mem: None,
+            memory_pressure: false,
+            orphans: None,
+            max_orphans: None,
+            time_wait: None,
+            max_tw_buckets: None,
+            conntrack: None,
+            conntrack_max: None,
+            mem_available: Some(3_000_000_000),
+            bytes_per_connection: Some(2_000),
+            memory_connections: None,
+            counters: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn the_nearest_limit_comes_first_and_a_missing_one_is_left_out() {
+        // 3 GB at 3,000 B a socket, two a connection: 500,000; 100,000 free files: 50,000.
+        let next = next_limits(&limits(), 3_000);
+        let seen: Vec<_> = next.iter().map(|l| (l.name, l.more_connections)).collect();
+        assert_eq!(seen, [("file_max", 50_000), ("memory", 500_000)]);
+        // Less measured than the slab objects take: the slab estimate; conntrack once it
+        // tracks.
+        let mut with_conntrack = limits();
+        (with_conntrack.conntrack, with_conntrack.conntrack_max) = (Some(100), Some(10_100));
+        let seen: Vec<_> = next_limits(&with_conntrack, 100)
+            .iter()
+            .map(|l| (l.name, l.more_connections))
+            .collect();
+        assert_eq!(seen, [("conntrack", 10_000), ("file_max", 50_000), ("memory", 750_000)]);
+        // Loaded, but tracking nothing here: not a limit on these connections.
+        with_conntrack.conntrack = Some(0);
+        assert!(next_limits(&with_conntrack, 0).iter().all(|l| l.name != "conntrack"));
+    }
 }
