@@ -227,13 +227,21 @@ mod tests {
 
     #[test]
     fn a_watch_line_keeps_its_key_order_and_reads_back() {
-        let line = r#"{"elapsed_s":1.0,"backend":"tp_btf","events":9,"lost":2,"drift":1,"drift_total":3,"unreconciled_netns":0,"filtered":0,"live":1,"local_ports":[{"port":80,"live":1,"remote_addrs":1}],"remote_endpoints":[{"addr":"::1","port":80,"live":1,"local_ports":1}],"listeners":[],"destinations":[{"netns":7,"laddr":"127.0.0.2","raddr":"127.0.0.1","rport":80,"ports_in_use":1,"shared_ports":0,"range":28232,"use_pct":0.0035,"connect_rate":1.0,"exhaustion_s":null,"failed_connects":0}],"limits":[]}"#;
+        let line = r#"{"elapsed_s":1.0,"backend":"tp_btf","events":9,"lost":2,"drift":1,"drift_total":3,"unreconciled_netns":0,"filtered":0,"live":1,"local_ports":[{"port":80,"live":1,"remote_addrs":1}],"remote_endpoints":[{"addr":"::1","port":80,"live":1,"local_ports":1}],"capacity_age_s":0.25,"listeners":[],"destinations":[{"netns":7,"laddr":"127.0.0.2","raddr":"127.0.0.1","rport":80,"ports_in_use":1,"shared_ports":0,"range":28232,"use_pct":0.0035,"connect_rate":1.0,"exhaustion_s":null,"failed_connects":0}],"limits":[]}"#;
         let snapshot: Snapshot = serde_json::from_str(line).unwrap();
         assert_eq!(serde_json::to_string(&snapshot).unwrap(), line);
         assert_eq!(snapshot.remote_endpoints[0].addr, "::1".parse::<IpAddr>().unwrap());
         assert!(serde_json::from_str::<Snapshot>(r#"{"elapsed_s":1.0}"#).is_err());
-        let late = Snapshot { elapsed_s: 12.345_678, ..snapshot };
-        assert!(serde_json::to_string(&late).unwrap().starts_with(r#"{"elapsed_s":12.346,"#));
+        let late = Snapshot { elapsed_s: 12.345_678, capacity_age_s: Some(0.123_456), ..snapshot };
+        let text = serde_json::to_string(&late).unwrap();
+        assert!(text.starts_with(r#"{"elapsed_s":12.346,"#), "{text}");
+        assert!(text.contains(r#","capacity_age_s":0.123,"#), "{text}");
+        // A recording from before the key reads back, without it; no rows: null.
+        let old: Snapshot =
+            serde_json::from_str(&line.replace(r#""capacity_age_s":0.25,"#, "")).unwrap();
+        assert_eq!(old.capacity_age_s, None);
+        let none = Snapshot { capacity_age_s: None, ..old };
+        assert!(serde_json::to_string(&none).unwrap().contains(r#""capacity_age_s":null"#));
     }
 
     #[test]

@@ -209,7 +209,10 @@ fn charts(samples: &[Snapshot]) -> Vec<Chart> {
         (
             "chart-live",
             "Live connections per listener",
-            format!("solid: live; dashed: the peak so far. {binding}"),
+            format!(
+                "solid: live; dashed: the peak so far, and in another colour where the binding \
+                 limit stops it (live + its headroom). {binding}"
+            ),
             live,
             Vec::new(),
         ),
@@ -283,6 +286,28 @@ fn listener_lines(samples: &[Snapshot], walks: &[(f64, &Snapshot)]) -> ListenerL
             true,
             color,
         ));
+        // Where the binding limit stops it: live + what that limit leaves. A limit far above
+        // the live count (memory, the file table) would flatten the lines to the axis: it is
+        // named in the legend instead of drawn, as a destination's range is.
+        let stops_at = || {
+            rows().filter_map(|(t, l)| {
+                let headroom = l.limits.as_ref()?.binding_headroom?;
+                Some((t, l.live.saturating_add(headroom)))
+            })
+        };
+        let peak = rows().map(|(_, l)| l.peak_live).max().unwrap_or(0);
+        let highest = stops_at().map(|(_, v)| v).max();
+        match highest {
+            Some(at) if at <= peak.saturating_mul(4).max(10) => {
+                live.push(line(&format!("{name} binding limit"), stops_at(), true, color + SHOWN));
+            }
+            Some(at) => {
+                if let Some(l) = live.iter_mut().rev().nth(1) {
+                    l.name = format!("{name} (binding limit up to {at}, above the chart)");
+                }
+            }
+            None => {}
+        }
         // Each row with its limits read, and the sockets of its SO_REUSEPORT group.
         let limits = || {
             rows().filter_map(|(t, l)| l.limits.as_ref().map(|lim| (t, lim, l.reuseport_sockets)))
@@ -547,6 +572,39 @@ mod tests {
         }
         // Without limits there is no queue to plot, and the page says so instead of lying.
         assert!(page.contains("No limits were read for any listener."));
+    }
+
+    /// `sample` with its listener bound by its fds, `headroom` connections from that limit.
+    fn bound(t: f64, live: u64, headroom: u64) -> Snapshot {
+        use tcptrace_json::limits::{LimitName, ListenerLimits};
+        let mut s = sample(t, live, 0, 0);
+        s.listeners[0].limits = Some(ListenerLimits {
+            accept_queue: 0,
+            backlog: 128,
+            min_backlog: 128,
+            somaxconn: Some(4096),
+            backlog_clamped: false,
+            drops: Some(0),
+            fds: Some(live),
+            fd_limit: Some(live + headroom),
+            fd_pid: Some(1),
+            headroom: Vec::new(),
+            binding: Some(LimitName::Fds),
+            binding_headroom: Some(headroom),
+        });
+        s
+    }
+
+    #[test]
+    fn a_near_binding_limit_is_drawn_and_a_far_one_named() {
+        let near: Vec<Snapshot> = (0..4u32).map(|i| bound(f64::from(i), 100, 50)).collect();
+        let page = html(&RunInfo::default(), &[], &near);
+        let live = &page[page.find("id=\"chart-live\"").unwrap()..];
+        assert!(live.contains("(netns 7) binding limit</li>"), "a drawn limit is in the legend");
+        let far: Vec<Snapshot> = (0..4u32).map(|i| bound(f64::from(i), 100, 1_000_000)).collect();
+        let page = html(&RunInfo::default(), &[], &far);
+        assert!(page.contains("(binding limit up to 1000100, above the chart)</li>"));
+        assert!(!page.contains("(netns 7) binding limit</li>"), "a far limit is not drawn");
     }
 
     #[test]
