@@ -28,7 +28,8 @@ SELECTOR, and the METRICs it has:
                        runs out (fds of its process, the box's file table, memory,
                        its accept queue): the binding limit, which the verdict names
       accept_queue     connections waiting for accept(), in percent of what its
-                       queue holds (backlog + 1 per SO_REUSEPORT socket)
+                       queue holds (backlog + 1 per socket), summed over its
+                       SO_REUSEPORT group: one full member of several shows less
       drops            handshakes its LISTEN sockets dropped (ss -ltm `d`), counted
                        by the kernel since they were made
   dst=ADDR:PORT        a remote endpoint that this box connects to as a client
@@ -44,6 +45,8 @@ SELECTOR, and the METRICs it has:
       lost             events the kernel dropped because the ring buffer was full
       drift            connections the sock_diag recounts (what ss sees) found the live
                        count wrong by and corrected, summed over the run
+      fd_headroom      percent of the box's file table still free:
+                       100% - fs/file-nr in percent of fs/file-max
 
 OP is one of >= <= > < ==. VALUE is a whole number (100000), except for use,
 headroom, accept_queue and fd_headroom, which take a percentage and only a
@@ -51,11 +54,10 @@ percentage (20%, 12.5%).
 
 The check observes once per --interval. What each expectation compares with VALUE:
 
+  headroom, capacity, usable_ports and fd_headroom are room left before a limit:
   METRIC      OP      COMPARES  THE CLAIM HOLDS WHEN
-  headroom,   >= >    minimum   it never dropped below VALUE
-  capacity,
-  usable_ports,
-  fd_headroom <= <    minimum   it went down to VALUE at least once
+  room        >= >    minimum   it never dropped below VALUE
+  room        <= <    minimum   it went down to VALUE at least once
   all others  >= >    peak      it reached VALUE at least once
   all others  <= <    peak      it never went above VALUE
   any         ==      final     it equals VALUE at the last observation
@@ -330,7 +332,7 @@ impl Expectation {
         self.op
     }
 
-    /// The VALUE: a count, or a percentage from 0 to 100 for use and headroom.
+    /// The VALUE: a count, or a percentage from 0 to 100 for a [`Metric::is_percent`] one.
     #[must_use]
     pub fn value(&self) -> f64 {
         self.value

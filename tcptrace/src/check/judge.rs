@@ -53,16 +53,18 @@ pub struct ListenerValues {
 }
 
 /// A listener's limits in one observation (the `limits` of its capacity row). Where the
-/// selector matches several listeners (one per namespace), the one closest to its limit.
+/// selector matches several listeners (one per namespace or address), the binding limit
+/// of the one closest to it, the fullest queue and every one's drops.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LimitValues {
     /// The limit that runs out first, and how many more connections it lets in.
     pub binding: Option<Headroom>,
     /// Connections waiting for `accept()`, and what the queue holds at most (backlog + 1
-    /// per socket of the `SO_REUSEPORT` group).
-    pub accept_queue: u64,
-    pub queue_cap: u64,
-    /// Handshakes its LISTEN sockets dropped; `None` when the kernel sent no meminfo.
+    /// per socket of the `SO_REUSEPORT` group), of the fullest listener; `None` when not
+    /// read.
+    pub queue: Option<(u64, u64)>,
+    /// Handshakes its LISTEN sockets dropped, summed over the listeners; `None` when the
+    /// kernel sent no meminfo.
     pub drops: Option<u64>,
 }
 
@@ -116,8 +118,8 @@ impl ListenerValues {
             Metric::Live | Metric::RemoteAddrs | Metric::MaxPerRemote => self.conns.get(metric),
             Metric::Capacity => count(binding?.headroom),
             Metric::AcceptQueue => {
-                let l = self.limits?;
-                count(l.accept_queue) * 100.0 / count(l.queue_cap.max(1))
+                let (waiting, holds) = self.limits?.queue?;
+                count(waiting) * 100.0 / count(holds.max(1))
             }
             Metric::Drops => count(self.limits?.drops?),
             _ => unreachable!("the parser gives listeners only their own metrics"),
@@ -704,8 +706,7 @@ mod tests {
         let mut f = Fake::default();
         let conns = PortValues { live: 300 - headroom, remote_addrs: 1, max_per_remote: 1 };
         let binding = Headroom { name: binding, value: 300 - headroom, limit: 300, headroom };
-        let limits =
-            LimitValues { binding: Some(binding), accept_queue: waiting, queue_cap: 17, drops };
+        let limits = LimitValues { binding: Some(binding), queue: Some((waiting, 17)), drops };
         f.listeners.insert(sock("127.0.0.1:8080"), ListenerValues { conns, limits: Some(limits) });
         f
     }

@@ -43,7 +43,7 @@ pub struct ExpectationResult {
     /// The limit the observed value was measured against, at that moment: a listener's
     /// binding limit (`binding limit fds: 300 of 300 in use, 0 more connections`), a
     /// destination's ephemeral range, the box's file table; `None` where no limit applies
-    /// (a local port, the totals) or none could be read.
+    /// (a local port, the counts of the totals) or none could be read.
     pub limit: Option<String>,
 }
 

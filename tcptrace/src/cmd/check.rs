@@ -8,7 +8,7 @@ use clap::Args;
 use tcptrace_json::limits::LimitName;
 
 use crate::{
-    capacity::{Capacity, DestinationRow, ListenerRow},
+    capacity::{Capacity, DestinationRow, ListenerLimits, ListenerRow},
     check::{
         Check, DestinationValues, Expectation, LimitValues, ListenerValues, Observation,
         PortValues, Report, Selector, Tolerance, TotalValues, Verdict, summary, tolerance_verdicts,
@@ -138,10 +138,10 @@ fn charted(expectations: &[Expectation], mut rows: Capacity) -> Capacity {
         Selector::Destination(addr) => selects_destination(addr, d),
         _ => false,
     };
-    if rows.listeners.iter().any(|l| selectors.iter().any(|s| listener(l, s))) {
+    if selectors.iter().any(|s| matches!(s, Selector::LocalPort(_) | Selector::Listener(_))) {
         rows.listeners.retain(|l| selectors.iter().any(|s| listener(l, s)));
     }
-    if rows.destinations.iter().any(|d| selectors.iter().any(|s| destination(d, s))) {
+    if selectors.iter().any(|s| matches!(s, Selector::Destination(_))) {
         rows.destinations.retain(|d| selectors.iter().any(|s| destination(d, s)));
     }
     rows
@@ -214,20 +214,23 @@ impl Observation for Observed<'_> {
             remote_addrs: rows.iter().map(|l| l.remote_addrs).sum(),
             max_per_remote: rows.iter().map(|l| l.max_per_remote).max().unwrap_or(0),
         };
-        let limits = rows
-            .iter()
-            .filter_map(|l| l.limits.as_ref())
-            .min_by_key(|l| l.binding_headroom.unwrap_or(u64::MAX))
-            .map(|l| {
-                let queue = l.headroom.iter().find(|h| h.name == LimitName::AcceptQueue);
-                LimitValues {
-                    // Smallest headroom first: the binding one leads.
-                    binding: l.headroom.first().copied().filter(|_| l.binding.is_some()),
-                    accept_queue: l.accept_queue,
-                    queue_cap: queue.map_or(l.backlog + 1, |q| q.limit),
-                    drops: l.drops,
-                }
-            });
+        // The binding limit of the row closest to it; the fullest queue of any row (the
+        // queue each row holds: backlog + 1 per socket); the drops of every row.
+        let read: Vec<_> = rows.iter().filter_map(|l| l.limits.as_ref()).collect();
+        let queue = |l: &ListenerLimits| {
+            let cap = l.headroom.iter().find(|h| h.name == LimitName::AcceptQueue)?.limit;
+            Some((l.accept_queue, cap.max(1)))
+        };
+        let fullest = read.iter().filter_map(|l| queue(l)).max_by(|a, b| {
+            (u128::from(a.0) * u128::from(b.1)).cmp(&(u128::from(b.0) * u128::from(a.1)))
+        });
+        let limits = read.iter().min_by_key(|l| l.binding_headroom.unwrap_or(u64::MAX)).map(|l| {
+            LimitValues {
+                binding: l.headroom.iter().copied().find(|h| Some(h.name) == l.binding),
+                queue: fullest,
+                drops: read.iter().map(|l| l.drops).sum(),
+            }
+        });
         Some(ListenerValues { conns, limits })
     }
 

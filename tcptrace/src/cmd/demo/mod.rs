@@ -33,7 +33,7 @@ use crate::cmd::{
     output::{is_html, open_report, run_info, write_report},
     print,
 };
-use crate::view;
+use crate::view::{self, report::VerdictRow};
 
 use phases::{Demo, Phase};
 pub use report::{ClientSide, Results, ServerSide, Teardown};
@@ -118,7 +118,7 @@ pub async fn run(mut args: DemoArgs) -> anyhow::Result<Outcome> {
                 format!("tcptrace demo: {verdict}"),
                 demo.live(),
                 format!(
-                    "{} connections on one port, {:.1} s, {} observations",
+                    "{} connections on one port, {:.1} s, {} snapshots",
                     args.connections,
                     demo.elapsed().as_secs_f64(),
                     samples.len()
@@ -131,7 +131,19 @@ pub async fn run(mut args: DemoArgs) -> anyhow::Result<Outcome> {
                 );
                 info.facts.push(("next limit".into(), line));
             }
-            view::report::html(&info, &verdict_rows(r), &samples)
+            let mut rows = verdict_rows(r);
+            if interrupted {
+                // Counts that agreed so far are no PASS of a run that did not finish.
+                rows.insert(
+                    0,
+                    VerdictRow {
+                        claim: "the demo ran to its end".into(),
+                        verdict: crate::check::Verdict::Fail,
+                        detail: "interrupted (Ctrl-C, SIGTERM or --duration)".into(),
+                    },
+                );
+            }
+            view::report::html(&info, &rows, &samples)
         } else {
             serde_json::to_string_pretty(&demo.results)?
         };
